@@ -1,0 +1,71 @@
+"""The one error hierarchy of edgewatch.
+
+    EdgewatchError
+    ├── ConfigError            a gateway config file is invalid (exit code 2)
+    ├── ArtifactError          model.onnx / manifest.json missing, tampered or unreadable
+    ├── TargetError            a target/provider cannot run a model as configured
+    ├── ExportError            the exporter could not produce an artifact
+    │   ├── UnsupportedModelError   the model cannot be streamed (exit code 2)
+    │   └── ParityError             a parity gate failed (exit code 1)
+    ├── PayloadError           one MQTT payload was rejected (carries a reason label)
+    └── BusError               the MQTT connection failed in a way we cannot retry
+
+Every error's message is one line a user can act on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "BusError",
+    "ConfigError",
+    "EdgewatchError",
+    "ExportError",
+    "ParityError",
+    "PayloadError",
+    "TargetError",
+    "UnsupportedModelError",
+]
+
+
+class EdgewatchError(Exception):
+    """Base of every error edgewatch raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(EdgewatchError):
+    exit_code = 2
+
+
+class ArtifactError(EdgewatchError):
+    exit_code = 2
+
+
+class TargetError(EdgewatchError):
+    exit_code = 2
+
+
+class ExportError(EdgewatchError):
+    exit_code = 1
+
+
+class UnsupportedModelError(ExportError):
+    exit_code = 2
+
+
+class ParityError(ExportError):
+    exit_code = 1
+
+
+class PayloadError(EdgewatchError):
+    """A rejected input message. `reason` is a short, fixed label used as a metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class BusError(EdgewatchError):
+    exit_code = 1

@@ -1,0 +1,190 @@
+"""The artifact contract: `DIR/model.onnx` + `DIR/manifest.json`.
+
+The exporter writes it, the runtime reads it; nothing here imports torch or
+onnxruntime. Shapes use the string "batch" (and "time") for dynamic axes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_config.errors import ArtifactError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "MODEL_NAME",
+    "Calibration",
+    "Features",
+    "Manifest",
+    "Normalization",
+    "ParityResult",
+    "ScoreSettings",
+    "StateSpec",
+    "read_manifest",
+    "sha256_bytes",
+    "write_manifest",
+]
+
+MANIFEST_FORMAT = 1
+MODEL_NAME = "model.onnx"
+MANIFEST_NAME = "manifest.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Features(_Strict):
+    names: list[str]
+    count: int
+
+    @model_validator(mode="after")
+    def _count_matches(self) -> "Features":
+        if len(self.names) != self.count:
+            raise ValueError(f"features.count is {self.count} but {len(self.names)} names are given")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("feature names must be unique")
+        return self
+
+
+class StateSpec(_Strict):
+    """One recurrent state tensor: graph input `input` is carried to graph output `output`."""
+
+    input: str
+    output: str
+    shape: list[int | str]
+    """[layers, "batch", hidden] for torch LSTM/GRU state."""
+    batch_axis: int = 1
+    dtype: Literal["float32"] = "float32"
+    module: str = ""
+    """Dotted name of the nn.LSTM / nn.GRU inside the user's module."""
+    kind: Literal["lstm_h", "lstm_c", "gru_h"] = "lstm_h"
+
+    @property
+    def layers(self) -> int:
+        return int(self.shape[0])
+
+    @property
+    def hidden(self) -> int:
+        return int(self.shape[2])
+
+
+class Normalization(_Strict):
+    """Applied per sample before the model: x_norm = (x - mean) / std."""
+
+    mean: list[float]
+    std: list[float]
+
+
+class ScoreSettings(_Strict):
+    """How a step's score is computed (runtime.scoring implements it)."""
+
+    kind: Literal["forecast-error", "probability"]
+    ewma_alpha: float = Field(0.2, gt=0.0, le=1.0)
+    residual_std: list[float] | None = None
+    """Per-feature std of the normalized next-step error on normal data (forecast-error)."""
+
+
+class Calibration(_Strict):
+    """Score statistics on normal data; the threshold the runtime uses by default."""
+
+    threshold: float
+    method: str
+    """e.g. "quantile:0.995" or "mean+z*std:z=4"."""
+    steps: int
+    score_mean: float
+    score_std: float
+    source: str = ""
+
+
+class ParityResult(_Strict):
+    gate: str
+    metric: str
+    value: float
+    tolerance: float
+    passed: bool
+    detail: str = ""
+
+
+class Manifest(_Strict):
+    format: int = MANIFEST_FORMAT
+    name: str
+    sha256: str
+    versions: dict[str, str]
+    """edgewatch, torch, onnx, onnxruntime versions used at export."""
+    opset: int
+    target: str
+    precision: Literal["fp32", "fp16", "int8"]
+    quantization: Literal["none", "dynamic", "fp16", "qdq"]
+    providers: list[str]
+    """Provider types the artifact is meant for (edge_config.presets)."""
+    features: Features
+    input: str = "x"
+    time_steps: Literal["dynamic", 1] = "dynamic"
+    """1 when the graph takes exactly one step per call (unrolled targets)."""
+    outputs: list[str]
+    """Graph output names; outputs[0] is the model's output, the rest are state outputs."""
+    output_kind: Literal["sequence", "last"]
+    """sequence: outputs[0] is [batch, time, n]; last: [batch, n] for the chunk's last step."""
+    output_size: int
+    task: Literal["forecast", "probability"]
+    state: list[StateSpec]
+    normalization: Normalization | None = None
+    score: ScoreSettings
+    calibration: Calibration | None = None
+    parity: list[ParityResult] = []
+    sizes: dict[str, int] = {}
+    """Bytes: "model" (this file), "fp32" (the float model before quantization)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        n = self.features.count
+        if self.normalization is not None:
+            if len(self.normalization.mean) != n or len(self.normalization.std) != n:
+                raise ValueError(f"normalization must have {n} entries (one per feature)")
+            if any(s <= 0 for s in self.normalization.std):
+                raise ValueError("normalization.std must be > 0")
+        if self.task == "forecast" and self.output_size != n:
+            raise ValueError(f"a forecast model must output {n} values (one per feature)")
+        if self.score.residual_std is not None and len(self.score.residual_std) != n:
+            raise ValueError(f"score.residual_std must have {n} entries")
+        for spec in self.state:
+            if spec.output not in self.outputs:
+                raise ValueError(f"state output {spec.output!r} is not a graph output")
+        return self
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_manifest(manifest: Manifest, directory: Path) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate DIR/manifest.json (the model bytes are verified by runtime.artifact)."""
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no manifest (expected model.onnx + manifest.json in {directory})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable manifest: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise ArtifactError(f"{path}: manifest format {got!r} is not supported (expected {MANIFEST_FORMAT})")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{path}: invalid manifest at {where}: {first['msg']}") from None

@@ -1,0 +1,81 @@
+"""The `edgewatch` command: a thin dispatcher over one module per subcommand.
+
+Each command module exposes `register(subparsers)`, which adds its parser and
+sets `func` to a `run(args) -> int`. Modules import their heavy dependencies
+(torch, onnxruntime) inside `run`, so `edgewatch --help` stays fast and a
+gateway without torch can use every runtime command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge_config.errors import EdgewatchError
+
+__all__ = ["main"]
+
+_COMMAND_MODULES = (
+    "exporter.cli",  # export
+    "exporter.train_cli",  # train
+    "exporter.eval_cli",  # eval skab
+    "edge_config.cli",  # config init|check|show
+    "runtime.targets_cli",  # targets
+    "runtime.serve_cli",  # serve
+    "runtime.alerts_cli",  # alerts
+    "runtime.replay",  # replay
+    "runtime.demo",  # demo
+    "runtime.bench",  # bench
+)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgewatch")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgewatch",
+        description="Export PyTorch LSTM/GRU detectors to streaming ONNX and serve them on MQTT gateways.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgewatch {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except EdgewatchError as exc:
+        print(f"edgewatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
