@@ -1,0 +1,178 @@
+"""Topic → stream id, and the checks a stream id passes before it goes into a topic we publish.
+
+A stream id is the part of the input topic that names one machine. By default it is the
+levels matched by the filter's wildcards, joined with '/':
+
+    filter  plant/+/+/telemetry     topic plant/L1/press-3/telemetry  → "L1/press-3"
+    filter  site/#                  topic site/a/b/c                   → "a/b/c"
+    filter  machine1/data           (no wildcard)                      → the stream's `name`
+
+`StreamConfig.stream_id` is a topic *pattern* whose `{name}` levels are kept, in order:
+
+    template plant/{line}/+/{machine}  topic plant/L1/cell/press-3 → "L1/press-3"
+
+The id then becomes a level of `<prefix>/alerts/<id>` and `<prefix>/status/<id>`, so an id
+that could widen or escape that topic is rejected (PayloadError reason "stream-id"), never
+published: wildcards, NUL and control characters, a leading '$' in any level, empty, '.' or
+'..' levels, more levels than allowed, or more than `max_bytes` UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edge_config.errors import ConfigError, PayloadError
+from edge_config.schema import StreamConfig
+
+__all__ = ["MAX_ID_BYTES", "MAX_ID_LEVELS", "Route", "StreamIdResolver", "check_stream_id", "topic_matches"]
+
+MAX_ID_LEVELS = 8
+"""Levels a '#'-matched id may have (a '+'-only filter or a template fixes its own count)."""
+MAX_ID_BYTES = 200
+"""Keeps `<prefix>/alerts/<id>` far below MQTT's 65,535-byte topic limit and readable in logs."""
+
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f+#]")
+_PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one input topic goes: its sanitized stream id and the stream config that serves it."""
+
+    stream: str
+    config: StreamConfig
+
+
+def topic_matches(filter_levels: Sequence[str], topic_levels: Sequence[str]) -> bool:
+    """MQTT matching (§4.7): '+' one level, '#' the rest (parent included), '$' topics need a literal first level."""
+    if topic_levels and topic_levels[0].startswith("$") and filter_levels and filter_levels[0] in ("+", "#"):
+        return False
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= len(topic_levels) or (level != "+" and level != topic_levels[i]):
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+def check_stream_id(stream: str, max_levels: int, max_bytes: int = MAX_ID_BYTES) -> str:
+    """Return `stream` unchanged if it is safe as topic levels; raise PayloadError("stream-id") otherwise."""
+    size = len(stream.encode("utf-8", "surrogatepass"))
+    if size == 0 or size > max_bytes:
+        raise PayloadError("stream-id", f"stream id of {size} bytes (allowed 1..{max_bytes})")
+    if _FORBIDDEN.search(stream):
+        raise PayloadError("stream-id", f"stream id {_show(stream)} holds a wildcard or control character")
+    levels = stream.split("/")
+    if len(levels) > max_levels:
+        raise PayloadError("stream-id", f"stream id {_show(stream)} has {len(levels)} levels (allowed {max_levels})")
+    for level in levels:
+        if level in ("", ".", "..") or level.startswith("$"):
+            raise PayloadError("stream-id", f"stream id {_show(stream)} has an empty, '.', '..' or '$' level")
+    try:
+        stream.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot go into a topic
+        raise PayloadError("stream-id", f"stream id {_show(stream)} is not valid UTF-8") from None
+    return stream
+
+
+def _show(text: str) -> str:
+    """A log-safe rendering of a hostile string: escaped and cut."""
+    shown = ascii(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    config: StreamConfig
+    filter_levels: tuple[str, ...]
+    template: tuple[str, ...] | None  # levels; None = take the filter's wildcard levels
+    captures: tuple[int, ...]  # template level indexes that form the id
+    max_levels: int
+
+    def stream_id(self, levels: Sequence[str]) -> str:
+        if self.template is not None:
+            if not topic_matches(self.template, levels):
+                raise PayloadError("stream-id", f"topic does not fit the stream_id template of {self.config.name!r}")
+            return "/".join(levels[i] for i in self.captures)
+        if not any(level in ("+", "#") for level in self.filter_levels):
+            return self.config.name
+        parts = [levels[i] for i, level in enumerate(self.filter_levels) if level == "+"]
+        if self.filter_levels[-1] == "#":
+            parts.extend(levels[len(self.filter_levels) - 1 :])
+        return "/".join(parts)
+
+
+def _covers(outer: Sequence[str], inner: Sequence[str]) -> bool:
+    """True when every topic matching filter `inner` also matches filter `outer`."""
+    for i, level in enumerate(outer):
+        if level == "#":
+            return True
+        if i >= len(inner) or inner[i] == "#":
+            return False
+        if level != "+" and level != inner[i]:
+            return False
+    return len(outer) == len(inner)
+
+
+def _compile(config: StreamConfig, topic_filter: str, max_levels: int) -> _Rule:
+    levels = tuple(topic_filter.split("/"))
+    if config.stream_id is None:
+        wildcards = sum(level == "+" for level in levels)
+        # '+' levels fix the id's level count; '#' (or a stream name as id) gets the general cap.
+        limit = max_levels if levels[-1] == "#" or wildcards == 0 else wildcards
+        return _Rule(config, levels, None, (), limit)
+    template: list[str] = []
+    captures: list[int] = []
+    names: set[str] = set()
+    for i, level in enumerate(config.stream_id.split("/")):
+        found = _PLACEHOLDER.match(level)
+        if found:
+            if found.group(1) in names:
+                raise ConfigError(f"stream {config.name!r}: stream_id names {{{found.group(1)}}} twice")
+            names.add(found.group(1))
+            captures.append(i)
+            template.append("+")
+        elif "{" in level or "}" in level or ("#" in level and level != "#") or ("+" in level and level != "+"):
+            raise ConfigError(f"stream {config.name!r}: stream_id level {level!r} must be a literal, + , # or {{name}}")
+        else:
+            template.append(level)
+    if not captures:
+        raise ConfigError(f"stream {config.name!r}: stream_id {config.stream_id!r} names no level ({{name}})")
+    if "#" in template[:-1]:
+        raise ConfigError(f"stream {config.name!r}: '#' must be the last level of stream_id")
+    if not _covers(template, levels):
+        raise ConfigError(
+            f"stream {config.name!r}: topic filter {topic_filter!r} can match topics its stream_id "
+            f"{config.stream_id!r} does not fit"
+        )
+    return _Rule(config, levels, tuple(template), tuple(captures), len(captures))
+
+
+class StreamIdResolver:
+    """Maps input topics to routes for every configured stream; the first stream whose filter matches wins."""
+
+    def __init__(
+        self, streams: Sequence[StreamConfig], *, max_levels: int = MAX_ID_LEVELS, max_bytes: int = MAX_ID_BYTES
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._rules = [_compile(s, f, max_levels) for s in streams for f in s.topics]
+
+    @property
+    def filters(self) -> list[str]:
+        """Every topic filter to subscribe to, in config order, without repeats."""
+        return list(dict.fromkeys("/".join(r.filter_levels) for r in self._rules))
+
+    def matches(self, topic: str) -> bool:
+        levels = topic.split("/")
+        return any(topic_matches(r.filter_levels, levels) for r in self._rules)
+
+    def resolve(self, topic: str) -> Route | None:
+        """The route of `topic`, None if no stream serves it; PayloadError("stream-id") if its id is unsafe."""
+        levels = topic.split("/")
+        for rule in self._rules:
+            if topic_matches(rule.filter_levels, levels):
+                stream = check_stream_id(rule.stream_id(levels), rule.max_levels, self._max_bytes)
+                return Route(stream, rule.config)
+        return None
