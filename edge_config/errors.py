@@ -6,6 +6,7 @@
     ├── TargetError            a target/provider cannot run a model as configured
     ├── ExportError            the exporter could not produce an artifact
     │   ├── UnsupportedModelError   the model cannot be streamed (exit code 2)
+    │   ├── ExportInputError        an export input (file, option) is missing or invalid (exit code 2)
     │   └── ParityError             a parity gate failed (exit code 1)
     ├── PayloadError           one MQTT payload was rejected (carries a reason label)
     └── BusError               the MQTT connection failed in a way we cannot retry
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "EdgewatchError",
     "ExportError",
+    "ExportInputError",
     "ParityError",
     "PayloadError",
     "TargetError",
@@ -51,6 +53,12 @@ class ExportError(EdgewatchError):
 
 
 class UnsupportedModelError(ExportError):
+    exit_code = 2
+
+
+class ExportInputError(ExportError):
+    """Bad export input (weights file, calibration CSV, normalization file, --model-kwargs, --out)."""
+
     exit_code = 2
 
 

@@ -110,6 +110,9 @@ class ParityResult(_Strict):
     tolerance: float
     passed: bool
     detail: str = ""
+    skipped: bool = False
+    """True when the gate could not run where the export ran (`detail` says why); `passed` is
+    then False: a skipped gate proves nothing."""
 
 
 class Manifest(_Strict):
