@@ -9,6 +9,7 @@
     │   ├── ExportInputError        an export input (file, option) is missing or invalid (exit code 2)
     │   └── ParityError             a parity gate failed (exit code 1)
     ├── PayloadError           one MQTT payload was rejected (carries a reason label)
+    ├── CheckpointError        a state checkpoint could not be written (or decoded: never raised by load)
     └── BusError               the MQTT connection failed in a way we cannot retry
 
 Every error's message is one line a user can act on.
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "BusError",
+    "CheckpointError",
     "ConfigError",
     "EdgewatchError",
     "ExportError",
@@ -73,6 +75,16 @@ class PayloadError(EdgewatchError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class CheckpointError(EdgewatchError):
+    """Writing a state checkpoint failed; the previous generations on disk are untouched.
+
+    The service counts and logs it and keeps serving; `runtime.checkpoint.load_checkpoint`
+    never raises it (a bad file means a fresh start or the previous generation).
+    """
+
+    exit_code = 1
 
 
 class BusError(EdgewatchError):
