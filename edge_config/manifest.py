@@ -144,6 +144,8 @@ class Manifest(_Strict):
     parity: list[ParityResult] = []
     sizes: dict[str, int] = {}
     """Bytes: "model" (this file), "fp32" (the float model before quantization)."""
+    notes: list[str] = []
+    """Facts about this export a user should know, in words (e.g. which layers stayed float)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
