@@ -55,7 +55,7 @@ __all__ = [
     "write_checkpoint",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgewatch.checkpoint")
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
 """Files larger than this are refused unread (100k streams of a 2×256 LSTM is ~0.8 GB)."""

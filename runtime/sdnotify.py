@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 __all__ = ["Notifier", "WatchdogPinger"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edgewatch.sdnotify")
 
 
 class Notifier:

@@ -194,7 +194,7 @@ def test_other_model_starts_fresh_with_the_reason(tmp_path: Path, caplog: pytest
     path = tmp_path / "m.ckpt"
     write_checkpoint(path, make_snapshot(sha=OTHER_SHA, seed=1))
     write_checkpoint(path, make_snapshot(sha=OTHER_SHA, seed=2))
-    with caplog.at_level(logging.INFO, logger="runtime.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="edgewatch.checkpoint"):
         result = load(path)
     assert result.status == "fresh" and len(result.skipped) == 2
     assert all("written by model sha256" in why for _, why in result.skipped)
@@ -225,7 +225,7 @@ def test_shape_mismatch_starts_fresh(tmp_path: Path, layout: StateLayout) -> Non
 
 
 def test_missing_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="runtime.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="edgewatch.checkpoint"):
         result = load(tmp_path / "m.ckpt")
     assert result.status == "fresh" and result.skipped == () and "no checkpoint yet" in result.reason
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a first start is normal
