@@ -1,6 +1,7 @@
 """A private mosquitto broker on a free loopback port, for the demo, the bench and the tests.
 
-Only 127.0.0.1 is ever used.
+Only 127.0.0.1 is ever used. With `tls=BrokerTLS(...)` its one listener speaks TLS only
+(and, with `require_certificate`, refuses clients without a certificate from `cafile`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,33 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Broker", "free_port", "start_broker"]
+__all__ = ["Broker", "BrokerTLS", "free_port", "start_broker"]
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class BrokerTLS:
+    """TLS settings of the listener (mosquitto.conf(5): certfile, keyfile, cafile, require_certificate)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    """CA that client certificates must chain to (used only with require_certificate)."""
+    require_certificate: bool = False
+    """Mutual TLS: refuse clients that present no valid certificate."""
+
+    def conf_lines(self) -> list[str]:
+        return [
+            f"certfile {self.certfile}",
+            f"keyfile {self.keyfile}",
+            f"cafile {self.cafile}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+        ]
 
 
 @dataclass
@@ -32,6 +53,7 @@ class Broker:
     process: subprocess.Popen[bytes] | None = None
     extra_conf: str = ""
     persistence: bool = False
+    tls: BrokerTLS | None = None
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,6 +67,7 @@ class Broker:
         conf = self.workdir / "mosquitto.conf"
         lines = [
             f"listener {self.port} {self.host}",
+            *(self.tls.conf_lines() if self.tls else []),
             "allow_anonymous true",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
@@ -86,11 +109,13 @@ class Broker:
         self.start()
 
 
-def start_broker(workdir: Path | None = None, *, persistence: bool = False, extra_conf: str = "") -> Broker:
+def start_broker(
+    workdir: Path | None = None, *, persistence: bool = False, extra_conf: str = "", tls: BrokerTLS | None = None
+) -> Broker:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         raise RuntimeError("mosquitto is not installed: apt-get install -y mosquitto mosquitto-clients")
     directory = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgewatch-mosquitto-"))
     directory.mkdir(parents=True, exist_ok=True)
-    broker = Broker("127.0.0.1", free_port(), directory, persistence=persistence, extra_conf=extra_conf)
+    broker = Broker("127.0.0.1", free_port(), directory, persistence=persistence, extra_conf=extra_conf, tls=tls)
     broker.start()
     return broker
