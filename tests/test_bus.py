@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge_config.schema import BrokerConfig, TLSConfig
+from runtime.bus import Bus, Inbound, OutboxLimits
+from runtime.local_broker import Broker, free_port, start_broker
+from tests.mqtt_helpers import Collector, publish_many, raw_publish, wait_retained
+
+pytestmark = pytest.mark.mqtt
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(broker: Broker | None = None, *, port: int | None = None, **kw: object) -> BrokerConfig:
+    base = {"host": "127.0.0.1", "port": port or (broker.port if broker else 1), "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5, "client_id": "bus-test"}
+    return BrokerConfig(**{**base, **kw})
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+        self.event = threading.Condition()
+
+    def __call__(self, inbound: Inbound) -> None:
+        with self.event:
+            self.items.append(inbound)
+            self.event.notify_all()
+
+    def wait(self, n: int, timeout: float = 10.0) -> list[Inbound]:
+        deadline = time.monotonic() + timeout
+        with self.event:
+            while len(self.items) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.items)} of {n} messages")
+                self.event.wait(left)
+            return list(self.items)
+
+
+def _bus(config: BrokerConfig, sink: Sink, subs: list[tuple[str, int]] | None = None, **kw: object) -> Bus:
+    return Bus(config, prefix="t", subscriptions=subs if subs is not None else [("in/#", 1)], on_message=sink, **kw)
+
+
+def test_availability_online_then_stopped(broker: Broker) -> None:
+    bus = _bus(_config(broker), Sink())
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        wait_retained(broker, "t/available", b"online")
+    finally:
+        bus.stop()
+    wait_retained(broker, "t/available", b"stopped")
+    assert not bus.connected
+
+
+def test_last_will_offline_when_the_process_is_killed(broker: Broker) -> None:
+    script = textwrap.dedent(f"""
+        import time
+        from edge_config.schema import BrokerConfig
+        from runtime.bus import Bus
+        bus = Bus(BrokerConfig(host="127.0.0.1", port={broker.port}, client_id="victim"), prefix="t",
+                  subscriptions=[], on_message=lambda m: None)
+        bus.start()
+        assert bus.wait_connected(10)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        wait_retained(broker, "t/available", b"online")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_retained(broker, "t/available", b"offline")
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_unacked_messages_are_redelivered_to_the_next_session(broker: Broker) -> None:
+    sink = Sink()
+    bus = _bus(_config(broker), sink)
+    bus.start()
+    assert bus.wait_connected(10)
+    time.sleep(0.2)  # SUBACK
+    publish_many(broker, [(f"in/{i}", b"%d" % i) for i in range(3)])
+    first = sink.wait(3)
+    bus.ack(first[0])  # only the first is processed before the "crash"
+    bus.stop()
+
+    sink2 = Sink()
+    bus2 = _bus(_config(broker), sink2)
+    bus2.start()
+    try:
+        again = sink2.wait(2)
+        time.sleep(0.3)
+        assert sorted(m.payload for m in sink2.items) == [b"1", b"2"]
+        assert all(m.topic and m.topic.startswith("in/") for m in again)
+        for m in again:
+            bus2.ack(m)
+    finally:
+        bus2.stop()
+
+
+def test_a_raising_handler_does_not_kill_the_network_thread(broker: Broker) -> None:
+    seen: list[bytes] = []
+
+    def handler(inbound: Inbound) -> None:
+        seen.append(inbound.payload)
+        if inbound.payload == b"boom":
+            raise RecursionError("what json.loads does on deep nesting")
+
+    bus = Bus(_config(broker), prefix="t", subscriptions=[("in/#", 1)], on_message=handler)
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        time.sleep(0.2)
+        publish_many(broker, [("in/a", b"boom"), ("in/a", b"fine")])
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert seen == [b"boom", b"fine"]
+        assert bus.snapshot().handler_errors == 1
+    finally:
+        bus.stop()
+
+
+def test_non_utf8_topic_reaches_the_handler_as_none() -> None:
+    sink = Sink()
+    bus = _bus(_config(port=free_port()), sink)  # never started: the callback is called directly
+    msg = mqtt.MQTTMessage(mid=7, topic=b"in/\xff\xfe")
+    msg.payload, msg.qos = b"{}", 0
+    bus._on_message(bus._client, None, msg)
+    assert sink.items[0].topic is None and sink.items[0].raw_topic == b"in/\xff\xfe"
+    assert bus.snapshot().handler_errors == 0
+
+
+def test_mosquitto_refuses_non_utf8_topics_and_the_bus_keeps_receiving(broker: Broker) -> None:
+    sink = Sink()
+    bus = _bus(_config(broker), sink)
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        time.sleep(0.2)
+        assert raw_publish(broker, b"in/\xff\xfe", b"x") == b""  # the broker closes the publisher
+        publish_many(broker, [("in/ok", b"ok")])
+        assert [m.payload for m in sink.wait(1)] == [b"ok"]
+    finally:
+        bus.stop()
+
+
+def test_outbox_is_bounded_with_exact_counts_and_drains_after_connecting(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens yet: every publication waits in the outbox
+    bus = _bus(_config(port=port), Sink(), subs=[], limits=OutboxLimits(max_messages=10, max_bytes=10_000))
+    bus.start()
+    accepted = sum(bus.publish("t/alerts/x", b"a" * 100, qos=1) for _ in range(25))
+    assert accepted == 10
+    counters = bus.snapshot()
+    assert counters.dropped_outgoing == 15 and counters.dropped_outgoing_bytes == 15 * (100 + len("t/alerts/x"))
+    assert bus.outbox_messages == 10 and bus.outbox_bytes == 10 * 110
+
+    broker = Broker("127.0.0.1", port, tmp_path)
+    collector: Collector | None = None
+    try:
+        broker.start()
+        collector = Collector(broker, "t/alerts/#")
+        assert bus.wait_connected(10)
+        assert bus.flush(10)
+        assert bus.outbox_bytes == 0 and bus.outbox_messages == 0
+    finally:
+        bus.stop()
+        if collector:
+            collector.close()
+        broker.stop()
+
+
+def test_outbox_byte_bound(broker: Broker) -> None:
+    bus = _bus(_config(port=free_port()), Sink(), subs=[], limits=OutboxLimits(max_messages=1000, max_bytes=1024))
+    bus.start()
+    try:
+        results = [bus.publish("x", b"b" * 299, qos=1) for _ in range(5)]  # 300 bytes each with the topic
+        assert results == [True, True, True, False, False]
+        assert bus.snapshot().dropped_outgoing_bytes == 600
+    finally:
+        bus.stop()
+
+
+def test_refused_connack_logs_once_retries_and_never_reports_connected(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "gw", "right"], check=True, capture_output=True)
+    broker = start_broker(tmp_path / "b", extra_conf=f"allow_anonymous false\npassword_file {pwfile}\n")
+    caplog.set_level(logging.INFO, logger="edgewatch.bus")
+    bad = _bus(_config(broker, username="gw", password="wrong"), Sink())
+    good = _bus(_config(broker, username="gw", password="right", client_id="good"), Sink())
+    try:
+        bad.start()
+        deadline = time.monotonic() + 10
+        while bad.snapshot().connect_failures < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bad.snapshot().connect_failures >= 3  # it keeps retrying
+        assert not bad.connected and bad.snapshot().connects == 0
+        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 1 and "Not authorized" in refusals[0].getMessage()
+        good.start()
+        assert good.wait_connected(10)
+    finally:
+        bad.stop()
+        good.stop()
+        broker.stop()
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _issue(cwd: Path, ca: str, name: str, san: str) -> None:
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=cwd)
+    (cwd / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=cwd)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    d = tmp_path / "pki"
+    d.mkdir()
+    for ca in ("ca", "other-ca"):
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}", cwd=d)
+    _issue(d, "ca", "server", "IP:127.0.0.1")
+    _issue(d, "ca", "client", "DNS:client")
+    return d
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: Path) -> Broker:
+    conf = (f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
+            "require_certificate true\nuse_identity_as_username true\n")
+    b = start_broker(tmp_path / "tls-broker", extra_conf=conf)
+    yield b
+    b.stop()
+
+
+def _wait_failures(bus: Bus, n: int = 2, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while bus.snapshot().connect_failures < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_mutual_tls_connects(tls_broker: Broker, pki: Path) -> None:
+    tls = TLSConfig(ca_file=pki / "ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key")
+    bus = _bus(_config(tls_broker, tls=tls), Sink())
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+    finally:
+        bus.stop()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [("wrong-ca", "CERTIFICATE_VERIFY_FAILED"), ("no-client-cert", ""), ("plaintext", "")],
+)
+def test_tls_negatives_are_refused_logged_and_retried(
+    tls_broker: Broker, pki: Path, caplog: pytest.LogCaptureFixture, case: str, expected: str
+) -> None:
+    tls = {
+        "wrong-ca": TLSConfig(ca_file=pki / "other-ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key"),
+        "no-client-cert": TLSConfig(ca_file=pki / "ca.crt"),
+        "plaintext": None,
+    }[case]
+    caplog.set_level(logging.INFO, logger="edgewatch.bus")
+    bus = _bus(_config(tls_broker, tls=tls), Sink())
+    bus.start()
+    try:
+        _wait_failures(bus, 2)
+        assert bus.snapshot().connect_failures >= 2 and not bus.connected and bus.snapshot().connects == 0
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and expected in errors[0]
+        assert len(errors) <= 2  # one line per distinct reason, not one per retry
+    finally:
+        bus.stop()
+
+
+def test_insecure_skip_verify_is_warned_at_start(tls_broker: Broker, pki: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tls = TLSConfig(ca_file=pki / "other-ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key",
+                    insecure_skip_verify=True)
+    caplog.set_level(logging.WARNING, logger="edgewatch.bus")
+    bus = _bus(_config(tls_broker, tls=tls), Sink())
+    bus.start()
+    try:
+        assert bus.wait_connected(10)  # the wrong CA is accepted, but loudly
+        assert any("NOT checked" in r.getMessage() for r in caplog.records)
+    finally:
+        bus.stop()
