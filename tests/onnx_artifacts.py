@@ -124,3 +124,47 @@ def write_lstm_artifact(
     )
     write_manifest(manifest, directory)
     return directory
+
+
+def persistence_forecaster_model(features: int = 3, hidden: int = 4, layers: int = 1, seed: int = 0) -> onnx.ModelProto:
+    """The LSTM graph above with y = x: the forecast of the next sample is the current one.
+
+    The LSTM still carries h/c (the contract's state inputs/outputs), but the output does not
+    depend on it, so the score of a step is known in advance: the normalized difference of
+    consecutive samples. A smooth signal scores ~0, a jumping one scores high.
+    """
+    model = lstm_forecaster_model(features, hidden, layers, seed)
+    graph = model.graph
+    keep = [n for n in graph.node if "y" not in n.output and "y_mm" not in n.output]
+    del graph.node[:]
+    graph.node.extend(keep)
+    graph.node.append(helper.make_node("Identity", ["x"], ["y"]))
+    dead = {"head_w", "head_b"}
+    inits = [t for t in graph.initializer if t.name not in dead]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_persistence_artifact(
+    directory: Path, *, features: int = 3, threshold: float = 1.0, ewma_alpha: float = 0.5
+) -> Path:
+    """DIR/model.onnx + DIR/manifest.json for `persistence_forecaster_model`, with a fixed threshold."""
+    from edge_config.manifest import Calibration
+
+    write_lstm_artifact(directory, features=features, hidden=4, layers=1)
+    data = persistence_forecaster_model(features).SerializeToString()
+    (Path(directory) / "model.onnx").write_bytes(data)
+    from edge_config.manifest import read_manifest
+
+    manifest = read_manifest(directory).model_copy(
+        update={
+            "name": "test-persistence",
+            "sha256": sha256_bytes(data),
+            "score": ScoreSettings(kind="forecast-error", ewma_alpha=ewma_alpha, residual_std=[1.0] * features),
+            "calibration": Calibration(threshold=threshold, method="fixed", steps=0, score_mean=0.0, score_std=1.0),
+        }
+    )
+    write_manifest(manifest, directory)
+    return Path(directory)
