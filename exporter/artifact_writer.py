@@ -1,0 +1,57 @@
+"""Write the artifact folder atomically: all of it, verified, or nothing.
+
+The files go into a hidden temporary sibling of `--out`, are read back with the runtime's
+own loader (`runtime.artifact.load_artifact`: sha256, no external data, graph names match
+the manifest), and only then is the folder renamed into place. Any failure before the
+rename removes the temporary folder, so no half-written artifact can be served.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+from edge_config.errors import ArtifactError, ExportError, ExportInputError
+from edge_config.manifest import MODEL_NAME, Manifest, write_manifest
+from runtime.artifact import load_artifact
+
+__all__ = ["check_out_dir", "write_artifact"]
+
+
+def check_out_dir(out: Path, *, force: bool) -> None:
+    """Refuse up front (before minutes of work) an --out that exists and would not be replaced."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportInputError(f"--out {out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportInputError(f"--out {out} exists and is not a folder")
+
+
+def write_artifact(out: Path, model: bytes, manifest: Manifest, *, force: bool) -> Path:
+    """Write DIR/model.onnx + DIR/manifest.json; `manifest.sha256` must match `model`."""
+    out = Path(out)
+    check_out_dir(out, force=force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not tempfile.mkdtemp: its 0700 mode would keep a gateway's service user out; mkdir honours the umask.
+    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        (tmp / MODEL_NAME).write_bytes(model)
+        write_manifest(manifest, tmp)
+        try:
+            load_artifact(tmp)
+        except ArtifactError as exc:
+            raise ExportError(f"internal: the artifact failed verification: {exc}") from None
+        if out.exists():
+            # Move the old folder aside first so the new one appears in a single rename.
+            old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,163 @@
+"""The parity gates: proof that the exported artifact computes what the PyTorch model did.
+
+1. `onnx-vs-torch`      float ONNX vs PyTorch on the same random input and random initial
+                        state, full sequence (max abs error over y and the next states).
+2. `stream-vs-sequence` the float ONNX graph fed one step at a time, state carried outside,
+                        vs the same graph on the full sequence. A model that looks at the
+                        future (e.g. normalizes over the time axis) fails here.
+   `unrolled-vs-torch`  (unrolled targets) the one-step unrolled float graph, stepped, vs PyTorch.
+3. `quantized-vs-float` the quantized graph vs the float graph, both stepped one sample at a
+                        time over a long stream (error builds up in the carried state), and
+   `quantized-decisions` when a threshold is known, the share of steps where the alert
+                        decision (score > threshold) is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_config.manifest import ParityResult
+from exporter.onnx_run import GraphRunner
+
+__all__ = [
+    "DEFAULT_QUANT_ATOL",
+    "GATE_DECISIONS",
+    "GATE_ONNX",
+    "GATE_QUANT",
+    "GATE_STREAM",
+    "GATE_UNROLLED",
+    "Tolerances",
+    "gate_decisions",
+    "gate_onnx_vs_torch",
+    "gate_quantized",
+    "gate_stream_vs_sequence",
+    "gate_unrolled_vs_torch",
+    "random_case",
+]
+
+GATE_ONNX = "onnx-vs-torch"
+GATE_STREAM = "stream-vs-sequence"
+GATE_UNROLLED = "unrolled-vs-torch"
+GATE_QUANT = "quantized-vs-float"
+GATE_DECISIONS = "quantized-decisions"
+
+DEFAULT_QUANT_ATOL = {"int8": 0.1, "fp16": 0.01, "fp32": 1e-4}
+"""Max abs output error (normalized units) of the quantized model vs float, per precision."""
+
+# A full-sequence function: (x [B, T, F], states) -> (y, next states), y as the graph returns it.
+SequenceFn = Callable[[np.ndarray, Sequence[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    onnx: float = 1e-4
+    stream: float = 1e-4
+    quant: float | None = None
+    """None: DEFAULT_QUANT_ATOL for the target's precision."""
+    decisions: float = 0.99
+    """Minimum share of steps whose alert decision agrees (quantized vs float)."""
+
+
+def random_case(features: int, shapes: Sequence[tuple[int, int]], *, batch: int = 3, time: int = 24, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """x ~ N(0, 1) [batch, time, features] and non-zero initial states, so that a state input
+    that was baked in as a constant (instead of fed) shows up as an error."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, time, features)).astype(np.float32)
+    states = [rng.uniform(-0.5, 0.5, (layers, batch, hidden)).astype(np.float32) for layers, hidden in shapes]
+    return x, states
+
+
+def _max_err(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(max |Δ| of the first pair, max |Δ| over the rest): output error, state error."""
+    diffs = [float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) if np.size(p) else 0.0 for p, q in zip(a, b)]
+    return diffs[0], max(diffs[1:], default=0.0)
+
+
+def _per_step(fn: SequenceFn, x: np.ndarray, states: Sequence[np.ndarray], output_kind: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-step outputs [B, T, n] from full-sequence calls: one call for sequence output; for a
+    last-step output, one call per prefix x[:, :t+1] (its output is the model's at step t)."""
+    if output_kind == "sequence":
+        return fn(x, states)
+    outputs, final = [], list(states)
+    for t in range(x.shape[1]):
+        y, final = fn(x[:, : t + 1], states)
+        outputs.append(y)
+    return np.stack(outputs, axis=1), final
+
+
+def _result(gate: str, metric: str, value: float, tolerance: float, detail: str, *, higher_is_better: bool = False) -> ParityResult:
+    passed = bool(value >= tolerance) if higher_is_better else bool(value <= tolerance)
+    return ParityResult(gate=gate, metric=metric, value=float(value), tolerance=float(tolerance), passed=passed, detail=detail)
+
+
+def gate_onnx_vs_torch(torch_fn: SequenceFn, runner: GraphRunner, features: int, tolerance: float) -> ParityResult:
+    x, states = random_case(features, runner.names.shapes)
+    y_ref, s_ref = torch_fn(x, states)
+    y, s = runner.run(x, states)
+    out_err, state_err = _max_err([y_ref, *s_ref], [y, *s])
+    detail = f"x {list(x.shape)}, random initial state; output {out_err:.2e}, state {state_err:.2e}"
+    return _result(GATE_ONNX, "max abs error", max(out_err, state_err), tolerance, detail)
+
+
+def gate_stream_vs_sequence(runner: GraphRunner, features: int, tolerance: float) -> ParityResult:
+    x, states = random_case(features, runner.names.shapes, batch=2, seed=1)
+    y_seq, s_seq = _per_step(runner.run, x, states, runner.output_kind)
+    y_step, s_step = runner.step(x, states)
+    out_err, state_err = _max_err([y_seq, *s_seq], [y_step, *s_step])
+    detail = f"{x.shape[1]} one-step calls vs one {x.shape[1]}-step call; output {out_err:.2e}, state {state_err:.2e}"
+    return _result(GATE_STREAM, "max abs error", max(out_err, state_err), tolerance, detail)
+
+
+def gate_unrolled_vs_torch(torch_fn: SequenceFn, runner: GraphRunner, features: int, tolerance: float) -> ParityResult:
+    x, states = random_case(features, runner.names.shapes, time=16, seed=2)
+    y_ref, s_ref = _per_step(torch_fn, x, states, runner.output_kind)
+    y_step, s_step = runner.step(x, states)
+    out_err, state_err = _max_err([y_ref, *s_ref], [y_step, *s_step])
+    detail = f"unrolled one-step graph, {x.shape[1]} steps vs PyTorch; output {out_err:.2e}, state {state_err:.2e}"
+    return _result(GATE_UNROLLED, "max abs error", max(out_err, state_err), tolerance, detail)
+
+
+@dataclass(frozen=True)
+class StreamOutputs:
+    """Per-step outputs of the float and the quantized graph on one long stream."""
+
+    stream: np.ndarray
+    """x_norm [T, F]."""
+    float_y: np.ndarray
+    """[T, n]."""
+    quant_y: np.ndarray
+    """[T, n]."""
+
+
+def gate_quantized(
+    float_runner: GraphRunner, quant_runner: GraphRunner, stream: np.ndarray, tolerance: float, *, evaluator: str
+) -> tuple[ParityResult, StreamOutputs]:
+    """Both graphs stepped one sample at a time over `stream` [T, F] from a zero state."""
+    x = stream[None]
+    y_f, s_f = float_runner.step(x, float_runner.zero_states(1))
+    y_q, s_q = quant_runner.step(x, quant_runner.zero_states(1))
+    out_err, state_err = _max_err([y_f, *s_f], [y_q, *s_q])
+    scale = float(np.std(y_f)) or 1.0
+    detail = (
+        f"{len(stream)} one-step calls on {evaluator}; output {out_err:.2e} ({out_err / scale:.1%} of the output std), "
+        f"final state {state_err:.2e}"
+    )
+    result = _result(GATE_QUANT, "max abs error", out_err, tolerance, detail)
+    return result, StreamOutputs(stream, y_f[0], y_q[0])
+
+
+def gate_decisions(
+    outputs: StreamOutputs, score: Callable[[np.ndarray, np.ndarray], np.ndarray], threshold: float, minimum: float
+) -> ParityResult:
+    """Share of steps where (score > threshold) agrees between float and quantized outputs."""
+    alert_f = score(outputs.stream, outputs.float_y) > threshold
+    alert_q = score(outputs.stream, outputs.quant_y) > threshold
+    agree = float(np.mean(alert_f == alert_q))
+    detail = (
+        f"threshold {threshold:.4g}; float alerts on {int(alert_f.sum())}, quantized on {int(alert_q.sum())} "
+        f"of {len(alert_f)} steps"
+    )
+    return _result(GATE_DECISIONS, "decision agreement", agree, minimum, detail, higher_is_better=True)

@@ -1,0 +1,90 @@
+"""Decide the artifact's features, normalization, calibration data and task from the options.
+
+Feature names come from, in order: `--features`, the normalization file, the calibration
+CSV's numeric columns, else `f0..f{n-1}` with n the first RNN's input size. Normalization
+comes from the file, else from the calibration data's mean/std, else none (the model takes
+raw values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_config.errors import ExportInputError, UnsupportedModelError
+from edge_config.manifest import Normalization
+from exporter.calibration_data import (
+    CalibrationData,
+    normalization_from,
+    read_calibration_csv,
+    read_normalization,
+)
+
+__all__ = ["ResolvedInputs", "resolve_inputs", "resolve_task"]
+
+Task = Literal["forecast", "probability"]
+
+
+@dataclass(frozen=True)
+class ResolvedInputs:
+    features: list[str]
+    normalization: Normalization | None
+    normalization_source: str
+    """"file", "calibration" or "none"."""
+    calibration: CalibrationData | None
+
+
+def resolve_inputs(
+    *,
+    features: list[str] | None,
+    normalization: Path | None,
+    calibration: Path | None,
+    default_width: int,
+) -> ResolvedInputs:
+    norm_file = read_normalization(normalization) if normalization is not None else None
+    names = features
+    if norm_file is not None and norm_file.features is not None:
+        if names is not None and names != norm_file.features:
+            raise ExportInputError(
+                f"--features {names} differ from the normalization file's features {norm_file.features}"
+            )
+        names = norm_file.features
+    if names is not None and len(set(names)) != len(names):
+        raise ExportInputError(f"feature names must be unique: {names}")
+    cal = read_calibration_csv(calibration, names) if calibration is not None else None
+    if names is None:
+        names = cal.features if cal is not None else [f"f{i}" for i in range(default_width)]
+    if norm_file is not None:
+        if len(norm_file.normalization.mean) != len(names):
+            raise ExportInputError(
+                f"the normalization file has {len(norm_file.normalization.mean)} entries for {len(names)} features"
+            )
+        return ResolvedInputs(names, norm_file.normalization, "file", cal)
+    if cal is not None:
+        return ResolvedInputs(names, normalization_from(cal.values), "calibration", cal)
+    return ResolvedInputs(names, None, "none", None)
+
+
+def resolve_task(task: str, *, output_size: int, features: int) -> Task:
+    """auto: output_size == features → forecast (next sample); output_size == 1 → probability."""
+    if task == "forecast":
+        if output_size != features:
+            raise UnsupportedModelError(
+                f"--task forecast needs one output per feature ({features}); the model outputs {output_size}"
+            )
+        return "forecast"
+    if task == "probability":
+        return "probability"
+    if task != "auto":
+        raise ExportInputError(f"--task {task!r}: expected auto, forecast or probability")
+    if output_size == features and features > 1:
+        return "forecast"
+    if output_size == 1 and features > 1:
+        return "probability"
+    if output_size == 1:
+        raise ExportInputError("one feature and one output: say --task forecast or --task probability")
+    raise UnsupportedModelError(
+        f"the model outputs {output_size} values for {features} features: neither a forecast "
+        f"({features} outputs) nor a probability (1 output); pass --task or check --features"
+    )
