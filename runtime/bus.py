@@ -173,6 +173,7 @@ class Bus:
         self._subscribed_once = False
         self._taking_input = True
         self._failures = _RepeatFilter()
+        self._refused = False
         self._v5 = broker.protocol == "5"
         self._client = self._build_client(client_id or broker.client_id, receive_maximum)
 
@@ -262,6 +263,7 @@ class Bus:
         try:
             if reason.is_failure:
                 self._count("connect_failures")
+                self._refused = True  # paho's on_disconnect follows: the same failure, not a new one
                 if self._failures.should_log(str(reason)):
                     log.error(
                         "broker %s:%d refused the connection: %s (retrying with backoff)",
@@ -312,6 +314,9 @@ class Bus:
             if was_connected:
                 self._count("disconnects")
                 log.warning("disconnected from the broker: %s (reconnecting)", reason)
+                return
+            if self._refused:
+                self._refused = False
                 return
             # Closed before a CONNACK: what a TLS broker does to a plaintext client or to a
             # missing client certificate under TLS 1.3 (checked after the handshake).

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -14,8 +15,9 @@ import pytest
 
 from edge_config.schema import BrokerConfig, TLSConfig
 from runtime.bus import Bus, Inbound, OutboxLimits
-from runtime.local_broker import Broker, free_port, start_broker
+from runtime.local_broker import Broker, BrokerTLS, free_port, start_broker
 from tests.mqtt_helpers import Collector, publish_many, raw_publish, wait_retained
+from tests.tls_material import TLSMaterial, make_tls_material
 
 pytestmark = pytest.mark.mqtt
 REPO = Path(__file__).resolve().parents[1]
@@ -225,35 +227,15 @@ def test_refused_connack_logs_once_retries_and_never_reports_connected(
 # --- TLS -----------------------------------------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _issue(cwd: Path, ca: str, name: str, san: str) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=cwd)
-    (cwd / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=cwd)
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
+    return make_tls_material(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    d = tmp_path / "pki"
-    d.mkdir()
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}", cwd=d)
-    _issue(d, "ca", "server", "IP:127.0.0.1")
-    _issue(d, "ca", "client", "DNS:client")
-    return d
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path, pki: Path) -> Broker:
-    conf = (f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
-            "require_certificate true\nuse_identity_as_username true\n")
-    b = start_broker(tmp_path / "tls-broker", extra_conf=conf)
+def tls_broker(tmp_path: Path, pki: TLSMaterial) -> Iterator[Broker]:
+    b = start_broker(tmp_path / "tls-broker",
+                     tls=BrokerTLS(pki.server.cert, pki.server.key, pki.ca.cert, require_certificate=True))
     yield b
     b.stop()
 
@@ -264,8 +246,8 @@ def _wait_failures(bus: Bus, n: int = 2, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_mutual_tls_connects(tls_broker: Broker, pki: Path) -> None:
-    tls = TLSConfig(ca_file=pki / "ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key")
+def test_mutual_tls_connects(tls_broker: Broker, pki: TLSMaterial) -> None:
+    tls = TLSConfig(ca_file=pki.ca.cert, cert_file=pki.client.cert, key_file=pki.client.key)
     bus = _bus(_config(tls_broker, tls=tls), Sink())
     bus.start()
     try:
@@ -276,14 +258,17 @@ def test_mutual_tls_connects(tls_broker: Broker, pki: Path) -> None:
 
 @pytest.mark.parametrize(
     ("case", "expected"),
-    [("wrong-ca", "CERTIFICATE_VERIFY_FAILED"), ("no-client-cert", ""), ("plaintext", "")],
+    [("wrong-ca", "CERTIFICATE_VERIFY_FAILED"), ("no-client-cert", "client certificate"),
+     ("foreign-client-cert", ""), ("plaintext", "TLS-only port")],
 )
 def test_tls_negatives_are_refused_logged_and_retried(
-    tls_broker: Broker, pki: Path, caplog: pytest.LogCaptureFixture, case: str, expected: str
+    tls_broker: Broker, pki: TLSMaterial, caplog: pytest.LogCaptureFixture, case: str, expected: str
 ) -> None:
     tls = {
-        "wrong-ca": TLSConfig(ca_file=pki / "other-ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key"),
-        "no-client-cert": TLSConfig(ca_file=pki / "ca.crt"),
+        "wrong-ca": TLSConfig(ca_file=pki.other_ca.cert, cert_file=pki.client.cert, key_file=pki.client.key),
+        "no-client-cert": TLSConfig(ca_file=pki.ca.cert),
+        "foreign-client-cert": TLSConfig(ca_file=pki.ca.cert, cert_file=pki.other_client.cert,
+                                         key_file=pki.other_client.key),
         "plaintext": None,
     }[case]
     caplog.set_level(logging.INFO, logger="edgewatch.bus")
@@ -299,8 +284,8 @@ def test_tls_negatives_are_refused_logged_and_retried(
         bus.stop()
 
 
-def test_insecure_skip_verify_is_warned_at_start(tls_broker: Broker, pki: Path, caplog: pytest.LogCaptureFixture) -> None:
-    tls = TLSConfig(ca_file=pki / "other-ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key",
+def test_insecure_skip_verify_is_warned_at_start(tls_broker: Broker, pki: TLSMaterial, caplog: pytest.LogCaptureFixture) -> None:
+    tls = TLSConfig(ca_file=pki.other_ca.cert, cert_file=pki.client.cert, key_file=pki.client.key,
                     insecure_skip_verify=True)
     caplog.set_level(logging.WARNING, logger="edgewatch.bus")
     bus = _bus(_config(tls_broker, tls=tls), Sink())
