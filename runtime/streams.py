@@ -1,0 +1,215 @@
+"""Per-stream state in preallocated slabs: one slot per stream, one source of truth for its lifecycle.
+
+Every per-stream quantity is a *column* of the store, indexed by slot: the recurrent state
+slabs `[layers, capacity, hidden]` (slot axis 1, the graph's batch axis), the bookkeeping below,
+and whatever the scorer and alert tracker register. Columns grow together (capacity doubles,
+up to `max_streams`), and a slot handed to a new stream is reset in all of them at once, so
+no module can forget to clear something when a slot is reused.
+
+Two reset scopes:
+- "model": the model state and what depends on it (h/c, steps since reset, the scorer's last
+  prediction) — cleared by `reset_model` (a gap, a reset command) and on slot reuse;
+- "stream": what survives a model reset (seq/ts tracking, the alert's hysteresis) — cleared
+  only when the slot is given to another stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+
+from edge_config.errors import ConfigError
+from edge_config.manifest import StateSpec
+
+__all__ = ["ResetScope", "StateStore"]
+
+ResetScope = Literal["model", "stream"]
+NO_SEQ = -1
+"""last_seq of a stream that has not sent a seq yet (seq is >= 0 by the input contract)."""
+
+
+@dataclass(slots=True)
+class _Column:
+    array: np.ndarray
+    axis: int  # the slot axis: 0, or 1 for [layers, slots, hidden] slabs
+    fill: object
+    scope: ResetScope
+
+    def index(self, slots: np.ndarray | int) -> tuple[object, ...]:
+        return (slice(None),) * self.axis + (slots,)
+
+
+class StateStore:
+    """Stream id → slot, and every per-slot column.
+
+    Built-in columns (arrays indexed by slot; re-read them after `open`, which may grow them):
+    `steps` int64 (samples since the last model reset), `last_seq` int64 (NO_SEQ: none),
+    `seq_window` uint64 (bit i: seq last_seq - i was seen), `last_ts` float64 (payload ts of the
+    last sample, NaN: none), `last_seen` float64 (monotonic s of the last processed message).
+    """
+
+    def __init__(self, state: Sequence[StateSpec], *, max_streams: int, initial_capacity: int = 64) -> None:
+        if max_streams < 1:
+            raise ConfigError(f"max_streams must be >= 1, got {max_streams}")
+        for spec in state:
+            if spec.batch_axis != 1 or len(spec.shape) != 3:
+                raise ConfigError(f"state {spec.input!r}: expected [layers, batch, hidden] with batch axis 1")
+        self.max_streams = max_streams
+        self._capacity = max(1, min(initial_capacity, max_streams))
+        self._columns: dict[str, _Column] = {}
+        self._slot_of: dict[str, int] = {}
+        self._stream_of: list[str | None] = [None] * self._capacity
+        self._free: list[int] = list(range(self._capacity - 1, -1, -1))  # pop() hands out slot 0 first
+        self.refused = 0
+        """New streams refused because max_streams were active."""
+        self.evicted = 0
+        self._state = tuple(state)
+        for spec in self._state:
+            self.add_column(spec.input, (spec.layers, spec.hidden), np.float32, 0.0, scope="model", axis=1)
+        self.add_column("steps", (), np.int64, 0, scope="model")
+        self.add_column("last_seq", (), np.int64, NO_SEQ, scope="stream")
+        self.add_column("seq_window", (), np.uint64, 0, scope="stream")
+        self.add_column("last_ts", (), np.float64, np.nan, scope="stream")
+        self.add_column("last_seen", (), np.float64, -np.inf, scope="stream")
+
+    # --- columns -------------------------------------------------------------------------
+    def add_column(
+        self, name: str, shape: tuple[int, ...], dtype: type | np.dtype, fill: object, *, scope: ResetScope, axis: int = 0
+    ) -> None:
+        """Register a per-slot array: shape is the per-slot part; axis 1 puts the slots second."""
+        if name in self._columns:
+            raise ValueError(f"column {name!r} already exists")
+        full = list(shape)
+        full.insert(axis, self._capacity)
+        self._columns[name] = _Column(np.full(full, fill, dtype=dtype), axis, fill, scope)
+
+    def column(self, name: str) -> np.ndarray:
+        return self._columns[name].array
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._columns["steps"].array
+
+    @property
+    def last_seq(self) -> np.ndarray:
+        return self._columns["last_seq"].array
+
+    @property
+    def seq_window(self) -> np.ndarray:
+        return self._columns["seq_window"].array
+
+    @property
+    def last_ts(self) -> np.ndarray:
+        return self._columns["last_ts"].array
+
+    @property
+    def last_seen(self) -> np.ndarray:
+        return self._columns["last_seen"].array
+
+    # --- streams and slots -----------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, stream: object) -> bool:
+        return stream in self._slot_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._slot_of)
+
+    @property
+    def slots(self) -> Mapping[str, int]:
+        """Stream id → slot of every active stream (a live read-only view)."""
+        return MappingProxyType(self._slot_of)
+
+    def slot(self, stream: str) -> int | None:
+        return self._slot_of.get(stream)
+
+    def stream_of(self, slot: int) -> str:
+        stream = self._stream_of[slot]
+        if stream is None:
+            raise KeyError(f"slot {slot} is free")
+        return stream
+
+    def open(self, stream: str, now: float) -> int | None:
+        """The stream's slot, assigning a fresh one to a new stream; None (counted) when full."""
+        slot = self._slot_of.get(stream)
+        if slot is not None:
+            return slot
+        if not self._free:
+            if self._capacity >= self.max_streams:
+                self.refused += 1
+                return None
+            self._grow()
+        slot = self._free.pop()
+        self._reset_slot(slot, ("model", "stream"))
+        self._slot_of[stream] = slot
+        self._stream_of[slot] = stream
+        self.last_seen[slot] = now
+        return slot
+
+    def release(self, stream: str) -> bool:
+        """Forget a stream; its slot is reused (and reset) by the next new stream."""
+        slot = self._slot_of.pop(stream, None)
+        if slot is None:
+            return False
+        self._stream_of[slot] = None
+        self._free.append(slot)
+        return True
+
+    def reset_model(self, slots: np.ndarray | int) -> None:
+        """Back to the initial model state (zeros) for these slots; stream-scope columns are kept."""
+        self._reset_slot(slots, ("model",))
+
+    def forget_sequence(self, slot: int) -> None:
+        """Accept any seq/ts again (after a reset command: the sensor may have restarted its counter)."""
+        for name in ("last_seq", "seq_window", "last_ts"):
+            column = self._columns[name]
+            column.array[slot] = column.fill
+
+    def evict_idle(self, now: float, ttl: float) -> list[str]:
+        """Release every stream whose last message is more than ttl seconds (monotonic) before now."""
+        active = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+        idle = active[self.last_seen[active] < now - ttl]
+        streams = [self.stream_of(int(slot)) for slot in idle]
+        for stream in streams:
+            self.release(stream)
+        self.evicted += len(streams)
+        return streams
+
+    # --- the model's state -----------------------------------------------------------------
+    def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Graph inputs {spec.input: float32 [layers, len(slots), hidden]} (contiguous copies)."""
+        return {spec.input: self._columns[spec.input].array.take(slots, axis=1) for spec in self._state}
+
+    def scatter(self, slots: np.ndarray, outputs: Mapping[str, np.ndarray]) -> None:
+        """Store the graph's state outputs {spec.output: [layers, len(slots), hidden]}; slots must be distinct."""
+        for spec in self._state:
+            self._columns[spec.input].array[:, slots, :] = outputs[spec.output]
+
+    # --- internals -------------------------------------------------------------------------
+    def _reset_slot(self, slots: np.ndarray | int, scopes: tuple[ResetScope, ...]) -> None:
+        for column in self._columns.values():
+            if column.scope in scopes:
+                column.array[column.index(slots)] = column.fill
+
+    def _grow(self) -> None:
+        old = self._capacity
+        new = min(2 * old, self.max_streams)
+        for column in self._columns.values():
+            shape = list(column.array.shape)
+            shape[column.axis] = new - old
+            column.array = np.concatenate(
+                [column.array, np.full(shape, column.fill, dtype=column.array.dtype)], axis=column.axis
+            )
+        self._stream_of.extend([None] * (new - old))
+        self._free.extend(range(new - 1, old - 1, -1))
+        self._capacity = new
+
