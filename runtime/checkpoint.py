@@ -35,7 +35,6 @@ from typing import Literal
 
 from edge_config.errors import CheckpointError
 from runtime.checkpoint_format import (
-    NO_SEQ,
     StateLayout,
     StateSnapshot,
     decode_snapshot,
@@ -44,7 +43,6 @@ from runtime.checkpoint_format import (
 )
 
 __all__ = [
-    "NO_SEQ",
     "CheckpointWrite",
     "LoadResult",
     "StateLayout",

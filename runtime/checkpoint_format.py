@@ -38,7 +38,6 @@ from edge_config.manifest import Manifest
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
-    "NO_SEQ",
     "StateLayout",
     "StateSnapshot",
     "decode_snapshot",
@@ -48,14 +47,12 @@ __all__ = [
 
 MAGIC = b"\x89EWCKPT\n"
 FORMAT_VERSION = 1
-NO_SEQ = int(np.iinfo(np.int64).min)
-"""`last_seq` of a stream that never sent a seq (any real seq, even negative, is larger)."""
 
 _HEADER = struct.Struct("<8sHHIQ")
 _DIGEST = 32
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ARRAY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
-_MAX_UNICODE = 1024  # characters per element of a "<U" scorer array (alert ids are short)
+_MAX_UNICODE = 1024  # characters per element of a "<U" column (alert ids are short)
 _MAX_NDIM = 4
 _DTYPE_CODE = re.compile(r"\|b1|\|[iu]1|<[iu][248]|<f[248]|<U[0-9]{1,4}")
 
@@ -67,8 +64,8 @@ class StateSnapshot:
     Arrays share axis "stream" with `streams` (state tensors on axis 1, like the
     StateStore slab `[layers, capacity, hidden]`; everything else on axis 0), so a slab
     gathers with `slab[:, slots, :]` and restores with `slab[:, slots, :] = states[name]`.
-    Monotonic-clock values (last seen, idle TTL) are not kept: they mean nothing after a
-    restart; a restored stream counts as seen at restore time.
+    Monotonic-clock values (a stream's last_seen, an alert's last update time) are not kept:
+    they mean nothing after a restart; a restored stream counts as seen at restore time.
     """
 
     model_sha256: str
@@ -77,22 +74,24 @@ class StateSnapshot:
     states: Mapping[str, np.ndarray]
     """State graph input name (e.g. "h0.lstm") → float32 [layers, n, hidden]."""
     last_seq: np.ndarray
-    """int64 [n], the last accepted sample's seq; NO_SEQ where the stream sent none."""
+    """int64 [n], the last accepted sample's seq, with runtime.streams' sentinel (NO_SEQ) where none."""
     last_ts: np.ndarray
     """float64 [n], the last accepted sample's payload ts (seconds since the epoch); NaN if none."""
     steps: np.ndarray
     """int64 [n], samples stepped since the stream's state was (re)initialised (warm-up)."""
-    scorer: Mapping[str, np.ndarray] = field(default_factory=dict)
-    """Per-stream scoring/alert state, named and shaped by runtime.scoring (e.g. "ewma"
-    float64 [n], "active" bool [n], "alert_id" <U [n], "started" float64 [n], "recent"
-    bool [n, raise_n]); axis 0 is the stream axis. Numeric, bool or "<U" dtypes only."""
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Every other per-stream column worth keeping, by StateStore column name: the seq
+    window, the scorer's and the alert tracker's state (e.g. "seq_window" uint64 [n],
+    "score.prev" float64 [n, F], "alert.ring" bool [n, raise_n], "alert.id" <U [n]).
+    Axis 0 is the stream axis. Numeric, bool or "<U" dtypes only: no objects, no pickle
+    (an object column such as alert ids goes in as "<U", "" for None)."""
     created: float = 0.0
     """time.time() when taken (wall seconds), used for the log's "age" only."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "streams", tuple(self.streams))
         object.__setattr__(self, "states", dict(self.states))
-        object.__setattr__(self, "scorer", dict(self.scorer))
+        object.__setattr__(self, "columns", dict(self.columns))
         n = len(self.streams)
         if not isinstance(self.model_sha256, str) or not _SHA256_HEX.fullmatch(self.model_sha256):
             raise CheckpointError("snapshot: model_sha256 must be 64 lowercase hex characters")
@@ -106,11 +105,11 @@ class StateSnapshot:
                                     ("steps", self.steps, np.int64)):
             if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != (n,):
                 raise CheckpointError(f"snapshot: {label} must be {np.dtype(dtype)} [{n}], got {_desc(array)}")
-        for name, array in self.scorer.items():
-            _check_name(f"scorer[{name!r}]", name)
+        for name, array in self.columns.items():
+            _check_name(f"columns[{name!r}]", name)
             if not isinstance(array, np.ndarray) or not _dtype_allowed(array.dtype) or array.ndim < 1 \
                     or array.shape[0] != n or array.ndim > _MAX_NDIM:
-                raise CheckpointError(f"snapshot: scorer[{name!r}] must be a bool/int/float/<U array "
+                raise CheckpointError(f"snapshot: columns[{name!r}] must be a bool/int/float/<U array "
                                       f"with {n} rows, got {_desc(array)}")
         if not math.isfinite(self.created):
             raise CheckpointError("snapshot: created must be finite")
@@ -164,7 +163,7 @@ def _shapes(shapes: Mapping[str, tuple[int, int]]) -> str:
 def _arrays(snapshot: StateSnapshot) -> list[tuple[str, np.ndarray]]:
     named = [(f"state/{k}", v) for k, v in snapshot.states.items()]
     named += [("last_seq", snapshot.last_seq), ("last_ts", snapshot.last_ts), ("steps", snapshot.steps)]
-    return named + [(f"scorer/{k}", v) for k, v in snapshot.scorer.items()]
+    return named + [(f"column/{k}", v) for k, v in snapshot.columns.items()]
 
 
 def encode_snapshot(snapshot: StateSnapshot) -> bytes:
@@ -209,12 +208,12 @@ def decode_snapshot(data: bytes) -> StateSnapshot:
     if not isinstance(streams, list):
         raise CheckpointError("meta: streams must be a list")
     states = {k[6:]: v for k, v in arrays.items() if k.startswith("state/")}
-    scorer = {k[7:]: v for k, v in arrays.items() if k.startswith("scorer/")}
+    columns = {k[7:]: v for k, v in arrays.items() if k.startswith("column/")}
     try:
         return StateSnapshot(
             model_sha256=meta.get("model_sha256"), streams=tuple(streams), states=states,
             last_seq=arrays["last_seq"], last_ts=arrays["last_ts"], steps=arrays["steps"],
-            scorer=scorer, created=float(meta.get("created", 0.0)),
+            columns=columns, created=float(meta.get("created", 0.0)),
         )
     except KeyError as exc:
         raise CheckpointError(f"meta: array {exc} is missing") from None
@@ -248,7 +247,8 @@ def _array_spec(spec: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]:
         raise CheckpointError("meta: an array spec must have a name and a dtype")
     name, code, shape = spec["name"], spec["dtype"], spec.get("shape")
     prefix, _, rest = name.rpartition("/")
-    if prefix not in ("", "state", "scorer") or not _ARRAY_NAME.fullmatch(rest):
+    known = prefix in ("state", "column") or (prefix == "" and rest in ("last_seq", "last_ts", "steps"))
+    if not known or not _ARRAY_NAME.fullmatch(rest):
         raise CheckpointError(f"meta: bad array name {name[:80]!r}")
     if not _DTYPE_CODE.fullmatch(code) or not _dtype_allowed(np.dtype(code)):
         raise CheckpointError(f"meta: array {name!r} has a dtype {code[:16]!r} outside the allow-list")

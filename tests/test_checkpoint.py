@@ -21,7 +21,6 @@ from edge_config.errors import CheckpointError, EdgewatchError
 from edge_config.manifest import read_manifest
 from runtime import checkpoint as checkpoint_module
 from runtime.checkpoint import (
-    NO_SEQ,
     LoadResult,
     StateLayout,
     StateSnapshot,
@@ -31,6 +30,7 @@ from runtime.checkpoint import (
     write_checkpoint,
 )
 from runtime.checkpoint_format import MAGIC, decode_snapshot, encode_snapshot
+from runtime.streams import NO_SEQ
 from tests.onnx_artifacts import write_lstm_artifact
 
 SHA = hashlib.sha256(b"model-a").hexdigest()
@@ -51,11 +51,13 @@ def make_snapshot(n: int = 5, *, sha: str = SHA, hidden: int = 8, seed: int = 0)
         last_seq=last_seq,
         last_ts=np.where(np.arange(n) % 2 == 0, 1.7e9 + np.arange(n), np.nan),
         steps=np.arange(n, dtype=np.int64) + 100 * seed,
-        scorer={
-            "ewma": rng.random(n),
-            "active": np.arange(n) % 2 == 1,
-            "alert_id": np.array([f"a{seed}{i:04x}" if i % 2 else "" for i in range(n)], dtype="<U24"),
-            "recent": rng.random((n, 5)) > 0.5,
+        columns={  # the kinds of columns runtime.streams / scoring / tracker keep
+            "seq_window": rng.integers(0, 2**63, n, dtype=np.uint64),
+            "score.prev": rng.random((n, 4)),
+            "alert.raised": np.arange(n) % 2 == 1,
+            "alert.id": np.array([f"a{seed}{i:04x}" if i % 2 else "" for i in range(n)], dtype="<U24"),
+            "alert.ring": rng.random((n, 5)) > 0.5,
+            "alert.status": np.arange(n, dtype=np.int8) % 3,
         },
         created=1.7e9 + seed,
     )
@@ -63,11 +65,11 @@ def make_snapshot(n: int = 5, *, sha: str = SHA, hidden: int = 8, seed: int = 0)
 
 def assert_same(a: StateSnapshot, b: StateSnapshot) -> None:
     assert a.model_sha256 == b.model_sha256 and a.streams == b.streams and a.created == b.created
-    assert a.states.keys() == b.states.keys() and a.scorer.keys() == b.scorer.keys()
+    assert a.states.keys() == b.states.keys() and a.columns.keys() == b.columns.keys()
     for name in a.states:
         assert np.array_equal(a.states[name], b.states[name]) and a.states[name].dtype == b.states[name].dtype
-    for name in a.scorer:
-        assert np.array_equal(a.scorer[name], b.scorer[name]) and a.scorer[name].dtype == b.scorer[name].dtype
+    for name in a.columns:
+        assert np.array_equal(a.columns[name], b.columns[name]) and a.columns[name].dtype == b.columns[name].dtype
     assert np.array_equal(a.last_seq, b.last_seq)
     assert np.array_equal(a.last_ts, b.last_ts, equal_nan=True)
     assert np.array_equal(a.steps, b.steps)
@@ -102,7 +104,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
 def test_round_trip_of_odd_stream_ids_and_no_streams(tmp_path: Path) -> None:
     odd = ("plant/ä/☃", "a b", "\udcff-lone-surrogate", "x" * 300, "")
     base = make_snapshot(len(odd))
-    snapshot = StateSnapshot(SHA, odd, base.states, base.last_seq, base.last_ts, base.steps, base.scorer)
+    snapshot = StateSnapshot(SHA, odd, base.states, base.last_seq, base.last_ts, base.steps, base.columns)
     assert_same(decode_snapshot(encode_snapshot(snapshot)), snapshot)
     empty = make_snapshot(0)
     write_checkpoint(tmp_path / "m.ckpt", empty)
@@ -289,6 +291,7 @@ def resign(meta: dict[str, object], payload: bytes) -> bytes:
         (lambda m: m["arrays"][0].update(shape=[2**40, 2**40]), "runs past the payload"),
         (lambda m: m["arrays"][0].update(shape=[-1]), "bad shape"),
         (lambda m: m["arrays"][0].update(name="../etc"), "bad array name"),
+        (lambda m: m["arrays"][0].update(name="surprise"), "bad array name"),
         (lambda m: m["arrays"].append(dict(m["arrays"][0])), "appears twice"),
         (lambda m: m["arrays"].pop(), "payload bytes"),
         (lambda m: m.update(streams="abc"), "streams must be a list"),
@@ -434,10 +437,10 @@ def test_written_file_is_private(tmp_path: Path) -> None:
         ("last_seq", np.zeros(5, np.int32), "int64 [5]"),
         ("last_ts", np.zeros(4), "float64 [5]"),
         ("steps", [0, 0, 0, 0, 0], "int64 [5]"),
-        ("scorer", {"x": np.array([object()] * 5)}, "bool/int/float"),
-        ("scorer", {"x": np.zeros(5, np.complex64)}, "bool/int/float"),
-        ("scorer", {"x": np.array(["x" * 2000] * 5)}, "bool/int/float"),
-        ("scorer", {"x": np.zeros(4)}, "with 5 rows"),
+        ("columns", {"x": np.array([object()] * 5)}, "bool/int/float"),
+        ("columns", {"x": np.zeros(5, np.complex64)}, "bool/int/float"),
+        ("columns", {"x": np.array(["x" * 2000] * 5)}, "bool/int/float"),
+        ("columns", {"x": np.zeros(4)}, "with 5 rows"),
         ("created", float("nan"), "finite"),
     ],
 )
