@@ -20,7 +20,7 @@ from onnx.external_data_helper import set_external_data
 from edge_config.errors import ArtifactError
 from edge_config.manifest import StateSpec, read_manifest, sha256_bytes, write_manifest
 from runtime.artifact import load_artifact
-from tests.onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
+from onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 
 
 @pytest.fixture

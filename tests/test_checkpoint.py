@@ -31,7 +31,7 @@ from runtime.checkpoint import (
 )
 from runtime.checkpoint_format import MAGIC, decode_snapshot, encode_snapshot
 from runtime.streams import NO_SEQ
-from tests.onnx_artifacts import write_lstm_artifact
+from onnx_artifacts import write_lstm_artifact
 
 SHA = hashlib.sha256(b"model-a").hexdigest()
 OTHER_SHA = hashlib.sha256(b"model-b").hexdigest()

@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from runtime.local_broker import Broker, BrokerTLS, start_broker  # noqa: E402
-from tests.tls_material import CertPair, TLSMaterial, make_tls_material  # noqa: E402
+from tls_material import CertPair, TLSMaterial, make_tls_material  # noqa: E402
 
 pytestmark = pytest.mark.mqtt
 
