@@ -77,6 +77,16 @@ def _torch_fn(wrapper: Any) -> parity.SequenceFn:
     return run
 
 
+def _plain_fn(wrapper: Any) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return wrapper.plain_forward(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+    return run
+
+
 def _check_gates(results: list[ParityResult], log: Callable[[str], None]) -> None:
     for r in results:
         verdict = "skipped" if r.skipped else ("passed" if r.passed else "FAILED")
@@ -163,7 +173,7 @@ def run_export(req: ExportRequest, log: Callable[[str], None]) -> ExportResult:
     log("[4/7] parity gates 1-2: ONNX vs PyTorch, one step at a time vs whole sequence")
     tol = req.tolerances
     results = [
-        parity.gate_onnx_vs_torch(_torch_fn(wrapper), float_runner, len(inputs.features), tol.onnx),
+        parity.gate_onnx_vs_torch(_torch_fn(wrapper), _plain_fn(wrapper), float_runner, len(inputs.features), tol.onnx),
         parity.gate_stream_vs_sequence(float_runner, len(inputs.features), tol.stream),
     ]
     _check_gates(results, log)

@@ -180,6 +180,18 @@ class StreamingWrapper(nn.Module):
                 out = out.transpose(0, 1)
         return (out, *flat)
 
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The user's module as written (no state injected), in the wrapper's canonical layout:
+        the reference that proves the wrapper itself changed nothing."""
+        layout = self.layout
+        assert layout is not None, "plain_forward needs a probed wrapper"
+        out = self.model(x.transpose(0, 1) if self._time_major_input else x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if layout.add_feature_axis:
+            out = out.unsqueeze(-1)
+        return out.transpose(0, 1) if layout.output_time_major else out
+
     def zero_states(self, batch: int) -> list[torch.Tensor]:
         return [
             torch.zeros(site.layers, batch, site.hidden)
