@@ -1,0 +1,87 @@
+"""Build and observe an in-process Service against the test broker."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_config.schema import (
+    AlertPolicy,
+    BrokerConfig,
+    GatewayConfig,
+    ModelConfig,
+    RuntimeConfig,
+    StreamConfig,
+)
+from runtime.counters import CounterSnapshot
+from runtime.engine import Outcome
+from runtime.local_broker import Broker
+from runtime.service import Service
+
+_ids = itertools.count()
+
+
+def gateway_config(
+    broker: Broker,
+    artifact: Path,
+    *,
+    topics: tuple[str, ...] = ("plant/+/telemetry",),
+    alerts: AlertPolicy | None = None,
+    **runtime: object,
+) -> GatewayConfig:
+    rt: dict[str, object] = {"metrics_address": None, "stats_interval_s": None, "max_wait_ms": 2.0}
+    rt.update(runtime)
+    return GatewayConfig(
+        broker=BrokerConfig(host=broker.host, port=broker.port, client_id=f"svc-{next(_ids)}",
+                            reconnect_min_s=0.1, reconnect_max_s=1.0),
+        streams=[StreamConfig(name="machines", topics=list(topics), model="det")],
+        models={"det": ModelConfig(path=artifact, target="cpu", alerts=alerts or AlertPolicy())},
+        runtime=RuntimeConfig(**rt),
+    )
+
+
+@dataclass
+class Outcomes:
+    """Collects every outcome by stream (the service's test hook)."""
+
+    by_stream: dict[str, list[Outcome]] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def __call__(self, _model: str, outcome: Outcome) -> None:
+        with self.cond:
+            self.by_stream.setdefault(outcome.message.stream, []).append(outcome)
+            self.cond.notify_all()
+
+    def outputs(self, stream: str) -> np.ndarray:
+        with self.cond:
+            return np.concatenate([o.outputs for o in self.by_stream[stream] if o.outputs is not None])
+
+    def scores(self, stream: str) -> np.ndarray:
+        with self.cond:
+            return np.concatenate([o.scores for o in self.by_stream[stream] if o.scores is not None])
+
+
+def wait_counters(service: Service, predicate: Callable[[CounterSnapshot], bool], timeout: float = 30.0) -> CounterSnapshot:
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = service.counters.snapshot()
+        if predicate(snap):
+            return snap
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"counters did not get there in {timeout}s: {snap}")
+        time.sleep(0.02)
+
+
+def started(service: Service, timeout: float = 10.0) -> Service:
+    service.start()
+    if not service.bus.wait_connected(timeout):
+        service.stop()
+        raise TimeoutError("the service did not connect")
+    time.sleep(0.3)  # SUBACK: publications before it would not be routed to us
+    return service
