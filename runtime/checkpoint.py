@@ -1,7 +1,7 @@
 """State checkpoints on disk: an atomic writer that keeps one previous generation, and a
 loader that never raises.
 
-Files, for `path` = e.g. /var/lib/edgewatch/<model>.ckpt:
+Files, for `path` = e.g. /var/lib/edgewatch/state.pump.ckpt (`model_checkpoint_path`):
 
     path            the newest generation
     path.1          the generation before it
@@ -24,6 +24,7 @@ skipped is logged in one line with the reason, and nothing ever raises out of it
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import secrets
@@ -47,8 +48,8 @@ __all__ = [
     "LoadResult",
     "StateLayout",
     "StateSnapshot",
-    "checkpoint_file",
     "load_checkpoint",
+    "model_checkpoint_path",
     "previous_generation",
     "write_checkpoint",
 ]
@@ -97,10 +98,18 @@ def previous_generation(path: Path) -> Path:
     return path.with_name(path.name + ".1")
 
 
-def checkpoint_file(directory: Path, model: str) -> Path:
-    """`directory/<model>.ckpt`, the model's config key made safe as a file name."""
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in model).lstrip(".")
-    return Path(directory) / f"{safe or 'model'}.ckpt"
+def model_checkpoint_path(checkpoint_path: Path, model: str) -> Path:
+    """One model's file: runtime.checkpoint_path `DIR/state.ckpt`, model "pump" → `DIR/state.pump.ckpt`.
+
+    One file per model: models restore, fail and get replaced (SIGHUP) independently. A model
+    name that is not a plain file name is made one, plus a hash of the name, so that names
+    differing only in the replaced characters do not share a file.
+    """
+    checkpoint_path = Path(checkpoint_path)
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in model)
+    if safe != model or not safe:
+        safe = f"{safe[:64]}-{hashlib.sha256(model.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return checkpoint_path.with_name(f"{checkpoint_path.stem}.{safe}{checkpoint_path.suffix}")
 
 
 def _temp_prefix(path: Path) -> str:

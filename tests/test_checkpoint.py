@@ -24,8 +24,8 @@ from runtime.checkpoint import (
     LoadResult,
     StateLayout,
     StateSnapshot,
-    checkpoint_file,
     load_checkpoint,
+    model_checkpoint_path,
     previous_generation,
     write_checkpoint,
 )
@@ -451,8 +451,11 @@ def test_an_inconsistent_snapshot_cannot_be_built(field: str, value: object, rea
         StateSnapshot(**fields)
 
 
-def test_checkpoint_file_name_is_safe(tmp_path: Path) -> None:
-    assert checkpoint_file(tmp_path, "pump-forecaster") == tmp_path / "pump-forecaster.ckpt"
-    assert checkpoint_file(tmp_path, "../../etc/passwd").parent == tmp_path
-    assert checkpoint_file(tmp_path, "..").name == "model.ckpt"
-    assert checkpoint_file(tmp_path, "a/b c") == tmp_path / "a_b_c.ckpt"
+def test_one_file_per_model_next_to_the_configured_path(tmp_path: Path) -> None:
+    base = tmp_path / "state.ckpt"
+    assert model_checkpoint_path(base, "pump") == tmp_path / "state.pump.ckpt"
+    assert model_checkpoint_path(base, "pump-forecaster_2") == tmp_path / "state.pump-forecaster_2.ckpt"
+    odd = [model_checkpoint_path(base, name) for name in ("../../etc/passwd", "a/b", "a_b", "a.b", "", "ä")]
+    assert all(p.parent == tmp_path and p.name.startswith("state.") and p.suffix == ".ckpt" for p in odd)
+    assert len(set(odd)) == len(odd)  # "a/b", "a_b" and "a.b" keep separate files
+    assert model_checkpoint_path(tmp_path / "state", "pump") == tmp_path / "state.pump"
