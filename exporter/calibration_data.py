@@ -27,6 +27,7 @@ __all__ = [
     "NormalizationFile",
     "ar1_stream",
     "normalization_from",
+    "normalize",
     "read_calibration_csv",
     "read_normalization",
 ]
@@ -62,7 +63,9 @@ def read_normalization(path: Path) -> NormalizationFile:
     try:
         norm = Normalization(mean=raw["mean"], std=raw["std"])
     except ValueError as exc:
-        raise ExportInputError(f"--normalization {path}: 'mean'/'std' must be lists of numbers ({exc.__class__.__name__})") from None
+        raise ExportInputError(
+            f"--normalization {path}: 'mean'/'std' must be lists of numbers ({exc.__class__.__name__})"
+        ) from None
     n = len(norm.mean)
     if len(norm.std) != n or (features is not None and len(features) != n):
         raise ExportInputError(f"--normalization {path}: 'features', 'mean' and 'std' must have the same length")

@@ -31,22 +31,54 @@ def register(subparsers: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="SPEC", help="path/to/file.py:Name or package.module:Name (class or factory)")
+    p.add_argument(
+        "--model", required=True, metavar="SPEC", help="path/to/file.py:Name or package.module:Name (class or factory)"
+    )
     p.add_argument("--weights", required=True, type=Path, metavar="FILE", help="state_dict saved with torch.save")
     p.add_argument("--target", required=True, metavar="NAME", help=f"export preset: {', '.join(EXPORT_TARGETS)}")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="artifact folder to create")
     p.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for SPEC, a JSON object")
     p.add_argument("--features", metavar="A,B,C", help="feature names in model input order")
-    p.add_argument("--normalization", type=Path, metavar="FILE.json", help='{"features": [...], "mean": [...], "std": [...]}')
-    p.add_argument("--calibration", type=Path, metavar="CSV", help="normal operating data, raw units (; or , separated, header row)")
-    p.add_argument("--task", default="auto", choices=["auto", "forecast", "probability"], help="what the output means (default: auto)")
+    p.add_argument(
+        "--normalization", type=Path, metavar="FILE.json", help='{"features": [...], "mean": [...], "std": [...]}'
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="CSV",
+        help="normal operating data, raw units (; or , separated, header row)",
+    )
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "forecast", "probability"],
+        help="what the output means (default: auto)",
+    )
     p.add_argument("--name", help="artifact name in the manifest (default: the --out folder's name)")
     g = p.add_argument_group("parity gates")
-    g.add_argument("--atol-onnx", type=float, default=1e-4, metavar="X", help="gate 1: float ONNX vs PyTorch (default 1e-4)")
-    g.add_argument("--atol-stream", type=float, default=1e-4, metavar="X", help="gate 2: one step at a time vs sequence (default 1e-4)")
-    g.add_argument("--atol-quant", type=float, metavar="X", help="gate 3: quantized vs float (default 0.1 int8, 0.01 fp16)")
-    g.add_argument("--min-decision-agreement", type=float, default=0.99, metavar="P", help="gate 3: share of agreeing alert decisions (default 0.99)")
-    g.add_argument("--steps", type=int, default=2000, metavar="N", help="gate 3 stream length, at least 2000 (default 2000)")
+    g.add_argument(
+        "--atol-onnx", type=float, default=1e-4, metavar="X", help="gate 1: float ONNX vs PyTorch (default 1e-4)"
+    )
+    g.add_argument(
+        "--atol-stream",
+        type=float,
+        default=1e-4,
+        metavar="X",
+        help="gate 2: one step at a time vs sequence (default 1e-4)",
+    )
+    g.add_argument(
+        "--atol-quant", type=float, metavar="X", help="gate 3: quantized vs float (default 0.1 int8, 0.01 fp16)"
+    )
+    g.add_argument(
+        "--min-decision-agreement",
+        type=float,
+        default=0.99,
+        metavar="P",
+        help="gate 3: share of agreeing alert decisions (default 0.99)",
+    )
+    g.add_argument(
+        "--steps", type=int, default=2000, metavar="N", help="gate 3 stream length, at least 2000 (default 2000)"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=run)
 
@@ -57,7 +89,9 @@ def format_summary(manifest: Any, directory: Path) -> str:
     lines = [f"exported {manifest.name} for {manifest.target} ({manifest.precision}, {manifest.quantization})"]
     fp32, model = sizes.get("fp32", 0), sizes.get("model", 0)
     if model != fp32 and fp32:
-        lines.append(f"  size: fp32 {fp32 / 1024:.1f} KiB → {manifest.precision} {model / 1024:.1f} KiB ({model / fp32:.0%})")
+        lines.append(
+            f"  size: fp32 {fp32 / 1024:.1f} KiB → {manifest.precision} {model / 1024:.1f} KiB ({model / fp32:.0%})"
+        )
     else:
         lines.append(f"  size: {model / 1024:.1f} KiB")
     lines.append("  parity:")

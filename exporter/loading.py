@@ -83,7 +83,7 @@ def resolve_spec(spec: str) -> Any:
     return obj
 
 
-def build_model(spec: str, kwargs: dict[str, Any]) -> "nn.Module":
+def build_model(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     """Call the class or factory named by SPEC; the result must be an nn.Module."""
     from torch import nn
 
@@ -93,7 +93,9 @@ def build_model(spec: str, kwargs: dict[str, Any]) -> "nn.Module":
     try:
         model = factory(**kwargs)
     except Exception as exc:
-        raise ExportInputError(f"--model {spec!r}: calling it with {kwargs} failed: {type(exc).__name__}: {exc}") from None
+        raise ExportInputError(
+            f"--model {spec!r}: calling it with {kwargs} failed: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ExportInputError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -132,7 +134,7 @@ def _keys(names: list[str], limit: int = 6) -> str:
     return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def load_weights(model: "nn.Module", path: Path) -> None:
+def load_weights(model: nn.Module, path: Path) -> None:
     """Load a state_dict into `model` with strict key and shape checking."""
     state = _read_state_dict(Path(path))
     own = model.state_dict()

@@ -54,7 +54,9 @@ def _verify(model: onnx.ModelProto, wrapper: StreamingWrapper, unrolled: bool) -
     onnx.checker.check_model(model)
     external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        raise ExportError(f"the exported graph refers to external data ({external[0]}); artifacts must be self-contained")
+        raise ExportError(
+            f"the exported graph refers to external data ({external[0]}); artifacts must be self-contained"
+        )
     ops = graph_ops(model)
     for kind, op in (("lstm", "LSTM"), ("gru", "GRU")):
         expected = 0 if unrolled else sum(s.layers for s in wrapper.sites if s.kind == kind)
@@ -62,7 +64,9 @@ def _verify(model: onnx.ModelProto, wrapper: StreamingWrapper, unrolled: bool) -
             raise ExportError(f"the exported graph has {ops.get(op, 0)} {op} nodes, expected {expected}")
 
 
-def export_onnx(wrapper: StreamingWrapper, *, time_steps: Literal["dynamic", 1] = "dynamic", unrolled: bool = False) -> bytes:
+def export_onnx(
+    wrapper: StreamingWrapper, *, time_steps: Literal["dynamic", 1] = "dynamic", unrolled: bool = False
+) -> bytes:
     """Export `wrapper` (layout already probed) → ONNX bytes with inputs x + states, outputs y + states."""
     layout = wrapper.layout
     if layout is None:
@@ -83,7 +87,7 @@ def export_onnx(wrapper: StreamingWrapper, *, time_steps: Literal["dynamic", 1] 
             torch.onnx.export(
                 wrapper,
                 (x, *states),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file object works; the stub says path only
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=inputs,

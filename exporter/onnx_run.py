@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def reference_session(model: bytes) -> Backend:
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(onnx.load_model_from_string(model))
+    return cast(Backend, ReferenceEvaluator(onnx.load_model_from_string(model)))
 
 
 class GraphRunner:
@@ -62,7 +62,9 @@ class GraphRunner:
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feeds = {"x": np.ascontiguousarray(x, dtype=np.float32)}
-        feeds.update({name: np.ascontiguousarray(s, dtype=np.float32) for name, s in zip(self.names.inputs, states)})
+        feeds.update(
+            {name: np.ascontiguousarray(s, dtype=np.float32) for name, s in zip(self.names.inputs, states, strict=True)}
+        )
         out = self.backend.run(["y", *self.names.outputs], feeds)
         return np.asarray(out[0], dtype=np.float32), [np.asarray(o, dtype=np.float32) for o in out[1:]]
 

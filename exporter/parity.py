@@ -61,7 +61,9 @@ class Tolerances:
     """Minimum share of steps whose alert decision agrees (quantized vs float)."""
 
 
-def random_case(features: int, shapes: Sequence[tuple[int, int]], *, batch: int = 3, time: int = 24, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+def random_case(
+    features: int, shapes: Sequence[tuple[int, int]], *, batch: int = 3, time: int = 24, seed: int = 0
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """x ~ N(0, 1) [batch, time, features] and non-zero initial states, so that a state input
     that was baked in as a constant (instead of fed) shows up as an error."""
     rng = np.random.default_rng(seed)
@@ -72,11 +74,16 @@ def random_case(features: int, shapes: Sequence[tuple[int, int]], *, batch: int 
 
 def _max_err(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> tuple[float, float]:
     """(max |Δ| of the first pair, max |Δ| over the rest): output error, state error."""
-    diffs = [float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) if np.size(p) else 0.0 for p, q in zip(a, b)]
+    diffs = [
+        float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) if np.size(p) else 0.0
+        for p, q in zip(a, b, strict=True)
+    ]
     return diffs[0], max(diffs[1:], default=0.0)
 
 
-def _per_step(fn: SequenceFn, x: np.ndarray, states: Sequence[np.ndarray], output_kind: str) -> tuple[np.ndarray, list[np.ndarray]]:
+def _per_step(
+    fn: SequenceFn, x: np.ndarray, states: Sequence[np.ndarray], output_kind: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per-step outputs [B, T, n] from full-sequence calls: one call for sequence output; for a
     last-step output, one call per prefix x[:, :t+1] (its output is the model's at step t)."""
     if output_kind == "sequence":
@@ -88,13 +95,21 @@ def _per_step(fn: SequenceFn, x: np.ndarray, states: Sequence[np.ndarray], outpu
     return np.stack(outputs, axis=1), final
 
 
-def _result(gate: str, metric: str, value: float, tolerance: float, detail: str, *, higher_is_better: bool = False) -> ParityResult:
+def _result(
+    gate: str, metric: str, value: float, tolerance: float, detail: str, *, higher_is_better: bool = False
+) -> ParityResult:
     passed = bool(value >= tolerance) if higher_is_better else bool(value <= tolerance)
-    return ParityResult(gate=gate, metric=metric, value=float(value), tolerance=float(tolerance), passed=passed, detail=detail)
+    return ParityResult(
+        gate=gate, metric=metric, value=float(value), tolerance=float(tolerance), passed=passed, detail=detail
+    )
 
 
 def gate_onnx_vs_torch(
-    torch_fn: SequenceFn, plain_fn: Callable[[np.ndarray], np.ndarray], runner: GraphRunner, features: int, tolerance: float
+    torch_fn: SequenceFn,
+    plain_fn: Callable[[np.ndarray], np.ndarray],
+    runner: GraphRunner,
+    features: int,
+    tolerance: float,
 ) -> ParityResult:
     """torch_fn: the streaming wrapper (state fed); plain_fn: the user's module as written,
     which starts from a zero state — so the zero-state ONNX run must match it too."""

@@ -78,7 +78,9 @@ def _dynamic(float_model: bytes) -> QuantizationResult:
             quantize_dynamic(onnx.load_model_from_string(float_model), out, weight_type=QuantType.QInt8)
         data = out.read_bytes()
     ops = graph_ops(onnx.load_model_from_string(data))
-    notes = [f"{ops.get('DynamicQuantizeLSTM', 0)} LSTM layer(s) → DynamicQuantizeLSTM (int8 weights, float activations)"]
+    notes = [
+        f"{ops.get('DynamicQuantizeLSTM', 0)} LSTM layer(s) → DynamicQuantizeLSTM (int8 weights, float activations)"
+    ]
     if ops.get("GRU", 0):
         notes.append(f"{ops['GRU']} GRU layer(s) stay float32: ONNX Runtime has no int8 GRU kernel")
     if ops.get("LSTM", 0):
@@ -95,7 +97,9 @@ def _fp16(float_model: bytes) -> QuantizationResult:
         converted = convert_float_to_float16(onnx.load_model_from_string(float_model), keep_io_types=True)
     model = _topological(converted)
     onnx.checker.check_model(model)
-    return QuantizationResult(model.SerializeToString(), ["float16 weights and activations; float32 graph inputs/outputs"])
+    return QuantizationResult(
+        model.SerializeToString(), ["float16 weights and activations; float32 graph inputs/outputs"]
+    )
 
 
 def calibration_feeds(runner: GraphRunner, x_norm: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -108,7 +112,7 @@ def calibration_feeds(runner: GraphRunner, x_norm: np.ndarray) -> list[dict[str,
     for t in range(len(x_norm)):
         x = x_norm[t].reshape(1, 1, -1)
         feed = {"x": x}
-        feed.update(dict(zip(runner.names.inputs, states)))
+        feed.update(dict(zip(runner.names.inputs, states, strict=True)))
         feeds.append(feed)
         _, states = runner.run(x, states)
     return feeds

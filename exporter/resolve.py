@@ -21,7 +21,7 @@ from exporter.calibration_data import (
     read_normalization,
 )
 
-__all__ = ["ResolvedInputs", "resolve_inputs", "resolve_task"]
+__all__ = ["ResolvedInputs", "Task", "resolve_inputs", "resolve_task"]
 
 Task = Literal["forecast", "probability"]
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge_config.errors import ExportInputError
 from edge_config.manifest import Calibration, ScoreSettings
+from exporter.resolve import Task
 
 __all__ = ["ScoreFn", "calibrate_scores"]
 
@@ -22,13 +23,15 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(x_norm [T, F], y [T, n]) -> scores [T]."""
 
 
-def calibrate_scores(task: str, x_norm: np.ndarray, y: np.ndarray, *, source: str) -> tuple[ScoreSettings, Calibration, ScoreFn]:
+def calibrate_scores(
+    task: Task, x_norm: np.ndarray, y: np.ndarray, *, source: str
+) -> tuple[ScoreSettings, Calibration, ScoreFn]:
     """x_norm [T, F] normalized calibration data, y [T, n] the float model's per-step outputs."""
     from runtime import scoring
 
     base = ScoreSettings(kind="forecast-error" if task == "forecast" else "probability")
     try:
-        settings, calibration = scoring.calibrate(base, task, x_norm, y, source=source)  # type: ignore[arg-type]
+        settings, calibration = scoring.calibrate(base, task, x_norm, y, source=source)
     except ValueError as exc:
         raise ExportInputError(f"--calibration: cannot calibrate the score: {exc}") from None
 

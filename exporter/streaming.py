@@ -193,11 +193,7 @@ class StreamingWrapper(nn.Module):
         return out.transpose(0, 1) if layout.output_time_major else out
 
     def zero_states(self, batch: int) -> list[torch.Tensor]:
-        return [
-            torch.zeros(site.layers, batch, site.hidden)
-            for site in self.sites
-            for _ in site.state_names()
-        ]
+        return [torch.zeros(site.layers, batch, site.hidden) for site in self.sites for _ in site.state_names()]
 
 
 def _probe(wrapper: StreamingWrapper, features: int, time_major: bool) -> list[tuple[int, ...]]:

@@ -144,7 +144,7 @@ def step_artifact(directory: Path, x: np.ndarray) -> tuple[np.ndarray, dict[str,
     outputs = []
     for t in range(x.shape[1]):
         result = session.run(None, {"x": x[:, t : t + 1].astype(np.float32), **states})
-        named = dict(zip(art.manifest.outputs, result))
+        named = dict(zip(art.manifest.outputs, result, strict=True))
         y = named[art.manifest.outputs[0]]
         outputs.append(y[:, 0] if art.manifest.output_kind == "sequence" else y)
         states = {s.input: named[s.output] for s in art.manifest.state}

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from export_cases import import_models, save_weights, step_artifact, write_models
+
 from runtime.artifact import load_artifact
 from runtime.cli import main
 
@@ -53,11 +53,23 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,kwargs,time_major", CASES, ids=[c[0] for c in CASES])
-def test_fp32_artifact_steps_like_pytorch(models: Path, tmp_path: Path, name: str, kwargs: dict, time_major: bool) -> None:
+def test_fp32_artifact_steps_like_pytorch(
+    models: Path, tmp_path: Path, name: str, kwargs: dict, time_major: bool
+) -> None:
     model = save_weights(models, "Seq", tmp_path / "w.pt", **kwargs)
     out = tmp_path / "art"
-    rc = export("--model", f"{models}:Seq", "--model-kwargs", json.dumps(kwargs), "--weights", str(tmp_path / "w.pt"),
-                "--target", "cpu-fp32", "--out", str(out))
+    rc = export(
+        "--model",
+        f"{models}:Seq",
+        "--model-kwargs",
+        json.dumps(kwargs),
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 0
     m = load_artifact(out).manifest
     layers, kind = kwargs["layers"], kwargs["kind"]
@@ -65,7 +77,9 @@ def test_fp32_artifact_steps_like_pytorch(models: Path, tmp_path: Path, name: st
     assert [s.input for s in m.state] == (["h0.rnn", "c0.rnn"] if kind == "lstm" else ["h0.rnn"])
     assert all(s.shape == [layers, "batch", 8] and s.batch_axis == 1 for s in m.state)
     last = kwargs.get("last", False)
-    assert (m.output_kind, m.output_size, m.task) == (("last", 1, "probability") if last else ("sequence", 3, "forecast"))
+    assert (m.output_kind, m.output_size, m.task) == (
+        ("last", 1, "probability") if last else ("sequence", 3, "forecast")
+    )
     assert [p.gate for p in m.parity] == ["onnx-vs-torch", "stream-vs-sequence"] and all(p.passed for p in m.parity)
     graph = onnx.load(out / "model.onnx").graph
     assert sum(n.op_type == kind.upper() for n in graph.node) == layers
@@ -80,11 +94,26 @@ def test_fp32_artifact_steps_like_pytorch(models: Path, tmp_path: Path, name: st
 def test_factory_spec_and_mixed_lstm_gru_int8(models: Path, tmp_path: Path) -> None:
     model = save_weights(models, "Mixed", tmp_path / "w.pt")
     out = tmp_path / "mixed"
-    assert export("--model", f"{models}:Mixed", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-int8",
-                  "--out", str(out), "--features", "a,b,c,d") == 0
+    assert (
+        export(
+            "--model",
+            f"{models}:Mixed",
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--target",
+            "cpu-int8",
+            "--out",
+            str(out),
+            "--features",
+            "a,b,c,d",
+        )
+        == 0
+    )
     m = load_artifact(out).manifest
     assert [(s.input, s.output, s.kind) for s in m.state] == [
-        ("h0.body.gru", "hn.body.gru", "gru_h"), ("h0.lstm", "hn.lstm", "lstm_h"), ("c0.lstm", "cn.lstm", "lstm_c"),
+        ("h0.body.gru", "hn.body.gru", "gru_h"),
+        ("h0.lstm", "hn.lstm", "lstm_h"),
+        ("c0.lstm", "cn.lstm", "lstm_c"),
     ]
     assert m.features.names == ["a", "b", "c", "d"] and m.precision == "int8" and m.quantization == "dynamic"
     ops = [n.op_type for n in onnx.load(out / "model.onnx").graph.node]
@@ -98,8 +127,19 @@ def test_factory_spec_and_mixed_lstm_gru_int8(models: Path, tmp_path: Path) -> N
 
     # SPEC may name a factory function as well as a class
     save_weights(models, "make_seq", tmp_path / "f.pt")
-    assert export("--model", f"{models}:make_seq", "--weights", str(tmp_path / "f.pt"), "--target", "cpu-fp32",
-                  "--out", str(tmp_path / "factory")) == 0
+    assert (
+        export(
+            "--model",
+            f"{models}:make_seq",
+            "--weights",
+            str(tmp_path / "f.pt"),
+            "--target",
+            "cpu-fp32",
+            "--out",
+            str(tmp_path / "factory"),
+        )
+        == 0
+    )
 
 
 def test_example_forecaster_int8_is_small_and_fp32_streams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,8 +148,12 @@ def test_example_forecaster_int8_is_small_and_fp32_streams(tmp_path: Path, capsy
 
     spec = f"{EXAMPLE / 'forecaster.py'}:Forecaster"
     weights = EXAMPLE / "forecaster.pt"
-    assert export("--model", spec, "--weights", str(weights), "--target", "cpu-fp32", "--out", str(tmp_path / "fp32")) == 0
-    assert export("--model", spec, "--weights", str(weights), "--target", "cpu-int8", "--out", str(tmp_path / "int8")) == 0
+    assert (
+        export("--model", spec, "--weights", str(weights), "--target", "cpu-fp32", "--out", str(tmp_path / "fp32")) == 0
+    )
+    assert (
+        export("--model", spec, "--weights", str(weights), "--target", "cpu-int8", "--out", str(tmp_path / "int8")) == 0
+    )
     summary = capsys.readouterr().out
     assert "quantized-vs-float" in summary and str(tmp_path / "int8" / "model.onnx") in summary
 
@@ -128,14 +172,30 @@ def test_example_forecaster_int8_is_small_and_fp32_streams(tmp_path: Path, capsy
     with torch.no_grad():
         _, (h, c) = forecaster.encoder(torch.from_numpy(x))
     assert np.max(np.abs(stepped - torch_reference(forecaster, x, time_major=False))) < 1e-4
-    assert np.max(np.abs(final["hn.encoder"] - h.numpy())) < 1e-4 and np.max(np.abs(final["cn.encoder"] - c.numpy())) < 1e-4
+    assert (
+        np.max(np.abs(final["hn.encoder"] - h.numpy())) < 1e-4
+        and np.max(np.abs(final["cn.encoder"] - c.numpy())) < 1e-4
+    )
 
 
 def test_gpu_fp16_keeps_float32_io_and_reports_gate3(models: Path, tmp_path: Path) -> None:
     save_weights(models, "Seq", tmp_path / "w.pt", hidden=16)
     out = tmp_path / "fp16"
-    assert export("--model", f"{models}:Seq", "--model-kwargs", '{"hidden": 16}', "--weights", str(tmp_path / "w.pt"),
-                  "--target", "gpu-fp16", "--out", str(out)) == 0
+    assert (
+        export(
+            "--model",
+            f"{models}:Seq",
+            "--model-kwargs",
+            '{"hidden": 16}',
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--target",
+            "gpu-fp16",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     m = load_artifact(out).manifest
     graph = onnx.load(out / "model.onnx").graph
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*graph.input, *graph.output])
@@ -151,14 +211,31 @@ def test_npu_int8_unrolled_qdq_with_calibration(models: Path, tmp_path: Path) ->
     model = save_weights(models, "Mixed", tmp_path / "w.pt")
     rng = np.random.default_rng(6)
     raw = np.cumsum(rng.standard_normal((400, 4)) * 0.1, axis=0) * [1, 10, 100, 0.5] + [0, 50, 1000, 3]
-    lines = ["datetime;a;b;c;d"] + [f"2024-01-01 00:{i // 60:02d}:{i % 60:02d};" + ";".join(f"{v:.5f}" for v in row) for i, row in enumerate(raw)]
+    lines = ["datetime;a;b;c;d"] + [
+        f"2024-01-01 00:{i // 60:02d}:{i % 60:02d};" + ";".join(f"{v:.5f}" for v in row) for i, row in enumerate(raw)
+    ]
     (tmp_path / "normal.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "npu"
-    assert export("--model", f"{models}:Mixed", "--weights", str(tmp_path / "w.pt"), "--target", "npu-int8",
-                  "--out", str(out), "--calibration", str(tmp_path / "normal.csv")) == 0
+    assert (
+        export(
+            "--model",
+            f"{models}:Mixed",
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--target",
+            "npu-int8",
+            "--out",
+            str(out),
+            "--calibration",
+            str(tmp_path / "normal.csv"),
+        )
+        == 0
+    )
     m = load_artifact(out).manifest
     assert m.time_steps == 1 and m.features.names == ["a", "b", "c", "d"]
-    assert m.normalization is not None and abs(m.normalization.mean[2] - raw[:, 2].mean()) < 1e-3 * abs(raw[:, 2].mean())
+    assert m.normalization is not None and abs(m.normalization.mean[2] - raw[:, 2].mean()) < 1e-3 * abs(
+        raw[:, 2].mean()
+    )
     assert m.calibration is not None and m.score.residual_std is not None
     graph = onnx.load(out / "model.onnx").graph
     ops = {n.op_type for n in graph.node}

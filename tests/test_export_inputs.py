@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 
 from edge_config.errors import ExportError, ExportInputError, UnsupportedModelError
 from edge_config.manifest import read_manifest
 from exporter.artifact_writer import write_artifact
 from exporter.calibration_data import ar1_stream, normalization_from, read_calibration_csv, read_normalization
 from exporter.resolve import resolve_inputs, resolve_task
-from onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 
 
 def write(path: Path, text: str) -> Path:
@@ -58,7 +58,11 @@ def test_normalization_file(tmp_path: Path) -> None:
 def test_normalization_from_data_leaves_constant_columns_unscaled() -> None:
     values = np.stack([np.arange(10.0), np.full(10, 7.0)], axis=1)
     norm = normalization_from(values)
-    assert norm.mean == pytest.approx([4.5, 7.0]) and norm.std[0] == pytest.approx(np.std(np.arange(10.0))) and norm.std[1] == 1.0
+    assert (
+        norm.mean == pytest.approx([4.5, 7.0])
+        and norm.std[0] == pytest.approx(np.std(np.arange(10.0)))
+        and norm.std[1] == 1.0
+    )
 
 
 def test_resolve_inputs_priority_and_conflicts(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import pathlib
 from pathlib import Path
 
 import pytest
-
 from export_cases import save_weights, write_models
+
 from runtime.cli import main
 
 pytestmark = pytest.mark.torch
@@ -35,39 +35,99 @@ def nothing_left(out: Path) -> bool:
 def test_bidirectional(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_weights(models, "Bidirectional", tmp_path / "w.pt")
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:Bidirectional", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Bidirectional",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "bidirectional" in line and "rnn" in line and nothing_left(out)
 
 
 def test_proj_size(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_weights(models, "Projected", tmp_path / "w.pt")
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:Projected", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Projected",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "proj_size=4" in line and nothing_left(out)
 
 
 def test_rnn_called_twice(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_weights(models, "Twice", tmp_path / "w.pt")
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:Twice", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Twice",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "called 2 times" in line and nothing_left(out)
 
 
 def test_non_causal_model_is_caught_by_gate_2(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_weights(models, "NonCausal", tmp_path / "w.pt")
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:NonCausal", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-int8", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:NonCausal",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-int8",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "cannot be streamed" in line and "step-by-step" in line and nothing_left(out)
 
 
 def test_mismatched_weights_list_the_keys(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     save_weights(models, "Seq", tmp_path / "w.pt", layers=2)
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "unexpected keys: rnn.bias_hh_l1, rnn.bias_ih_l1, rnn.weight_hh_l1, rnn.weight_ih_l1" in line
     assert nothing_left(out)
     save_weights(models, "Seq", tmp_path / "h.pt", hidden=4)
-    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--weights", str(tmp_path / "h.pt"), "--target", "cpu-fp32", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "h.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "shape mismatch" in line and "rnn.weight_ih_l0 (16, 3) vs (32, 3)" in line
 
 
@@ -81,18 +141,32 @@ class _Payload:
         return (pathlib.Path.touch, (self.marker,))
 
 
-def test_pickle_payload_weights_are_refused_without_running_them(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pickle_payload_weights_are_refused_without_running_them(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     marker = tmp_path / "payload-ran"
     torch.save({"rnn.weight_ih_l0": _Payload(marker)}, tmp_path / "evil.pt")
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--weights", str(tmp_path / "evil.pt"), "--target", "cpu-fp32", "--out", str(out))
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "evil.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
     assert rc == 2 and "weights file holds a pickle payload" in line and "(it references getattr)" in line
     assert not marker.exists() and nothing_left(out)
 
 
-def test_unknown_target_and_npu_without_calibration(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_target_and_npu_without_calibration(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     save_weights(models, "Seq", tmp_path / "w.pt")
     out = tmp_path / "art"
     common = ["--model", f"{models}:Seq", "--weights", str(tmp_path / "w.pt"), "--out", str(out)]
@@ -102,20 +176,44 @@ def test_unknown_target_and_npu_without_calibration(models: Path, tmp_path: Path
     assert rc == 2 and "npu-int8 needs --calibration" in line and nothing_left(out)
 
 
-def test_failed_gate_exits_1_and_writes_nothing(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_gate_exits_1_and_writes_nothing(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     save_weights(models, "Seq", tmp_path / "w.pt")
     out = tmp_path / "art"
-    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-int8",
-                          "--out", str(out), "--atol-quant", "1e-9")
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-int8",
+        "--out",
+        str(out),
+        "--atol-quant",
+        "1e-9",
+    )
     assert rc == 1 and "parity gate quantized-vs-float failed" in line and nothing_left(out)
 
 
-def test_existing_out_needs_force_and_is_replaced_whole(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_out_needs_force_and_is_replaced_whole(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     save_weights(models, "Seq", tmp_path / "w.pt")
     out = tmp_path / "art"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    common = ["--model", f"{models}:Seq", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32", "--out", str(out)]
+    common = [
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    ]
     rc, line = export_err(capsys, *common)
     assert rc == 2 and "--force" in line and (out / "stale.txt").exists()
     rc, _ = export_err(capsys, *common, "--force")
@@ -131,7 +229,9 @@ def test_bad_inputs_are_exit_2(models: Path, tmp_path: Path, capsys: pytest.Capt
     assert export_err(capsys, "--model", f"{tmp_path / 'missing.py'}:Seq", *common)[0] == 2
     rc, line = export_err(capsys, "--model", f"{models}:Seq", "--model-kwargs", "[1]", *common)
     assert rc == 2 and "JSON object" in line
-    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--model-kwargs", json.dumps({"hidden": 8}), "--features", "a,b", *common)
+    rc, line = export_err(
+        capsys, "--model", f"{models}:Seq", "--model-kwargs", json.dumps({"hidden": 8}), "--features", "a,b", *common
+    )
     assert rc == 2 and "[batch, time, 2]" in line
     (tmp_path / "norm.json").write_text(json.dumps({"features": ["a", "b", "c"], "mean": [0, 0, 0], "std": [1, 0, 1]}))
     rc, line = export_err(capsys, "--model", f"{models}:Seq", "--normalization", str(tmp_path / "norm.json"), *common)
