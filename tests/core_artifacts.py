@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_config.manifest import MODEL_NAME, Calibration, ScoreSettings, read_manifest, sha256_bytes, write_manifest
+from edge_config.manifest import MODEL_NAME, Calibration, Normalization, ScoreSettings, read_manifest, sha256_bytes, write_manifest
 from onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 from runtime.artifact import Artifact, load_artifact
 
@@ -50,12 +50,15 @@ def write_variant(
     output_kind: Literal["sequence", "last"] = "sequence",
     time_steps: Literal["dynamic", 1] = "dynamic",
     task: Literal["forecast", "probability"] = "forecast",
+    normalization: Normalization | None = None,
 ) -> Artifact:
     directory = Path(directory)
     write_lstm_artifact(directory, features=features, hidden=hidden, layers=layers, seed=seed, threshold=threshold)
     model = lstm_forecaster_model(features, hidden, layers, seed)
     graph = model.graph
     update: dict[str, object] = {"output_kind": output_kind, "time_steps": time_steps}
+    if normalization is not None:
+        update["normalization"] = normalization
     if task == "probability" or output_kind == "last":
         for node in graph.node:
             node.output[:] = ["y_seq" if o == "y" else o for o in node.output]
