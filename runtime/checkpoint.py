@@ -14,7 +14,8 @@ in the same folder, fsyncs it, renames `path` to `path.1`, renames the temporary
 already on disk stay intact: a failure before the first rename leaves both untouched,
 one between the renames leaves no `path` and the previous one as `path.1`, which the
 loader then restores. A failed write raises CheckpointError, for the caller to count
-and log; it never leaves a half-written `path`.
+and log; it never leaves a half-written `path`. One writer per path at a time (the daemon
+writes each model's file from one thread): a write removes the temporary files it finds.
 
 Loading tries `path`, then `path.1`, and returns the first that is intact (magic,
 lengths, sha256) and was written for the same model sha256 and state shapes; each one

@@ -99,8 +99,10 @@ class StateSnapshot:
             raise CheckpointError("snapshot: stream ids must be unique strings")
         for name, array in self.states.items():
             _check_name(f"states[{name!r}]", name)
-            if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 3 or array.shape[1] != n:
-                raise CheckpointError(f"snapshot: states[{name!r}] must be float32 [layers, {n}, hidden], got {_desc(array)}")
+            ok = isinstance(array, np.ndarray) and array.dtype == np.float32 and array.ndim == 3
+            if not ok or array.shape[1] != n:
+                raise CheckpointError(
+                    f"snapshot: states[{name!r}] must be float32 [layers, {n}, hidden], got {_desc(array)}")
         for label, array, dtype in (("last_seq", self.last_seq, np.int64), ("last_ts", self.last_ts, np.float64),
                                     ("steps", self.steps, np.int64)):
             if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != (n,):
