@@ -17,8 +17,13 @@ from edge_config.presets import EXPORT_TARGETS
 
 __all__ = ["format_summary", "register", "run"]
 
-_EPILOG = "targets:\n" + "\n".join(
-    f"  {t.name:<14} {t.description} [providers: {', '.join(t.provider_types)}]" for t in EXPORT_TARGETS.values()
+_EPILOG = (
+    "targets:\n"
+    + "\n".join(
+        f"  {t.name:<14} {t.description}\n  {'':<14} providers: {', '.join(t.provider_types)}"
+        for t in EXPORT_TARGETS.values()
+    )
+    + "\n\nexit codes: 0 artifact written, 1 a parity gate failed, 2 model refused or bad input"
 )
 
 
@@ -26,7 +31,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "export",
         help="export a PyTorch LSTM/GRU model to a streaming, quantized ONNX artifact (with parity gates)",
-        description="Export a trained PyTorch LSTM/GRU module to DIR/model.onnx + DIR/manifest.json. "
+        description="Export a trained PyTorch LSTM/GRU module to DIR/model.onnx + DIR/manifest.json.\n"
         "The recurrent state becomes explicit graph inputs/outputs; three parity gates prove the result.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -98,6 +98,21 @@ class Twice(nn.Module):
         return self.rnn(self.rnn(x)[0])[0]
 
 
+class Projected5(nn.Module):
+    """An input projection before the LSTM (5 features in, LSTM input 8) and a (y, state)
+    return value, as some users write it."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(5, 8)
+        self.rnn = nn.LSTM(8, 6, batch_first=True)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x):
+        y, state = self.rnn(torch.relu(self.proj(x)))
+        return self.head(y), state
+
+
 def make_seq(**kwargs):
     """A factory, not a class: SPEC may name either."""
     return Seq(**kwargs)

@@ -125,6 +125,15 @@ def test_factory_spec_and_mixed_lstm_gru_int8(models: Path, tmp_path: Path) -> N
     stepped, _ = step_artifact(out, x)
     assert np.max(np.abs(stepped - torch_reference(model, x, time_major=False))) < gate3.tolerance
 
+    # The feature count is the model's input width, not the LSTM's: without --features the
+    # probe fails with a hint; with them the (y, state) return value is handled.
+    save_weights(models, "Projected5", tmp_path / "p.pt")
+    common = ["--model", f"{models}:Projected5", "--weights", str(tmp_path / "p.pt"), "--target", "cpu-fp32"]
+    assert export(*common, "--out", str(tmp_path / "p1")) == 2 and not (tmp_path / "p1").exists()
+    assert export(*common, "--out", str(tmp_path / "p2"), "--features", "a,b,c,d,e") == 0
+    p2 = load_artifact(tmp_path / "p2").manifest
+    assert (p2.features.count, p2.output_kind, p2.output_size, p2.task) == (5, "sequence", 5, "forecast")
+
     # SPEC may name a factory function as well as a class
     save_weights(models, "make_seq", tmp_path / "f.pt")
     assert (

@@ -233,6 +233,8 @@ def test_bad_inputs_are_exit_2(models: Path, tmp_path: Path, capsys: pytest.Capt
         capsys, "--model", f"{models}:Seq", "--model-kwargs", json.dumps({"hidden": 8}), "--features", "a,b", *common
     )
     assert rc == 2 and "[batch, time, 2]" in line
+    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--steps", "500", *common)
+    assert rc == 2 and "at least 2000" in line
     (tmp_path / "norm.json").write_text(json.dumps({"features": ["a", "b", "c"], "mean": [0, 0, 0], "std": [1, 0, 1]}))
     rc, line = export_err(capsys, "--model", f"{models}:Seq", "--normalization", str(tmp_path / "norm.json"), *common)
     assert rc == 2 and "std must be finite and > 0" in line
