@@ -47,7 +47,7 @@ def parse_alert(payload: bytes) -> AlertLine:
     """Parse an alert message (runtime.alerts.Alert.to_json); ValueError/KeyError/TypeError if it is not one."""
     doc = json.loads(payload.decode("utf-8"))
     if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
+        raise TypeError("not a JSON object")
     top_raw = doc.get("top_features") or []
     pairs = top_raw.items() if isinstance(top_raw, dict) else top_raw
     top = []

@@ -174,6 +174,7 @@ class Bus:
         self._taking_input = True
         self._failures = _RepeatFilter()
         self._refused = False
+        self._closing = False
         self._v5 = broker.protocol == "5"
         self._client = self._build_client(client_id or broker.client_id, receive_maximum)
 
@@ -198,7 +199,8 @@ class Bus:
             client.enable_logger(paho_log)
         client.max_queued_messages_set(self._limits.max_messages)
         client.max_inflight_messages_set(self._limits.max_inflight)
-        client.reconnect_delay_set(b.reconnect_min_s, max(b.reconnect_min_s, b.reconnect_max_s))
+        # paho annotates ints, but only compares and doubles them: sub-second delays work.
+        client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)  # type: ignore[arg-type]
         client.will_set(self.availability_topic, b"offline", qos=1, retain=True)
         if b.username is not None:
             client.username_pw_set(b.username, broker_password(b))
@@ -258,7 +260,7 @@ class Bus:
     # --- paho callbacks (network thread: never block, never raise) -------------------------------
 
     def _on_connect(
-        self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, reason: ReasonCode, _p: Properties
+        self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, reason: ReasonCode, _p: Properties | None
     ) -> None:
         try:
             if reason.is_failure:
@@ -302,8 +304,8 @@ class Bus:
                 log.error(
                     "cannot connect to %s:%d: %s (retrying with backoff)", self._broker.host, self._broker.port, reason
                 )
-        except Exception:
-            pass
+        except Exception:  # a paho callback must not raise
+            log.debug("error in on_connect_fail", exc_info=True)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _u: object, _f: mqtt.DisconnectFlags, reason: ReasonCode, _p: Properties | None
@@ -311,6 +313,8 @@ class Bus:
         try:
             was_connected = self._connected.is_set()
             self._connected.clear()
+            if self._closing:
+                return
             if was_connected:
                 self._count("disconnects")
                 log.warning("disconnected from the broker: %s (reconnecting)", reason)
@@ -328,8 +332,8 @@ class Bus:
                     "cannot connect to %s:%d: %s (%s; %s) (retrying with backoff)",
                     self._broker.host, self._broker.port, why, reason, hint,
                 )
-        except Exception:
-            pass
+        except Exception:  # a paho callback must not raise
+            log.debug("error in on_disconnect", exc_info=True)
 
     def _on_message(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         inbound: Inbound | None = None
@@ -352,8 +356,8 @@ class Bus:
                     self.ack(inbound)
                 elif msg.qos > 0:
                     client.ack(msg.mid, msg.qos)
-            except Exception:
-                pass
+            except Exception:  # a paho callback must not raise
+                log.debug("cannot ack after a handler error", exc_info=True)
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _r: ReasonCode, _p: Properties) -> None:
         try:
@@ -364,8 +368,8 @@ class Bus:
                     box.done_early.add(mid)
                 else:
                     box.bytes -= entry[0]
-        except Exception:
-            pass
+        except Exception:  # a paho callback must not raise
+            log.debug("error in on_publish", exc_info=True)
 
     # --- used by the service -------------------------------------------------------------------
 
@@ -426,6 +430,7 @@ class Bus:
                 self._client.publish(self.availability_topic, availability.encode(), qos=1, retain=True)
             if not self.flush(timeout):
                 log.warning("stopping with %d publications not confirmed by the broker", len(self._outbox.pending))
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()

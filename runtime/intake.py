@@ -22,7 +22,7 @@ from runtime.counters import ServiceCounters
 from runtime.payload import FeatureLayout, Message, PayloadLimits, decode_payload
 from runtime.topics import MAX_ID_LEVELS, StreamIdResolver, check_stream_id
 
-__all__ = ["LOG_EVERY_S", "Intake", "Rejected", "RejectLog", "Reset", "Ticket"]
+__all__ = ["LOG_EVERY_S", "Intake", "RejectLog", "Rejected", "Reset", "Ticket"]
 
 log = logging.getLogger("edgewatch.intake")
 LOG_EVERY_S = 10.0

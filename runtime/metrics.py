@@ -111,7 +111,7 @@ class HealthServer:
         host, port = parse_address(address)
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._reply(200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
@@ -128,7 +128,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # a scrape every few seconds would drown the service log
 
         server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) \
