@@ -6,32 +6,54 @@
     targets:  name → execution provider, options, precisions, fallback policy
     runtime:  batching, queues, TTLs, checkpoints, metrics, topic prefix
 
-Loading (YAML positions, environment overrides, secrets) is in `edge_config.loading`.
+Every field's docstring is its documentation: `edgewatch config init` writes it as the
+comment above the key. Loading (YAML positions, environment overrides, secrets, relative
+paths, checks that read files) is in `edge_config.loading`.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edge_config.presets import PROVIDER_BY_TYPE, ProviderType
+from edge_config.problems import Problem, dotted
+from edge_config.templates import check_template
 
 __all__ = [
+    "DEFER_CONSISTENCY_CHECKS",
     "AlertPolicy",
     "BrokerConfig",
     "GatewayConfig",
     "ModelConfig",
     "RuntimeConfig",
     "StreamConfig",
-    "TargetConfig",
     "TLSConfig",
+    "TargetConfig",
+    "consistency_problems",
     "validate_topic_filter",
 ]
 
+DEFER_CONSISTENCY_CHECKS = "defer_consistency_checks"
+"""Validation context key: the loader runs `consistency_problems` itself, so that each
+problem is reported at its own line instead of once at the document root."""
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 def validate_topic_filter(value: str) -> str:
@@ -47,17 +69,36 @@ def validate_topic_filter(value: str) -> str:
     return value
 
 
+def _input_filter(value: str) -> str:
+    validate_topic_filter(value)
+    # A shared subscription hands one machine's messages to several gateways in turn on most
+    # brokers (mosquitto, HiveMQ round-robin), which would split its recurrent state.
+    if value.startswith("$share/"):
+        raise ValueError(
+            f"{value!r}: shared subscriptions split a stream's messages across gateways; "
+            "partition topics across gateways instead"
+        )
+    return value
+
+
+TopicFilter = Annotated[str, AfterValidator(_input_filter)]
+"""An input topic filter; validated one by one so that an error names its list index."""
+
+
 class TLSConfig(_Strict):
     ca_file: Path | None = None
-    """CA bundle to verify the broker; None uses the system's default CAs."""
+    """CA bundle to verify the broker; null uses the system's default CAs."""
     cert_file: Path | None = None
+    """Client certificate (PEM) for mutual TLS; goes with key_file."""
     key_file: Path | None = None
+    """Private key (PEM) of cert_file."""
     min_version: Literal["1.2", "1.3"] = "1.2"
+    """Oldest TLS version accepted."""
     insecure_skip_verify: bool = False
     """Disables certificate and hostname checks. Logged loudly at every start."""
 
     @model_validator(mode="after")
-    def _pair(self) -> "TLSConfig":
+    def _pair(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (mutual TLS)")
         return self
@@ -65,52 +106,78 @@ class TLSConfig(_Strict):
 
 class BrokerConfig(_Strict):
     host: str = "127.0.0.1"
+    """MQTT broker host name or address."""
     port: int = Field(1883, ge=1, le=65535)
+    """Broker port (1883 plain, 8883 usually TLS)."""
     client_id: str = "edgewatch"
+    """MQTT client id; unique per gateway, the broker keeps our session under it."""
     protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT protocol version."""
     keepalive_s: int = Field(30, ge=5, le=65535)
+    """Seconds between keep-alive pings."""
     session_expiry_s: int = Field(3600, ge=0)
     """MQTT 5 session expiry; 0 = clean session. The broker keeps QoS 1 input while we are away."""
     input_qos: Literal[0, 1] = 1
+    """QoS of the input subscriptions (1: at least once, acked after processing)."""
     alert_qos: Literal[0, 1] = 1
+    """QoS of published alerts and status."""
     tls: TLSConfig | None = None
+    """TLS settings; null = plain TCP."""
     username: str | None = None
+    """MQTT user name; null = anonymous."""
     password: SecretStr | None = None
     """Never required in the file: EDGEWATCH_BROKER__PASSWORD, or the file named by
     password_file / a `edgewatch-mqtt-password` file in $CREDENTIALS_DIRECTORY or /run/secrets."""
     password_file: Path | None = None
+    """File holding the MQTT password (one trailing newline is ignored)."""
     reconnect_min_s: float = Field(0.5, gt=0)
+    """First reconnect delay; doubles up to reconnect_max_s."""
     reconnect_max_s: float = Field(30.0, gt=0)
+    """Longest reconnect delay."""
+
+    @model_validator(mode="after")
+    def _backoff(self) -> BrokerConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must be <= reconnect_max_s ({self.reconnect_max_s})"
+            )
+        return self
 
 
 class StreamConfig(_Strict):
     name: str
-    topics: list[str] = Field(min_length=1)
+    """Name of this input (logs, metrics; the stream id when the filter has no wildcard)."""
+    topics: list[TopicFilter] = Field(min_length=1)
     """MQTT topic filters, e.g. plant/+/+/telemetry."""
     stream_id: str | None = None
     """Template naming topic levels, e.g. plant/{line}/{machine}/telemetry → "{line}/{machine}".
     Default: the levels matched by the filter's wildcards, joined with '/'."""
     payload: Literal["json"] = "json"
+    """Payload format (JSON now; Sparkplug B later)."""
     features: dict[str, str] | None = None
     """Map from payload key to the model's feature name, when they differ."""
     model: str
-
-    _topics_ok = field_validator("topics")(lambda v: [validate_topic_filter(t) for t in v])
+    """Name of the model (under models:) that serves these streams."""
 
 
 class AlertPolicy(_Strict):
     """Hysteresis: raise after k of the last n steps above threshold, clear after m below."""
 
     raise_k: int = Field(3, ge=1)
+    """Steps above threshold (out of raise_n) that raise an alert."""
     raise_n: int = Field(5, ge=1)
+    """Window of recent steps raise_k is counted in."""
     clear_m: int = Field(10, ge=1)
+    """Consecutive steps below threshold that clear a raised alert."""
     warmup_steps: int = Field(20, ge=0)
+    """Steps a new (or reset) stream runs before it may alert: its state is still settling."""
     update_interval_s: float | None = Field(None, gt=0)
-    """Publish `update` messages while raised at most this often; None = never."""
+    """Publish `update` messages while raised at most this often; null = never."""
     top_features: int = Field(3, ge=0)
+    """How many most-deviating features an alert names."""
 
     @model_validator(mode="after")
-    def _k_le_n(self) -> "AlertPolicy":
+    def _k_le_n(self) -> AlertPolicy:
         if self.raise_k > self.raise_n:
             raise ValueError(f"raise_k ({self.raise_k}) must be <= raise_n ({self.raise_n})")
         return self
@@ -118,44 +185,84 @@ class AlertPolicy(_Strict):
 
 class ModelConfig(_Strict):
     path: Path
-    """Artifact folder holding model.onnx + manifest.json."""
+    """Artifact folder holding model.onnx + manifest.json (relative to this file's folder)."""
     target: str
+    """Name of the target (under targets:) this model runs on."""
     threshold: float | None = None
-    """Overrides the manifest's calibrated threshold."""
+    """Overrides the manifest's calibrated threshold; null = the manifest's."""
     ewma_alpha: float | None = Field(None, gt=0, le=1)
+    """Overrides the manifest's score smoothing (0 < alpha <= 1); null = the manifest's."""
     alerts: AlertPolicy = AlertPolicy()
+    """Alert hysteresis."""
     on_gap: Literal["ignore", "reset"] = "ignore"
     """What a gap in seq (or ts beyond max_gap_s) does to the stream's state."""
     max_gap_s: float | None = Field(None, gt=0)
+    """A time gap longer than this counts as a gap; null = only seq gaps count."""
 
 
 class TargetConfig(_Strict):
-    type: Literal["cpu", "openvino", "cuda", "tensorrt", "qnn", "coreml", "dml"]
+    type: ProviderType
+    """Execution provider: cpu, openvino, cuda, tensorrt, qnn, coreml or dml."""
     options: dict[str, str | int | float | bool] = {}
     """Provider options passed to ONNX Runtime as-is (device_type, cache dirs, …)."""
     intra_op_threads: int = Field(1, ge=0)
+    """Threads one inference may use; 0 = ONNX Runtime's default (all cores)."""
     precisions: list[Literal["fp32", "fp16", "int8"]] = ["fp32", "fp16", "int8"]
+    """Artifact precisions this target accepts."""
+    fallback_providers: list[ProviderType] = []
+    """Accelerator providers that take the nodes `type` cannot run, in order
+    (tensorrt → cuda). CPU is never listed here: `fallback` decides about it."""
     fallback: Literal["strict", "allow-cpu"] = "allow-cpu"
     """strict: refuse to start if any node would leave this provider; allow-cpu: report and count them."""
+
+    @field_validator("fallback_providers")
+    @classmethod
+    def _chain(cls, chain: list[str], info: ValidationInfo) -> list[str]:
+        if "cpu" in chain:
+            raise ValueError(
+                "'cpu' is not a fallback provider; set `fallback: allow-cpu` to let nodes fall back to CPU"
+            )
+        if len(set(chain)) != len(chain) or info.data.get("type") in chain:
+            raise ValueError("each provider may appear once in type + fallback_providers")
+        return chain
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """ONNX Runtime provider names of the chain: `type`, then `fallback_providers` (no implicit CPU)."""
+        return tuple(PROVIDER_BY_TYPE[t] for t in (self.type, *self.fallback_providers))
 
 
 class RuntimeConfig(_Strict):
     max_batch: int = Field(1024, ge=1)
+    """Most messages stepped in one inference call."""
     max_wait_ms: float = Field(2.0, ge=0)
+    """How long a partial batch waits for more messages."""
     queue_max: int = Field(100_000, ge=1)
+    """Bound of the input queue between MQTT and the worker."""
     drop_policy: Literal["drop-oldest", "drop-newest", "block"] = "block"
+    """When the queue is full: drop-oldest, drop-newest, or block (QoS 1 back-pressure)."""
     max_payload_bytes: int = Field(65536, ge=64)
+    """Larger payloads are rejected."""
     max_samples_per_message: int = Field(256, ge=1)
+    """Most samples one message may carry."""
     max_streams: int = Field(100_000, ge=1)
+    """Most streams held in memory at once."""
     idle_ttl_s: float = Field(3600.0, gt=0)
+    """A stream silent this long is forgotten (its state is dropped)."""
     checkpoint_path: Path | None = None
+    """File where per-stream state is saved and restored across restarts; null = no checkpoints."""
     checkpoint_interval_s: float = Field(300.0, gt=0)
+    """Seconds between checkpoints."""
     metrics_address: str | None = "127.0.0.1:9108"
-    """host:port of the Prometheus endpoint (and /healthz); None disables it."""
+    """host:port of the Prometheus endpoint (and /healthz); null disables it."""
     topic_prefix: str = "edgewatch"
+    """Prefix of every topic edgewatch publishes (<prefix>/alerts/<stream>, <prefix>/available)."""
     stats_interval_s: float | None = Field(60.0, gt=0)
+    """Seconds between one-line statistics in the log; null = never."""
     outgoing_max: int = Field(10_000, ge=1)
+    """Most outgoing messages queued while the broker is away."""
     outgoing_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Most bytes of outgoing messages queued while the broker is away."""
 
     @field_validator("topic_prefix")
     @classmethod
@@ -164,20 +271,76 @@ class RuntimeConfig(_Strict):
             raise ValueError("topic_prefix must be non-empty, without + # NUL, a leading $ or edge slashes")
         return v
 
+    @field_validator("metrics_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"metrics_address {v!r} must be host:port, e.g. 127.0.0.1:9108")
+        return v
+
 
 class GatewayConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
+    """The MQTT broker."""
     streams: list[StreamConfig] = Field(min_length=1)
+    """Inputs: topic filters, stream ids, payload format, and the model serving them."""
     models: dict[str, ModelConfig] = Field(min_length=1)
+    """Models by name: artifact folder, target, scoring overrides."""
     targets: dict[str, TargetConfig] = {"cpu": TargetConfig(type="cpu")}
+    """Targets by name: where a model runs."""
     runtime: RuntimeConfig = RuntimeConfig()
+    """Batching, queues, state, metrics and topics."""
 
     @model_validator(mode="after")
-    def _references(self) -> "GatewayConfig":
-        for i, stream in enumerate(self.streams):
-            if stream.model not in self.models:
-                raise ValueError(f"streams[{i}].model: {stream.model!r} is not defined under models")
-        for name, model in self.models.items():
-            if model.target not in self.targets:
-                raise ValueError(f"models.{name}.target: {model.target!r} is not defined under targets")
+    def _consistent(self, info: ValidationInfo) -> GatewayConfig:
+        if info.context and info.context.get(DEFER_CONSISTENCY_CHECKS):
+            return self
+        problems = consistency_problems(self)
+        if problems:
+            raise ValueError("; ".join(f"{dotted(p.loc)}: {p.message}" for p in problems))
         return self
+
+
+def _closest(name: str, known: list[str], section: str) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"defined {section}: {', '.join(known) or 'none'}"
+
+
+def _template_problems(stream: StreamConfig, index: int) -> list[Problem]:
+    """The first topic filter the stream's id template does not fit (one problem per stream)."""
+    if stream.stream_id is None:
+        return []
+    for topic in stream.topics:
+        try:
+            check_template(stream.stream_id, topic)
+        except ValueError as exc:
+            return [Problem(("streams", index, "stream_id"), str(exc))]
+    return []
+
+
+def consistency_problems(config: GatewayConfig) -> list[Problem]:
+    """What no single section can check alone, each at its own place: stream-id templates that
+    do not fit their topic filters, duplicate stream names, undefined models and targets.
+
+    The template check lives here, not on StreamConfig, so that `runtime.topics` can still be
+    handed (and refuse) any StreamConfig.
+    """
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, stream in enumerate(config.streams):
+        if stream.name in seen:
+            where = f"also streams[{seen[stream.name]}]"
+            problems.append(Problem(("streams", i, "name"), f"duplicate stream name {stream.name!r} ({where})"))
+        seen.setdefault(stream.name, i)
+        problems.extend(_template_problems(stream, i))
+        if stream.model not in config.models:
+            hint = _closest(stream.model, list(config.models), "models")
+            problems.append(Problem(("streams", i, "model"), f"{stream.model!r} is not defined under models", hint))
+    for name, model in config.models.items():
+        if model.target not in config.targets:
+            hint = _closest(model.target, list(config.targets), "targets")
+            problems.append(Problem(("models", name, "target"), f"{model.target!r} is not defined under targets", hint))
+    return problems
