@@ -155,6 +155,17 @@ class StateStore:
         self.last_seen[slot] = now
         return slot
 
+    def open_many(self, streams: Sequence[str], now: np.ndarray) -> np.ndarray:
+        """`open` for a batch: int64 slots, -1 where a new stream was refused. now: monotonic s [N]."""
+        get = self._slot_of.get
+        found = [get(stream) for stream in streams]
+        if None in found:  # new streams (or refusals): the slow path, in order
+            for i, slot in enumerate(found):
+                if slot is None:
+                    opened = self.open(streams[i], float(now[i]))
+                    found[i] = -1 if opened is None else opened
+        return np.fromiter(found, dtype=np.int64, count=len(found))  # type: ignore[arg-type]
+
     def release(self, stream: str) -> bool:
         """Forget a stream; its slot is reused (and reset) by the next new stream."""
         slot = self._slot_of.pop(stream, None)

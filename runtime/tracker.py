@@ -75,11 +75,14 @@ class AlertTracker:
         col = self._store.column
         warm = (step_index >= self.policy.warmup_steps) & np.isfinite(scores)
         col("alert.warm")[slots] = warm
-        rows = np.flatnonzero(warm)
-        if rows.size == 0:
-            return []
-        s = slots[rows]
-        above = scores[rows] > self.threshold
+        if warm.all():  # the steady state: no indirection
+            rows, s, above = np.arange(len(slots)), slots, scores > self.threshold
+        else:
+            rows = np.flatnonzero(warm)
+            if rows.size == 0:
+                return []
+            s = slots[rows]
+            above = scores[rows] > self.threshold
         ring, pos, count = col("alert.ring"), col("alert.pos"), col("alert.above")
         p = pos[s]
         count[s] += above.astype(np.int64) - ring[s, p]
