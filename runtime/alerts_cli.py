@@ -98,9 +98,8 @@ def _broker_and_prefix(args: argparse.Namespace) -> tuple[BrokerConfig, str]:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
-    from runtime.bus import broker_password, tls_context
+    from runtime.mqtt_client import make_client
 
     out = out or sys.stdout
     if args.count is not None and args.count < 1:
@@ -119,14 +118,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         else:
             client.subscribe(topic, qos=1)
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    # A throw-away session: nothing should wait for this viewer while it is gone.
+    client = make_client(broker.model_copy(update={"session_expiry_s": 0}), "", manual_ack=False)
     client.on_connect = on_connect
     client.on_subscribe = lambda *a: subscribed.put("")
     client.on_message = lambda _c, _u, msg: inbox.put(bytes(msg.payload))
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker_password(broker))
-    if broker.tls is not None:
-        client.tls_set_context(tls_context(broker.tls))
     try:
         client.connect(broker.host, broker.port, keepalive=broker.keepalive_s)
     except OSError as exc:

@@ -13,7 +13,8 @@ What it guarantees to the service:
   never sets `connected`.
 - The outbox (what paho holds until the broker acknowledges it) is bounded in messages and
   bytes; what does not fit is dropped and counted exactly. At most MAX_INFLIGHT QoS 1
-  publications are unacknowledged at a time, after a reconnect too (paho 2.2 requeues the rest).
+  publications are unacknowledged at a time, after a reconnect too (runtime.mqtt_client fixes
+  paho 2.2, which resends them all at once).
 - Acks are tagged with the connection they came from: after a reconnect the broker reuses
   packet ids, so a late ack for an old delivery could acknowledge a different new message.
 """
@@ -21,7 +22,6 @@ What it guarantees to the service:
 from __future__ import annotations
 
 import logging
-import ssl
 import sys
 import threading
 import time
@@ -29,15 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_config.errors import ConfigError
-from edge_config.schema import BrokerConfig, TLSConfig
+from edge_config.schema import BrokerConfig
+from runtime.mqtt_client import make_client
 
-__all__ = ["MAX_INFLIGHT", "Bus", "BusCounters", "Inbound", "OutboxLimits", "broker_password", "tls_context"]
+__all__ = ["MAX_INFLIGHT", "Bus", "BusCounters", "Inbound", "OutboxLimits"]
 
 log = logging.getLogger("edgewatch.bus")
 
@@ -100,34 +100,6 @@ class _Outbox:
             return len(lost), size
 
 
-def broker_password(broker: BrokerConfig) -> str | None:
-    """The password from the config (environment/secrets already merged by loading) or password_file."""
-    if broker.password is not None:
-        return broker.password.get_secret_value()
-    if broker.password_file is not None:
-        try:
-            return broker.password_file.read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"broker.password_file {broker.password_file}: {exc.strerror or exc}") from None
-    return None
-
-
-def tls_context(tls: TLSConfig) -> ssl.SSLContext:
-    """A client context that verifies the broker unless insecure_skip_verify (warned at every start)."""
-    try:
-        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-        if tls.cert_file is not None and tls.key_file is not None:
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"broker.tls: cannot load certificates: {exc}") from None
-    if tls.insecure_skip_verify:
-        log.warning("broker.tls.insecure_skip_verify is set: the broker's certificate and name are NOT checked")
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class _RepeatFilter:
     """Say a recurring failure once, again when it changes, and at most once a minute otherwise."""
 
@@ -181,31 +153,9 @@ class Bus:
     # --- setup ---------------------------------------------------------------------------------
 
     def _build_client(self, client_id: str, receive_maximum: int) -> mqtt.Client:
-        b = self._broker
-        if self._v5:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
-            )
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=mqtt.MQTTv311,
-                clean_session=b.session_expiry_s == 0,
-                manual_ack=True,
-            )
-        paho_log = logging.getLogger("edgewatch.paho")
-        if paho_log.isEnabledFor(logging.DEBUG):  # paho logs every failed retry at ERROR: only for -v
-            client.enable_logger(paho_log)
+        client = make_client(self._broker, client_id, manual_ack=True, max_inflight=self._limits.max_inflight)
         client.max_queued_messages_set(self._limits.max_messages)
-        client.max_inflight_messages_set(self._limits.max_inflight)
-        # paho annotates ints, but only compares and doubles them: sub-second delays work.
-        client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)  # type: ignore[arg-type]
         client.will_set(self.availability_topic, b"offline", qos=1, retain=True)
-        if b.username is not None:
-            client.username_pw_set(b.username, broker_password(b))
-        if b.tls is not None:
-            client.tls_set_context(tls_context(b.tls))
         self._receive_maximum = max(1, min(receive_maximum, 65535))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail

@@ -295,3 +295,42 @@ def test_insecure_skip_verify_is_warned_at_start(tls_broker: Broker, pki: TLSMat
         assert any("NOT checked" in r.getMessage() for r in caplog.records)
     finally:
         bus.stop()
+
+
+def test_after_reconnecting_the_outbox_is_resent_at_the_inflight_limit(tmp_path: Path) -> None:
+    port = free_port()
+    bus = _bus(_config(port=port), Sink(), subs=[], limits=OutboxLimits(max_messages=100, max_inflight=3))
+    client = bus._client
+    outstanding, peak = [0], [0]
+    send, on_publish = client._send_publish, client.on_publish
+
+    def counting_send(mid: int, topic: bytes, payload: bytes = b"", qos: int = 0, *a: object, **k: object) -> object:
+        rc = send(mid, topic, payload, qos, *a, **k)
+        if qos == 1 and topic == b"t/x" and rc == 0:
+            outstanding[0] += 1
+            peak[0] = max(peak[0], outstanding[0])
+        return rc
+
+    def counting_ack(c: mqtt.Client, u: object, mid: int, *a: object) -> None:
+        outstanding[0] -= 1 if mid in bus._outbox.pending else 0
+        on_publish(c, u, mid, *a)
+
+    client._send_publish = counting_send  # type: ignore[method-assign]
+    client.on_publish = counting_ack
+    bus.start()
+    for i in range(40):  # queued while nothing listens
+        assert bus.publish("t/x", b"%d" % i, qos=1)
+    broker = Broker("127.0.0.1", port, tmp_path)
+    collector: Collector | None = None
+    try:
+        broker.start()
+        collector = Collector(broker, "t/x")
+        assert bus.wait_connected(10) and bus.flush(10)
+        assert 1 <= peak[0] <= 3  # never more than max_inflight unacknowledged, not all 40 at once
+        collector.wait_for(lambda m: len(m) == 40)
+        assert [int(m.payload) for m in collector.messages] == list(range(40))
+    finally:
+        bus.stop()
+        if collector:
+            collector.close()
+        broker.stop()

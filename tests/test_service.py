@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import urllib.request
 from pathlib import Path
 
@@ -222,3 +223,40 @@ def test_stats_message_metrics_and_health(broker: Broker, tmp_path: Path) -> Non
     finally:
         stats.close()
         service.stop()
+
+
+@pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest", "block"])
+def test_queue_policy_counts_exactly_and_acks_what_it_drops(broker: Broker, tmp_path: Path, policy: str) -> None:
+    artifact = write_lstm_artifact(tmp_path / "lstm", features=4, threshold=1e6)
+    depths: list[int] = []
+
+    def slow(_model: str, _outcome: object) -> None:
+        depths.append(len(service.queue))
+        time.sleep(0.01)  # a worker slower than the input: the queue overflows
+
+    config = gateway_config(broker, artifact, queue_max=2, drop_policy=policy, max_batch=1, max_wait_ms=0)
+    service = started(Service(config, outcome_hook=slow))
+    try:
+        n = 60
+        publish_many(broker, [(f"plant/s{i % 3}/telemetry", _sample(i // 3, [0.1, 0.2, 0.3, 0.4])) for i in range(n)])
+        snap = wait_counters(service, lambda c: c.processed + sum(c.dropped.values()) == n)
+        time.sleep(0.3)
+        snap = service.counters.snapshot()
+        assert snap.received == n and snap.processed + sum(snap.dropped.values()) == n
+        assert max(depths) <= 2
+        if policy == "block":
+            assert snap.processed == n and not snap.dropped
+        else:
+            assert snap.dropped.get(policy, 0) > 0 and set(snap.dropped) == {policy}
+    finally:
+        service.stop()
+    # Everything was acknowledged, dropped messages included: the broker redelivers nothing
+    # to the next session with the same client id.
+    again = Service(config)
+    again.start()
+    try:
+        assert again.bus.wait_connected(10)
+        time.sleep(1.0)
+        assert again.counters.snapshot().received == 0
+    finally:
+        again.stop()
