@@ -30,7 +30,7 @@ from runtime.engine import Engine  # noqa: E402
 from runtime.payload import FeatureLayout, Message, PayloadLimits, decode_payload  # noqa: E402
 
 
-def _best_us(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
+def _best_us(fn: Callable[[], object], number: int, repeat: int = 7) -> float:
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()

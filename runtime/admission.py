@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Literal
 
 import numpy as np
@@ -87,16 +88,27 @@ def _rank_within(keys: np.ndarray) -> np.ndarray:
     return rank
 
 
+_stream, _values_of, _received, _seq = (attrgetter(name) for name in ("stream", "values", "received", "seq"))
+
+
 def _values(messages: Sequence[Message], features: int) -> tuple[np.ndarray, np.ndarray]:
+    arrays = list(map(_values_of, messages))
     try:
-        values = np.concatenate([m.values for m in messages], dtype=np.float32)
+        values = np.concatenate(arrays, dtype=np.float32)
     except ValueError as exc:
         raise ValueError(f"message values must be float32 [T, {features}] arrays: {exc}") from None
-    counts = np.fromiter((len(m.values) for m in messages), dtype=np.int64, count=len(messages))
+    counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
     if values.ndim != 2 or values.shape[1] != features or not counts.all():
         bad = next(m for m in messages if m.values.ndim != 2 or m.values.shape[1:] != (features,) or not len(m.values))
         raise ValueError(f"stream {bad.stream!r}: values {bad.values.shape}, expected [T>=1, {features}]")
     return values, counts
+
+
+def _seqs(messages: Sequence[Message]) -> np.ndarray:
+    seqs = list(map(_seq, messages))
+    if None in seqs:
+        seqs = [NO_SEQ if s is None else s for s in seqs]
+    return np.array(seqs, dtype=np.int64)
 
 
 class _Admission:
@@ -109,9 +121,9 @@ class _Admission:
         n = len(messages)
         self.offsets = np.zeros(n, dtype=np.int64)
         np.cumsum(self.sizes[:-1], out=self.offsets[1:])
-        self.received = np.fromiter((m.received for m in messages), dtype=np.float64, count=n)
-        self.slots = store.open_many([m.stream for m in messages], self.received)
-        self.seqs = np.fromiter((NO_SEQ if m.seq is None else m.seq for m in messages), dtype=np.int64, count=n)
+        self.received = np.fromiter(map(_received, messages), dtype=np.float64, count=n)
+        self.slots = store.open_many(list(map(_stream, messages)), self.received)
+        self.seqs = _seqs(messages)
         self.status = np.where(self.slots < 0, REFUSED, KEEP).astype(np.int8)
         self.counts.refused_messages = int(np.count_nonzero(self.slots < 0))
         self.start = np.zeros(n, dtype=np.int64)
@@ -203,6 +215,8 @@ class _Admission:
         store.last_ts[slots] = self.ts_last[rows]
 
     def plan(self, stepwise: bool) -> Plan:
+        if not (stepwise or self.policy.max_gap_s is not None or self.status.any() or self.gap.any() or self.restart.any()):
+            return self._plan_whole_messages()
         keep = np.flatnonzero(self.status == KEEP)
         reset_on_gap = self.policy.on_gap == "reset"
         gap = self.gap[keep]
@@ -236,6 +250,23 @@ class _Admission:
             unit_reset=unit_reset,
             unit_last=unit_last,
             calls=_calls(_rank_within(unit_slot), unit_stop - unit_start),
+            counts=self.counts,
+        )
+
+    def _plan_whole_messages(self) -> Plan:
+        """The common batch: every message kept whole, no gap: one unit per message."""
+        n = len(self.messages)
+        return Plan(
+            values=self.values,
+            offsets=self.offsets,
+            status=self.status,
+            unit_slot=self.slots,
+            unit_message=np.arange(n),
+            unit_start=self.start,
+            unit_stop=self.sizes,
+            unit_reset=np.zeros(n, dtype=bool),
+            unit_last=np.ones(n, dtype=bool),
+            calls=_calls(_rank_within(self.slots), self.sizes),
             counts=self.counts,
         )
 

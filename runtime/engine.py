@@ -145,16 +145,15 @@ class Engine:
         plan = admit(messages, self.store, self._gaps, features=self._features, stepwise=self._stepwise)
         self._add_counts(plan, len(messages))
         now = self._clock()
-        unit_call = np.empty(len(plan.unit_slot), dtype=np.int64)
-        unit_row = np.empty(len(plan.unit_slot), dtype=np.int64)
-        results: list[tuple[np.ndarray, np.ndarray]] = []
         alerts: dict[int, list[Alert]] = {}
         statuses: dict[int, str] = {}
-        for units in plan.calls:
-            unit_call[units] = len(results)
-            unit_row[units] = np.arange(len(units))
-            results.append(self._run(plan, units, messages, now, alerts, statuses))
-        return self._outcomes(messages, plan, unit_call, unit_row, results, alerts, statuses)
+        results = [self._run(plan, units, messages, now, alerts, statuses) for units in plan.calls]
+        outcomes = self._outcomes(messages, plan, results)
+        for i, raised in alerts.items():
+            outcomes[i].alerts = raised
+        for i, status in statuses.items():
+            outcomes[i].stream_status = status
+        return outcomes
 
     def evict_idle(self) -> int:
         """Forget streams idle for more than idle_ttl_s (monotonic). An open alert of an evicted
@@ -186,10 +185,15 @@ class Engine:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run one call's units (distinct streams, same T); returns (y [B, T, n], scores [B, T])."""
         store = self.store
-        slots = plan.unit_slot[units]
-        first = plan.offsets[plan.unit_message[units]] + plan.unit_start[units]
         steps = int(plan.unit_stop[units[0]] - plan.unit_start[units[0]])
-        raw = plan.values[first[:, None] + np.arange(steps)]  # [B, T, F]
+        if len(units) == len(plan.unit_slot) and len(plan.values) == len(units) * steps:
+            # The common batch: every sample of every message in this one call, in order.
+            slots, unit_message = plan.unit_slot, plan.unit_message
+            raw = plan.values.reshape(len(units), steps, -1)
+        else:
+            slots, unit_message = plan.unit_slot[units], plan.unit_message[units]
+            first = plan.offsets[unit_message] + plan.unit_start[units]
+            raw = plan.values[first[:, None] + np.arange(steps)]  # [B, T, F]
         x = raw if self._mean is None else (raw - self._mean) / self._std  # = normalize(), constants cached
         resets = plan.unit_reset[units]
         if resets.any():
@@ -204,7 +208,6 @@ class Engine:
         self.counters.ort_calls += 1
         self.counters.steps += len(units) * steps
         scores = self.scorer.step(slots, x, y)
-        unit_message = plan.unit_message[units]
         for t in range(steps):
 
             def locate(row: int, t: int = t) -> tuple[int | None, float]:
@@ -223,33 +226,33 @@ class Engine:
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _outcomes(
-        self,
-        messages: Sequence[Message],
-        plan: Plan,
-        unit_call: np.ndarray,
-        unit_row: np.ndarray,
-        results: list[tuple[np.ndarray, np.ndarray]],
-        alerts: dict[int, list[Alert]],
-        statuses: dict[int, str],
+        self, messages: Sequence[Message], plan: Plan, results: list[tuple[np.ndarray, np.ndarray]]
     ) -> list[Outcome]:
-        # Units are sorted by message: message i's units are unit_first[i]:unit_first[i + 1].
-        unit_first = np.searchsorted(plan.unit_message, np.arange(len(messages) + 1)).tolist()
-        calls, rows, status = unit_call.tolist(), unit_row.tolist(), plan.status.tolist()
-        outcomes: list[Outcome] = []
-        append = outcomes.append
+        """Outcomes without alerts and statuses: each message's outputs and scores, from its units."""
+        units = len(plan.unit_slot)
+        if len(results) == 1 and units and plan.calls[0][-1] == units - 1:  # one call, units in order
+            outputs, scores = list(results[0][0]), list(results[0][1])
+        else:
+            outputs, scores = [np.empty(0)] * units, [np.empty(0)] * units
+            for call, (y, sc) in zip(plan.calls, results):
+                for u, out, score in zip(call.tolist(), y, sc):
+                    outputs[u], scores[u] = out, score
+        if units == len(messages):  # every message kept, one unit each: the common batch
+            return [Outcome(m, "processed", len(s), o, s, []) for m, o, s in zip(messages, outputs, scores)]
+        # Units are sorted by message: message i's units are first[i]:first[i + 1].
+        first = np.searchsorted(plan.unit_message, np.arange(len(messages) + 1)).tolist()
+        status = plan.status.tolist()
+        result: list[Outcome] = []
         for i, m in enumerate(messages):
+            a, b = first[i], first[i + 1]
             if status[i] != KEEP:
-                append(Outcome(m, DROPPED_NAMES[status[i]], 0, None, None, []))  # type: ignore[arg-type]
-                continue
-            a, b = unit_first[i], unit_first[i + 1]
-            if b - a == 1:
-                y, scores = results[calls[a]]
-                out, sc = y[rows[a]], scores[rows[a]]
+                result.append(Outcome(m, DROPPED_NAMES[status[i]], 0, None, None, []))  # type: ignore[arg-type]
+            elif b - a == 1:
+                result.append(Outcome(m, "processed", len(scores[a]), outputs[a], scores[a], []))
             else:
-                out = np.concatenate([results[calls[u]][0][rows[u]] for u in range(a, b)])
-                sc = np.concatenate([results[calls[u]][1][rows[u]] for u in range(a, b)])
-            append(Outcome(m, "processed", len(sc), out, sc, alerts.get(i, []), statuses.get(i)))
-        return outcomes
+                sc = np.concatenate(scores[a:b])
+                result.append(Outcome(m, "processed", len(sc), np.concatenate(outputs[a:b]), sc, []))
+        return result
 
     def _add_counts(self, plan: Plan, messages: int) -> None:
         c, a = self.counters, plan.counts

@@ -75,15 +75,18 @@ class AlertTracker:
         col = self._store.column
         warm = (step_index >= self.policy.warmup_steps) & np.isfinite(scores)
         col("alert.warm")[slots] = warm
-        if warm.all():  # the steady state: no indirection
-            rows, s, above = np.arange(len(slots)), slots, scores > self.threshold
-        else:
-            rows = np.flatnonzero(warm)
-            if rows.size == 0:
-                return []
-            s = slots[rows]
-            above = scores[rows] > self.threshold
-        ring, pos, count = col("alert.ring"), col("alert.pos"), col("alert.above")
+        above_all = scores > self.threshold
+        count = col("alert.above")
+        # A quiet stream (ring all below, not raised) that stays below has nothing to update: the
+        # ring's position does not matter while it holds only "below". Skipping it keeps the
+        # healthy steady state at a handful of array operations.
+        active = warm & (above_all | (count[slots] > 0) | col("alert.raised")[slots])
+        if not active.any():
+            return []
+        rows = np.flatnonzero(active)
+        s = slots[rows]
+        above = above_all[rows]
+        ring, pos = col("alert.ring"), col("alert.pos")
         p = pos[s]
         count[s] += above.astype(np.int64) - ring[s, p]
         ring[s, p] = above
