@@ -38,6 +38,7 @@ class _Column:
     axis: int  # the slot axis: 0, or 1 for [layers, slots, hidden] slabs
     fill: object
     scope: ResetScope
+    portable: bool  # False: monotonic-clock values, meaningless in another process
 
     def index(self, slots: np.ndarray | int) -> tuple[object, ...]:
         return (slice(None),) * self.axis + (slots,)
@@ -74,18 +75,28 @@ class StateStore:
         self.add_column("last_seq", (), np.int64, NO_SEQ, scope="stream")
         self.add_column("seq_window", (), np.uint64, 0, scope="stream")
         self.add_column("last_ts", (), np.float64, np.nan, scope="stream")
-        self.add_column("last_seen", (), np.float64, -np.inf, scope="stream")
+        self.add_column("last_seen", (), np.float64, -np.inf, scope="stream", portable=False)
 
     # --- columns -------------------------------------------------------------------------
     def add_column(
-        self, name: str, shape: tuple[int, ...], dtype: type | np.dtype, fill: object, *, scope: ResetScope, axis: int = 0
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: type | np.dtype,
+        fill: object,
+        *,
+        scope: ResetScope,
+        axis: int = 0,
+        portable: bool = True,
     ) -> None:
-        """Register a per-slot array: shape is the per-slot part; axis 1 puts the slots second."""
+        """Register a per-slot array: shape is the per-slot part; axis 1 puts the slots second.
+
+        portable=False: monotonic-clock values, left out of `export` (they mean nothing after a restart)."""
         if name in self._columns:
             raise ValueError(f"column {name!r} already exists")
         full = list(shape)
         full.insert(axis, self._capacity)
-        self._columns[name] = _Column(np.full(full, fill, dtype=dtype), axis, fill, scope)
+        self._columns[name] = _Column(np.full(full, fill, dtype=dtype), axis, fill, scope, portable)
 
     def column(self, name: str) -> np.ndarray:
         return self._columns[name].array
@@ -194,6 +205,46 @@ class StateStore:
             self.release(stream)
         self.evicted += len(streams)
         return streams
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def export(self) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+        """Every active stream, and every portable column's rows for them (copies, slot axis as
+        stored: 1 for state slabs, else 0). Object columns stay object arrays (None = fill)."""
+        streams = tuple(self._slot_of)
+        slots = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(streams))
+        columns = {name: c.array.take(slots, axis=c.axis) for name, c in self._columns.items() if c.portable}
+        return streams, columns
+
+    def restore(self, streams: Sequence[str], columns: Mapping[str, np.ndarray], now: float) -> list[str]:
+        """Give each stream a slot and set the given columns' rows (shaped as `export` gives them;
+        "" in an object column means its fill). Columns not given keep their initial values;
+        last_seen becomes `now`. Raises ValueError, before changing anything, on an unknown column
+        or a shape that does not fit (e.g. another model). Returns the streams refused at max_streams."""
+        n = len(streams)
+        for name, values in columns.items():
+            column = self._columns.get(name)
+            if column is None:
+                raise ValueError(f"restore: no column {name!r} in this store")
+            expected = list(column.array.shape)
+            expected[column.axis] = n
+            if tuple(expected) != np.shape(values):
+                raise ValueError(f"restore: column {name!r} is {list(np.shape(values))}, expected {expected}")
+        refused = []
+        slots = []
+        for stream in streams:
+            slot = self.open(stream, now)
+            if slot is None:
+                refused.append(stream)
+            slots.append(-1 if slot is None else slot)
+        rows = np.asarray(slots, dtype=np.int64)
+        keep = rows >= 0
+        for name, values in columns.items():
+            column = self._columns[name]
+            values = np.asarray(values).take(np.flatnonzero(keep), axis=column.axis)
+            if column.array.dtype == object:
+                values = np.array([column.fill if v == "" else v for v in values.ravel()], dtype=object).reshape(values.shape)
+            column.array[column.index(rows[keep])] = values
+        return refused
 
     # --- the model's state -----------------------------------------------------------------
     def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:

@@ -60,7 +60,7 @@ class AlertTracker:
         store.add_column("alert.raised", (), np.bool_, False, scope="stream")
         store.add_column("alert.id", (), object, None, scope="stream")
         store.add_column("alert.started", (), np.float64, np.nan, scope="stream")
-        store.add_column("alert.last_update", (), np.float64, -np.inf, scope="stream")  # monotonic s
+        store.add_column("alert.last_update", (), np.float64, -np.inf, scope="stream", portable=False)  # monotonic s
         store.add_column("alert.status", (), np.int8, 0, scope="stream")  # last reported, STATUS_NAMES
         store.add_column("alert.warm", (), np.bool_, False, scope="model")  # was the last step warm?
 

@@ -117,3 +117,39 @@ def test_refuses_state_without_batch_axis_1() -> None:
         StateStore([spec], max_streams=4)
     with pytest.raises(ConfigError):
         StateStore(SPECS, max_streams=0)
+
+
+def test_export_restore_round_trip() -> None:
+    store = StateStore(SPECS, max_streams=10, initial_capacity=2)
+    store.add_column("ids", (), object, None, scope="stream")
+    for i, name in enumerate(["a", "b", "c"]):
+        slot = store.open(name, 0.0)
+        assert slot is not None
+        _fill(store, slot, float(i + 1))
+        store.last_seq[slot] = 10 * i
+        store.column("ids")[slot] = f"id{i}" if i != 1 else None
+    store.release("b")
+    streams, columns = store.export()
+    assert streams == ("a", "c") and "last_seen" not in columns  # monotonic values do not travel
+    assert columns["h0.lstm"].shape == (2, 2, 3) and columns["last_seq"].tolist() == [0, 20]
+    columns["ids"] = np.array(["" if v is None else v for v in columns["ids"]])  # as a checkpoint stores it
+    fresh = StateStore(SPECS, max_streams=10, initial_capacity=1)
+    fresh.add_column("ids", (), object, None, scope="stream")
+    fresh.open("other", 0.0)
+    assert fresh.restore(streams, columns, now=50.0) == []
+    for name, value in (("a", 1.0), ("c", 3.0)):
+        slot = fresh.slot(name)
+        assert slot is not None and (fresh.column("h0.lstm")[:, slot] == value).all()
+        assert (fresh.column("c0.lstm")[:, slot] == -value).all() and fresh.last_seen[slot] == 50.0
+    assert fresh.column("ids")[fresh.slot("a")] == "id0" and fresh.last_seq[fresh.slot("c")] == 20
+
+
+def test_restore_refuses_what_does_not_fit() -> None:
+    store = StateStore(SPECS, max_streams=2)
+    with pytest.raises(ValueError, match="no column"):
+        store.restore(["a"], {"nope": np.zeros(1)}, now=0.0)
+    with pytest.raises(ValueError, match="expected"):
+        store.restore(["a"], {"h0.lstm": np.zeros((2, 1, 4), np.float32)}, now=0.0)  # another hidden size
+    assert len(store) == 0  # nothing was opened
+    assert store.restore(["a", "b", "c"], {"steps": np.array([1, 2, 3])}, now=0.0) == ["c"]
+    assert store.steps[store.slot("b")] == 2
