@@ -53,6 +53,17 @@ class ServiceCounters:
             table: dict[str, int] = getattr(self._c, name)
             table[reason] = table.get(reason, 0) + n
 
+    def merge(self, delta: CounterSnapshot) -> None:
+        """Add a batch's worth of counts under one lock (the worker counts per batch, not per message)."""
+        with self._lock:
+            for f in fields(CounterSnapshot):
+                mine, theirs = getattr(self._c, f.name), getattr(delta, f.name)
+                if isinstance(theirs, dict):
+                    for key, n in theirs.items():
+                        mine[key] = mine.get(key, 0) + n
+                elif theirs:
+                    setattr(self._c, f.name, mine + theirs)
+
     def snapshot(self) -> CounterSnapshot:
         with self._lock:
             c = self._c

@@ -124,8 +124,8 @@ class Intake:
             return self._reject("control-unknown", "expected <prefix>/control/<stream>/reset", inbound, topic)
         try:
             stream = check_stream_id(rest[: -len("/reset")], MAX_ID_LEVELS)
-        except PayloadError as exc:
-            return self._reject(exc.reason, exc.detail, inbound, topic)
+        except PayloadError as exc:  # "control-" keeps control rejects apart from input ones
+            return self._reject(f"control-{exc.reason}", exc.detail, inbound, topic)
         return Reset(stream, inbound)
 
     def _reject(self, reason: str, detail: str, inbound: Inbound, topic: str) -> Rejected:

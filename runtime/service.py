@@ -25,7 +25,7 @@ from types import FrameType
 
 from edge_config.schema import GatewayConfig
 from runtime.bus import Bus, Inbound, OutboxLimits
-from runtime.counters import ServiceCounters
+from runtime.counters import CounterSnapshot, ServiceCounters
 from runtime.engine import Engine, Outcome
 from runtime.inbox import InputQueue
 from runtime.intake import Intake, Rejected, Reset, Ticket
@@ -225,15 +225,16 @@ class Service:
 
     def _step(self, pending: dict[str, list[Message]]) -> None:
         for model, messages in pending.items():
+            delta = CounterSnapshot()
             try:
                 outcomes = self.engines[model].process(messages)
             except Exception:
                 log.exception("model %r failed on a batch of %d messages; they are acknowledged and dropped",
                               model, len(messages))
-                self.counters.add_reason("rejected", "engine-error", len(messages))
+                delta.rejected["engine-error"] = len(messages)
                 outcomes = []
             for outcome in outcomes:
-                self._publish(outcome)
+                self._publish(outcome, delta)
             now = time.monotonic()
             for outcome in outcomes:
                 if outcome.status == "processed":
@@ -243,29 +244,30 @@ class Service:
                         self._hook(model, outcome)
                     except Exception:
                         log.exception("the outcome hook failed")
+            self.counters.merge(delta)
             for message in messages:  # acked only now: processed, and its alerts handed to paho
                 self.bus.ack(_inbound_of(message))
 
-    def _publish(self, outcome: Outcome) -> None:
+    def _publish(self, outcome: Outcome, delta: CounterSnapshot) -> None:
+        """Hand the outcome's alerts and status to the bus; count into `delta`."""
         qos = self.config.broker.alert_qos
         stream = outcome.message.stream
         for alert in outcome.alerts:
             if self.bus.publish(f"{self._prefix}/alerts/{stream}", alert.to_json(), qos=qos):
-                self.counters.add_reason("alerts", alert.state)
+                delta.alerts[alert.state] = delta.alerts.get(alert.state, 0) + 1
             else:
-                self.counters.add("alerts_not_sent")
+                delta.alerts_not_sent += 1
         if outcome.stream_status is not None:
-            sent = self.bus.publish(f"{self._prefix}/status/{stream}", outcome.stream_status.encode(), qos=qos,
-                                    retain=True)
-            if not sent:
-                self.counters.add("alerts_not_sent")
+            topic = f"{self._prefix}/status/{stream}"
+            if not self.bus.publish(topic, outcome.stream_status.encode(), qos=qos, retain=True):
+                delta.alerts_not_sent += 1
         if outcome.status == "processed":
-            self.counters.add("processed")
-            self.counters.add("steps", outcome.steps)
+            delta.processed += 1
+            delta.steps += outcome.steps
         elif outcome.status == "refused":
-            self.counters.add_reason("rejected", "max-streams")
+            delta.rejected["max-streams"] = delta.rejected.get("max-streams", 0) + 1
         else:
-            self.counters.add_reason("skipped", outcome.status)
+            delta.skipped[outcome.status] = delta.skipped.get(outcome.status, 0) + 1
 
     def _reset(self, reset: Reset) -> None:
         known = [name for name, engine in self.engines.items() if engine.reset(reset.stream)]

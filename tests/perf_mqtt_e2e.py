@@ -1,11 +1,13 @@
 """End-to-end throughput through mosquitto: a publisher process → broker → Service → acks.
 
-    .venv/bin/python tests/perf_mqtt_e2e.py --streams 1000 --messages 20000 [--samples 1] [--qos 1]
+    .venv/bin/python tests/perf_mqtt_e2e.py --streams 1000 --messages 20000 [--samples 1] [--qos 1] [--rate 0]
 
 Starts a private mosquitto, an in-process Service (random 2x64 LSTM, 8 features), and a
 separate publisher process (so the two Python GILs do not share a core more than the machine
 forces). Prints messages/s and stream-steps/s from the first publication to the last message
 processed, and the latency histogram's mean / p50 / p99 estimate (arrival → alerts handed to paho).
+`--rate 0` offers everything at once (throughput; latency then includes queueing of the burst);
+`--rate N` offers N messages/s in 10 ms slices (latency at that load).
 Not a test: numbers depend on the machine and its load.
 """
 
@@ -34,8 +36,10 @@ from tests.service_helpers import gateway_config, started, wait_counters
 # a Python paho publisher tops out near 4k QoS 1 messages/s here and would be what we measure.
 PUBLISHER = textwrap.dedent("""
     import socket, sys, threading
-    port, path, n, qos = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    import time
+    port, path, n, qos, rate = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
     data = open(path, "rb").read()
+    offsets = [int(x) for x in open(path + ".offsets").read().split()]
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(bytes([0x10, 20]) + b"\\x00\\x04MQTT\\x04\\x02\\x00\\x3c\\x00\\x08perf-pub")
     assert s.recv(4)[:2] == b"\\x20\\x02"
@@ -50,7 +54,15 @@ PUBLISHER = textwrap.dedent("""
     t = threading.Thread(target=acks)
     if qos:
         t.start()
-    s.sendall(data)
+    if rate <= 0:
+        s.sendall(data)
+    else:  # 10 ms slices at the requested rate
+        per, start = max(1, int(rate / 100)), time.monotonic()
+        for k in range(0, n, per):
+            s.sendall(data[offsets[k]:offsets[min(k + per, n)]])
+            delay = start + (k + per) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
     if qos:
         t.join(120)
     s.close()
@@ -67,7 +79,7 @@ def _packet(topic: bytes, payload: bytes, qos: int, mid: int) -> bytes:
             return bytes([0x30 | (qos << 1)]) + length + body
 
 
-def _publications(streams: int, messages: int, samples: int, qos: int) -> bytes:
+def _publications(streams: int, messages: int, samples: int, qos: int) -> list[bytes]:
     rng = np.random.default_rng(0)
     out = []
     for i in range(messages):
@@ -75,7 +87,7 @@ def _publications(streams: int, messages: int, samples: int, qos: int) -> bytes:
         v = rng.normal(size=(samples, 8)).round(4).tolist()
         body = {"seq": t * samples, "values": v[0] if samples == 1 else v}
         out.append(_packet(f"plant/s{s}/telemetry".encode(), json.dumps(body).encode(), qos, i % 65535 + 1))
-    return b"".join(out)
+    return out
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -93,6 +105,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1, help="samples per message")
     parser.add_argument("--qos", type=int, default=1)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="messages/s offered; 0 = one burst (throughput)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgewatch-perf-"))
     broker = start_broker(work / "broker")
@@ -101,9 +114,12 @@ def main() -> None:
     config.broker.input_qos = args.qos
     service = started(Service(config))
     packets = work / "publications.bin"
-    packets.write_bytes(_publications(args.streams, args.messages, args.samples, args.qos))
+    publications = _publications(args.streams, args.messages, args.samples, args.qos)
+    packets.write_bytes(b"".join(publications))
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in publications])])
+    Path(f"{packets}.offsets").write_text(" ".join(str(int(o)) for o in offsets))
     pub = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(broker.port), str(packets), str(args.messages),
-                            str(args.qos)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            str(args.qos), str(args.rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert pub.stdout is not None and pub.stdin is not None
         assert pub.stdout.readline().strip() == "ready"

@@ -73,3 +73,16 @@ def test_health_server_on_ipv6_loopback() -> None:
             assert r.status == 200
     finally:
         server.stop()
+
+
+def test_counters_merge_adds_a_batch_delta() -> None:
+    from runtime.counters import CounterSnapshot
+
+    counters = ServiceCounters()
+    counters.add_reason("skipped", "duplicate")
+    counters.merge(CounterSnapshot(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1},
+                                   alerts={"raised": 1}))
+    counters.merge(CounterSnapshot(processed=1, steps=1))
+    snap = counters.snapshot()
+    assert (snap.processed, snap.steps) == (4, 8)
+    assert snap.skipped == {"duplicate": 3, "out-of-order": 1} and snap.alerts == {"raised": 1}
