@@ -64,7 +64,10 @@ def bench_decode(artifact: Artifact, quick: bool) -> None:
         number = (2000 if quick else 20000) // samples
         us = _best_us(lambda: decode_payload(payload, layout, limits), number)
         bare = _best_us(lambda: json.loads(payload), number)
-        print(f"  decode {name:24s} {n} features: {us:7.2f} us/message ({us / samples:5.2f} us/sample; json.loads alone {bare:6.2f})")
+        print(
+            f"  decode {name:24s} {n} features: {us:7.2f} us/message "
+            f"({us / samples:5.2f} us/sample; json.loads alone {bare:6.2f})"
+        )
 
 
 def bench_engine(artifact: Artifact, streams: int, quick: bool) -> None:
@@ -88,10 +91,12 @@ def bench_engine(artifact: Artifact, streams: int, quick: bool) -> None:
     feeds = {spec.input: np.zeros((spec.layers, streams, spec.hidden), np.float32) for spec in artifact.manifest.state}
     feeds[artifact.manifest.input] = values
     ort_only = _best_us(lambda: sess.run(artifact.manifest.outputs, feeds), number) / streams
-    build = _best_us(lambda: [Message(names[i], values[i], 0, None, 0.0, 0.0) for i in range(streams)], number) / streams
+    build = _best_us(lambda: [Message(names[i], values[i], 0, None, 0.0, 0.0) for i in range(streams)], number)
+    build /= streams
     print(
         f"  engine {streams:5d} streams: {total - build:7.2f} us/stream-step "
-        f"(ORT alone {ort_only:6.2f}, engine's own {total - build - ort_only:6.2f}; building the Messages {build:4.2f} not counted)"
+        f"(ORT alone {ort_only:6.2f}, engine's own {total - build - ort_only:6.2f}; "
+        f"building the Messages {build:4.2f} not counted)"
     )
 
 
@@ -102,7 +107,8 @@ def main() -> None:
     print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:
         for features, hidden in ((4, 8), (8, 64)):
-            artifact = load_artifact(write_lstm_artifact(Path(tmp) / f"f{features}h{hidden}", features=features, hidden=hidden))
+            directory = write_lstm_artifact(Path(tmp) / f"f{features}h{hidden}", features=features, hidden=hidden)
+            artifact = load_artifact(directory)
             print(f"LSTM 2 layers, hidden {hidden}, {features} features")
             bench_decode(artifact, args.quick)
             for streams in (1, 100, 1000):

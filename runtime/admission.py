@@ -178,7 +178,8 @@ class _Admission:
         shift = np.where(known, seq + size - 1 - last, _WINDOW_BITS)[kept].astype(np.uint64)
         fresh = np.minimum(size - start, _WINDOW_BITS)[kept].astype(np.uint64)
         shifted = np.where(shift >= _WINDOW_BITS, np.uint64(0), window[kept] << np.minimum(shift, np.uint64(63)))
-        ones = np.where(fresh >= _WINDOW_BITS, _ALL_BITS, (np.uint64(1) << np.minimum(fresh, np.uint64(63))) - np.uint64(1))
+        low_bits = (np.uint64(1) << np.minimum(fresh, np.uint64(63))) - np.uint64(1)
+        ones = np.where(fresh >= _WINDOW_BITS, _ALL_BITS, low_bits)
         window[kept] = shifted | ones
         store.seq_window[slots] = window
         store.last_seq[slots[kept]] = end
@@ -215,7 +216,8 @@ class _Admission:
         store.last_ts[slots] = self.ts_last[rows]
 
     def plan(self, stepwise: bool) -> Plan:
-        if not (stepwise or self.policy.max_gap_s is not None or self.status.any() or self.gap.any() or self.restart.any()):
+        irregular = self.status.any() or self.gap.any() or self.restart.any()
+        if not (stepwise or self.policy.max_gap_s is not None or irregular):
             return self._plan_whole_messages()
         keep = np.flatnonzero(self.status == KEEP)
         reset_on_gap = self.policy.on_gap == "reset"
@@ -225,7 +227,9 @@ class _Admission:
         self.counts.resets += int(seg_reset.sum())
         seg_msg, seg_start, seg_stop = keep, self.start[keep], self.sizes[keep].copy()
         if self.policy.max_gap_s is not None:
-            seg_msg, seg_start, seg_stop, seg_reset = self._inner_gaps(seg_msg, seg_start, seg_stop, seg_reset, reset_on_gap)
+            seg_msg, seg_start, seg_stop, seg_reset = self._inner_gaps(
+                seg_msg, seg_start, seg_stop, seg_reset, reset_on_gap
+            )
         seg_last = seg_stop == self.sizes[seg_msg]
         if stepwise:
             n = seg_stop - seg_start

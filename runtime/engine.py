@@ -113,7 +113,8 @@ class Engine:
         self.counters = EngineCounters()
         self.threshold = resolve_threshold(manifest, model, name)
         self.store = StateStore(manifest.state, max_streams=max_streams)
-        self.scorer = Scorer(manifest.task, resolve_score_settings(manifest, model), manifest.features.names, self.store)
+        settings = resolve_score_settings(manifest, model)
+        self.scorer = Scorer(manifest.task, settings, manifest.features.names, self.store)
         self.tracker = AlertTracker(
             model.alerts,
             self.threshold,
@@ -213,7 +214,8 @@ class Engine:
             def locate(row: int, t: int = t) -> tuple[int | None, float]:
                 m = messages[int(unit_message[row])]
                 j = int(plan.unit_start[units[row]]) + t
-                return (m.seq + j if m.seq is not None else None, float(m.ts[j]) if m.ts is not None else m.received_wall)
+                ts = float(m.ts[j]) if m.ts is not None else m.received_wall
+                return (m.seq + j if m.seq is not None else None, ts)
 
             for row, alert in self.tracker.observe(slots, scores[:, t], steps_before + t, now, locate):
                 self._count(alert)

@@ -143,7 +143,9 @@ class FeatureLayout:
         renamed: dict[str, int] = {}
         for key, feature in (keys or {}).items():
             if feature not in position:
-                raise ConfigError(f"features: {key!r} maps to {feature!r}, which is not one of the model's {list(names)}")
+                raise ConfigError(
+                    f"features: {key!r} maps to {feature!r}, which is not one of the model's {list(names)}"
+                )
             if position[feature] in renamed.values():
                 raise ConfigError(f"features: two payload keys map to {feature!r}")
             renamed[key] = position[feature]

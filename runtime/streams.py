@@ -242,7 +242,8 @@ class StateStore:
             column = self._columns[name]
             values = np.asarray(values).take(np.flatnonzero(keep), axis=column.axis)
             if column.array.dtype == object:
-                values = np.array([column.fill if v == "" else v for v in values.ravel()], dtype=object).reshape(values.shape)
+                flat = [column.fill if v == "" else v for v in values.ravel()]
+                values = np.array(flat, dtype=object).reshape(values.shape)
             column.array[column.index(rows[keep])] = values
         return refused
 

@@ -17,7 +17,15 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_config.manifest import MODEL_NAME, Calibration, Normalization, ScoreSettings, read_manifest, sha256_bytes, write_manifest
+from edge_config.manifest import (
+    MODEL_NAME,
+    Calibration,
+    Normalization,
+    ScoreSettings,
+    read_manifest,
+    sha256_bytes,
+    write_manifest,
+)
 from onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 from runtime.artifact import Artifact, load_artifact
 
@@ -67,7 +75,10 @@ def write_variant(
             w = np.random.default_rng(seed + 1).standard_normal((features, 1)).astype(np.float32)
             graph.initializer.append(numpy_helper.from_array(w, "prob_w"))
             graph.node.extend(
-                [helper.make_node("MatMul", ["y_seq", "prob_w"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["prob"])]
+                [
+                    helper.make_node("MatMul", ["y_seq", "prob_w"], ["logit"]),
+                    helper.make_node("Sigmoid", ["logit"], ["prob"]),
+                ]
             )
             out_y, size = "prob", 1
             update.update(task="probability", output_size=1, score=ScoreSettings(kind="probability"))

@@ -26,10 +26,13 @@ def _model(path: Path, **kwargs: object) -> ModelConfig:
 
 def _engine(artifact: Artifact, backend: InferenceBackend | None = None, **kwargs: object) -> Engine:
     engine_kw = {k: kwargs.pop(k) for k in ("max_streams", "idle_ttl_s", "clock", "seq_restart_window") if k in kwargs}
-    return Engine(artifact, backend or session(artifact), _model(artifact.directory, **kwargs), name="m", **engine_kw)  # type: ignore[arg-type]
+    model = _model(artifact.directory, **kwargs)
+    return Engine(artifact, backend or session(artifact), model, name="m", **engine_kw)  # type: ignore[arg-type]
 
 
-def _msg(stream: str, values: np.ndarray, seq: int | None = None, ts: list[float] | None = None, received: float = 0.0) -> Message:
+def _msg(
+    stream: str, values: np.ndarray, seq: int | None = None, ts: list[float] | None = None, received: float = 0.0
+) -> Message:
     return Message(
         stream,
         np.asarray(values, dtype=np.float32).reshape(-1, F),
@@ -134,7 +137,11 @@ def test_multi_sample_messages_equal_one_by_one(tmp_path: Path, variant: str) ->
     chunked, single = _engine(artifact, threshold=1.0, alerts=policy), _engine(artifact, threshold=1.0, alerts=policy)
     sizes = np.random.default_rng(12).integers(1, 12, size=40)
     bounds = [0, *[int(c) for c in np.cumsum(sizes) if c < len(raw)], len(raw)]
-    a = [o for lo, hi in zip(bounds[:-1], bounds[1:]) for o in chunked.process([_msg("s", raw[lo:hi], seq=lo, ts=list(range(lo, hi)))])]
+    a = [
+        o
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+        for o in chunked.process([_msg("s", raw[lo:hi], seq=lo, ts=list(range(lo, hi)))])
+    ]
     b = [o for t in range(len(raw)) for o in single.process([_msg("s", raw[t : t + 1], seq=t, ts=[t])])]
     np.testing.assert_allclose(_outputs(a), _outputs(b), atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.concatenate([o.scores for o in a]), np.concatenate([o.scores for o in b]), rtol=1e-4)
@@ -143,7 +150,9 @@ def test_multi_sample_messages_equal_one_by_one(tmp_path: Path, variant: str) ->
     assert alerts_a == alerts_b and [s for _, s, _ in alerts_a] == ["raised", "cleared"]
 
 
-def _faulty(rng: np.random.Generator, steps: int = 300, fault: tuple[int, int] | None = None, phase: float = 0.0) -> np.ndarray:
+def _faulty(
+    rng: np.random.Generator, steps: int = 300, fault: tuple[int, int] | None = None, phase: float = 0.0
+) -> np.ndarray:
     """Smooth, slightly noisy normal data; an offset of 6 (≈ 8 std) on feature 0 during the fault."""
     t = np.arange(steps)[:, None]
     x = 0.8 * np.sin(2 * np.pi * t / 40 + phase + np.arange(F)) + 0.1 * rng.standard_normal((steps, F))
@@ -181,7 +190,7 @@ def test_duplicates_and_out_of_order_are_dropped_and_counted(tmp_path: Path) -> 
     raw = np.random.default_rng(14).standard_normal((20, F)).astype(np.float32)
     engine = _engine(artifact, threshold=1.0)
     first = engine.process([_msg("s", raw[t], seq=t) for t in range(10)])
-    again = engine.process([_msg("s", raw[3], seq=3), _msg("s", raw[9], seq=9), _msg("s", raw[12], seq=12), _msg("s", raw[11], seq=11)])
+    again = engine.process([_msg("s", raw[t], seq=t) for t in (3, 9, 12, 11)])
     assert [o.status for o in again] == ["duplicate", "duplicate", "processed", "out-of-order"]
     assert [o.steps for o in again] == [0, 0, 1, 0] and again[0].outputs is None
     # seq 10-14 overlaps: 10 was never seen (late), 11 was seen late before, 12 processed → keep 13, 14
@@ -210,7 +219,8 @@ def test_seq_gap_resets_state_when_configured(tmp_path: Path) -> None:
         engine = _engine(artifact, threshold=1.0, on_gap=on_gap)
         engine.process([_msg("s", raw[:5], seq=0)])
         after = engine.process([_msg("s", raw[5:], seq=20)])[0]
-        expected = reference_steps(sess, artifact, raw[5:]) if on_gap == "reset" else reference_steps(sess, artifact, raw)[5:]
+        fresh, carried_on = reference_steps(sess, artifact, raw[5:]), reference_steps(sess, artifact, raw)[5:]
+        expected = fresh if on_gap == "reset" else carried_on
         np.testing.assert_allclose(after.outputs, expected, atol=1e-5)
         assert engine.counters.gaps == 1 and engine.counters.resets == (on_gap == "reset")
         assert (after.stream_status == "warming-up") == (on_gap == "reset") or after.stream_status is None
@@ -224,8 +234,9 @@ def test_time_gaps_between_and_inside_messages(tmp_path: Path) -> None:
     a = engine.process([_msg("s", raw[:3], ts=[0, 1, 2])])[0]
     b = engine.process([_msg("s", raw[3:6], ts=[4, 5, 60])])[0]  # continues, then a gap before the 3rd sample
     c = engine.process([_msg("s", raw[6:], ts=[61, 70, 71])])[0]  # continues, then a gap inside
-    np.testing.assert_allclose(np.concatenate([a.outputs, b.outputs[:2]]), reference_steps(sess, artifact, raw[:5]), atol=1e-5)
-    np.testing.assert_allclose(np.concatenate([b.outputs[2:], c.outputs[:1]]), reference_steps(sess, artifact, raw[5:7]), atol=1e-5)
+    first, second = np.concatenate([a.outputs, b.outputs[:2]]), np.concatenate([b.outputs[2:], c.outputs[:1]])
+    np.testing.assert_allclose(first, reference_steps(sess, artifact, raw[:5]), atol=1e-5)
+    np.testing.assert_allclose(second, reference_steps(sess, artifact, raw[5:7]), atol=1e-5)
     np.testing.assert_allclose(c.outputs[1:], reference_steps(sess, artifact, raw[7:]), atol=1e-5)
     assert engine.counters.gaps == 2 and engine.counters.resets == 2 and b.steps == 3 and c.steps == 3
 
@@ -323,7 +334,8 @@ def test_state_exported_and_restored_continues_exactly(tmp_path: Path) -> None:
     straight, before = _engine(artifact, alerts=policy), _engine(artifact, alerts=policy)
 
     def feed(engine: Engine, lo: int, hi: int) -> list[Outcome]:
-        return [o for t in range(lo, hi) for o in engine.process([_msg(n, x[t], seq=t, ts=[t]) for n, x in data.items()])]
+        batches = ([_msg(n, x[t], seq=t, ts=[t]) for n, x in data.items()] for t in range(lo, hi))
+        return [o for batch in batches for o in engine.process(batch)]
 
     expected = feed(straight, 0, 120)
     first = feed(before, 0, 50)
@@ -333,6 +345,7 @@ def test_state_exported_and_restored_continues_exactly(tmp_path: Path) -> None:
     assert after.store.restore(streams, columns, now=0.0) == []
     rest = feed(after, 50, 120)
     np.testing.assert_array_equal(_outputs(first + rest), _outputs(expected))
-    assert [(a.id, a.state) for o in first + rest for a in o.alerts] == [(a.id, a.state) for o in expected for a in o.alerts]
+    resumed = [(a.id, a.state) for o in first + rest for a in o.alerts]
+    assert resumed == [(a.id, a.state) for o in expected for a in o.alerts]
     assert any(a.state == "raised" for o in first for a in o.alerts)  # an alert open across the restart
     assert after.process([_msg("ok", data["ok"][110], seq=110)])[0].status == "duplicate"

@@ -98,7 +98,8 @@ def test_top_features_are_shares_of_the_score() -> None:
     scores = scorer.step(np.array([slot]), x, np.zeros_like(x))
     top = scorer.top_features(slot, 2)
     assert [name for name, _ in top] == ["b", "a"]  # ties keep the feature order
-    assert top[0][1] == pytest.approx(16 / 3) and sum(v for _, v in scorer.top_features(slot, 3)) == pytest.approx(scores[0, 1])
+    assert top[0][1] == pytest.approx(16 / 3)
+    assert sum(v for _, v in scorer.top_features(slot, 3)) == pytest.approx(scores[0, 1])
 
 
 def test_calibrate_residual_std_and_threshold() -> None:
@@ -157,11 +158,16 @@ def _tracker(policy: AlertPolicy, streams: int = 1) -> tuple[AlertTracker, np.nd
     return tracker, slots
 
 
-def _feed(tracker: AlertTracker, slots: np.ndarray, scores: list[float], start: int = 0, now: float = 0.0) -> list[tuple[int, Alert]]:
+def _feed(
+    tracker: AlertTracker, slots: np.ndarray, scores: list[float], start: int = 0, now: float = 0.0
+) -> list[tuple[int, Alert]]:
     """One stream's scores, step by step; returns (step, alert)."""
     out = []
     for t, score in enumerate(scores):
-        events = tracker.observe(slots[:1], np.array([score]), np.array([start + t]), now + t, lambda row, t=t: (start + t, 1000.0 + start + t))
+        def locate(row: int, t: int = t) -> tuple[int | None, float]:
+            return start + t, 1000.0 + start + t
+
+        events = tracker.observe(slots[:1], np.array([score]), np.array([start + t]), now + t, locate)
         out.extend((start + t, alert) for _, alert in events)
     return out
 
@@ -171,7 +177,8 @@ def test_raise_after_k_of_n_and_clear_after_m() -> None:
     hi, lo = 2.0, 0.5
     events = _feed(tracker, slots, [hi, lo, hi, lo, lo, lo, hi, hi, lo, hi, lo, lo, lo, hi, lo, lo, lo, lo, hi, lo])
     # steps 0, 2 above, then 3 lows: only 2 of the last 5 → no alert until steps 6, 7, 9 (3 of 5 at 9)
-    assert [(t, a.state) for t, a in events] == [(9, "raised"), (17, "cleared")]  # the high at 13 breaks the run of lows
+    # the high at 13 breaks the run of lows
+    assert [(t, a.state) for t, a in events] == [(9, "raised"), (17, "cleared")]
     raised, cleared = events[0][1], events[1][1]
     assert raised.id == cleared.id == alert_id("s0", 9, 1009.0, SHA)
     assert raised.started == cleared.started == 1009.0 and cleared.ts == 1017.0 and cleared.seq == 17
@@ -223,7 +230,8 @@ def test_streams_are_independent_in_one_call() -> None:
 
 def test_threshold_must_be_finite() -> None:
     with pytest.raises(ValueError):
-        AlertTracker(AlertPolicy(), float("nan"), StateStore([], max_streams=1), model="m", model_sha256=SHA, explain=lambda s, k: ())
+        store = StateStore([], max_streams=1)
+        AlertTracker(AlertPolicy(), float("nan"), store, model="m", model_sha256=SHA, explain=lambda s, k: ())
 
 
 def test_calibration_object_shape() -> None:

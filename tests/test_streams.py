@@ -17,7 +17,8 @@ SPECS = [
 
 def _fill(store: StateStore, slot: int, value: float) -> None:
     n = np.array([slot])
-    store.scatter(n, {"hn.lstm": np.full((2, 1, 3), value, np.float32), "cn.lstm": np.full((2, 1, 3), -value, np.float32)})
+    h = np.full((2, 1, 3), value, np.float32)
+    store.scatter(n, {"hn.lstm": h, "cn.lstm": -h})
 
 
 def test_slabs_have_the_graph_layout() -> None:
