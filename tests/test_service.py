@@ -260,3 +260,15 @@ def test_queue_policy_counts_exactly_and_acks_what_it_drops(broker: Broker, tmp_
         assert again.counters.snapshot().received == 0
     finally:
         again.stop()
+
+
+def test_idle_streams_are_evicted(broker: Broker, tmp_path: Path) -> None:
+    artifact = write_lstm_artifact(tmp_path / "lstm", features=4, threshold=1e6)
+    service = started(Service(gateway_config(broker, artifact, idle_ttl_s=0.3)))
+    try:
+        publish_many(broker, [(f"plant/s{i}/telemetry", _sample(0, [0.1, 0.2, 0.3, 0.4])) for i in range(3)])
+        wait_counters(service, lambda c: c.processed == 3)
+        snap = wait_counters(service, lambda c: c.evicted == 3, timeout=5)
+        assert snap.evicted == 3 and len(service.engines["det"].store) == 0
+    finally:
+        service.stop()

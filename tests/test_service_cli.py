@@ -142,3 +142,23 @@ def test_alerts_timeout_without_count_reached_exits_1(broker: Broker) -> None:
     thread, out, result = _run_alerts(["--broker", broker.address, "--count", "1", "--timeout", "1"])
     thread.join(10)
     assert result == [1] and out.getvalue().startswith("time (UTC)")
+
+
+@pytest.mark.mqtt
+def test_alerts_reads_broker_and_prefix_from_the_config(broker: Broker, tmp_path: Path) -> None:
+    import yaml
+
+    from tests.onnx_artifacts import write_lstm_artifact
+    from tests.service_helpers import gateway_config
+
+    config = gateway_config(broker, write_lstm_artifact(tmp_path / "m", threshold=1.0), topic_prefix="site7")
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    thread, out, result = _run_alerts(["--config", str(path), "--count", "1", "--timeout", "20"])
+    time.sleep(0.5)
+    publish_many(broker, [("edgewatch/alerts/a", _alert("a", "raised", 2.0)),  # the default prefix: not ours
+                          ("site7/alerts/L1/b", _alert("L1/b", "raised", 2.0))])
+    thread.join(20)
+    assert result == [0]
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("time (UTC)") and len(lines) == 2 and "L1/b" in lines[1]

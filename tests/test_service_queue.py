@@ -72,3 +72,19 @@ def test_get_batch_returns_a_full_batch_at_once_and_waits_at_most_max_wait() -> 
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError):
         InputQueue(0, "block")
+
+
+def test_reject_log_says_a_flood_once_then_summarises(caplog: pytest.LogCaptureFixture) -> None:
+    from runtime.intake import RejectLog
+
+    caplog.set_level("WARNING", logger="edgewatch.intake")
+    log = RejectLog(every_s=0.2)
+    for _ in range(1000):
+        log("not-json", "Expecting value", "plant/a/telemetry")
+    log("too-large", "70000 bytes", "plant/\x1b[31m/telemetry")  # another reason: its own line, escaped
+    time.sleep(0.25)
+    log("not-json", "Expecting value", "plant/a/telemetry")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3
+    assert "\x1b" not in lines[1] and "\\x1b" in lines[1]
+    assert lines[2].endswith("(+999 more since the last line)")
