@@ -10,7 +10,7 @@ Each round makes one call per distinct unit length T.
 
 A stream's several messages in one batch are admitted round by round (its k-th message in round k),
 so each round is a vectorized pass over distinct streams; the common batch, one message per stream,
-is a single pass with one Python loop over the messages (their slots).
+is a single pass whose only per-message Python work is reading the messages' fields.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _ALL_BITS = np.uint64((1 << _WINDOW_BITS) - 1)
 
 @dataclass(frozen=True, slots=True)
 class GapPolicy:
+    """ModelConfig.on_gap / max_gap_s (seconds), and the engine's seq restart window (samples)."""
+
     on_gap: Literal["ignore", "reset"] = "ignore"
     max_gap_s: float | None = None
     seq_restart_window: int | None = 1024
@@ -43,6 +45,8 @@ class GapPolicy:
 
 @dataclass(slots=True)
 class AdmissionCounts:
+    """What one batch's admission dropped and found (the engine adds them to its counters)."""
+
     duplicate_samples: int = 0
     out_of_order_samples: int = 0
     refused_messages: int = 0
@@ -62,9 +66,12 @@ class Plan:
     status: np.ndarray
     """int8 [M]: KEEP, DUPLICATE, OUT_OF_ORDER or REFUSED (index into DROPPED_NAMES)."""
     unit_slot: np.ndarray
+    """int64 [U]: the unit's stream slot."""
     unit_message: np.ndarray
+    """int64 [U]: the unit's message (index in the batch)."""
     unit_start: np.ndarray
     unit_stop: np.ndarray
+    """int64 [U]: the unit is samples [start, stop) of its message."""
     unit_reset: np.ndarray
     """bool [U]: reset the stream's model state before this unit."""
     unit_last: np.ndarray
