@@ -4,7 +4,7 @@ What it guarantees to the service:
 - `on_message(Inbound)` is called on paho's network thread with a message that is *not yet
   acknowledged*; the service calls `ack(inbound)` once the message is processed. Anything the
   handler raises is caught here (one exception in a paho callback kills the network thread),
-  the message is acked and counted in `counters.handler_errors`.
+  the message is acked and counted (`snapshot().handler_errors`).
 - A topic that is not valid UTF-8 arrives with `topic=None` instead of raising.
 - `<prefix>/available`: `online` (retained) after every accepted CONNACK, `offline` as the
   last will (QoS 1, retained), `stopped` from `stop()`.
@@ -21,6 +21,7 @@ What it guarantees to the service:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -137,7 +138,7 @@ class Bus:
         self._handler = on_message
         self._limits = limits
         self.availability_topic = f"{prefix}/available"
-        self.counters = BusCounters()
+        self._counters = BusCounters()
         self._counter_lock = threading.Lock()
         self._outbox = _Outbox()
         self._connected = threading.Event()
@@ -148,15 +149,15 @@ class Bus:
         self._refused = False
         self._closing = False
         self._v5 = broker.protocol == "5"
-        self._client = self._build_client(client_id or broker.client_id, receive_maximum)
+        self._receive_maximum = max(1, min(receive_maximum, 65535))
+        self._client = self._build_client(client_id or broker.client_id)
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _build_client(self, client_id: str, receive_maximum: int) -> mqtt.Client:
+    def _build_client(self, client_id: str) -> mqtt.Client:
         client = make_client(self._broker, client_id, manual_ack=True, max_inflight=self._limits.max_inflight)
         client.max_queued_messages_set(self._limits.max_messages)
         client.will_set(self.availability_topic, b"offline", qos=1, retain=True)
-        self._receive_maximum = max(1, min(receive_maximum, 65535))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -169,17 +170,19 @@ class Bus:
             return None
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._broker.session_expiry_s
-        # The broker keeps at most this many QoS 1 deliveries unacknowledged with us: it bounds
-        # what the service can hold in memory, because it acks only after processing.
+        # Asks the broker to keep at most this many QoS 1 deliveries unacknowledged with us (we
+        # ack only after processing). mosquitto 2.0.11 overshoots it after acks, so the input
+        # queue, not this, is what bounds memory.
         props.ReceiveMaximum = self._receive_maximum
         return props
 
     def start(self) -> None:
         b = self._broker
-        kwargs: dict[str, object] = {}
         if self._v5:
-            kwargs = {"clean_start": b.session_expiry_s == 0, "properties": self._connect_properties()}
-        self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s, **kwargs)  # type: ignore[arg-type]
+            self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s, clean_start=b.session_expiry_s == 0,
+                                       properties=self._connect_properties())
+        else:
+            self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
         self._client.loop_start()
 
     # --- state ---------------------------------------------------------------------------------
@@ -193,7 +196,7 @@ class Bus:
 
     def snapshot(self) -> BusCounters:
         with self._counter_lock:
-            return BusCounters(**{name: getattr(self.counters, name) for name in BusCounters.__slots__})
+            return dataclasses.replace(self._counters)
 
     @property
     def outbox_bytes(self) -> int:
@@ -205,7 +208,7 @@ class Bus:
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._counter_lock:
-            setattr(self.counters, name, getattr(self.counters, name) + n)
+            setattr(self._counters, name, getattr(self._counters, name) + n)
 
     # --- paho callbacks (network thread: never block, never raise) -------------------------------
 
@@ -232,8 +235,8 @@ class Bus:
             lost, size = self._outbox.forget_qos0()
             if lost:
                 with self._counter_lock:
-                    self.counters.dropped_outgoing += lost
-                    self.counters.dropped_outgoing_bytes += size
+                    self._counters.dropped_outgoing += lost
+                    self._counters.dropped_outgoing_bytes += size
             self.publish(self.availability_topic, b"online", qos=1, retain=True)
             # A broker that kept our session kept our subscriptions; the first connect of this
             # process subscribes anyway, in case the config's filters changed since.
@@ -346,8 +349,8 @@ class Bus:
 
     def _drop(self, size: int) -> None:
         with self._counter_lock:
-            self.counters.dropped_outgoing += 1
-            self.counters.dropped_outgoing_bytes += size
+            self._counters.dropped_outgoing += 1
+            self._counters.dropped_outgoing_bytes += size
 
     def ack(self, inbound: Inbound) -> None:
         """Acknowledge a delivery; skipped (counted) if it came over an earlier connection."""

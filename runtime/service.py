@@ -135,7 +135,8 @@ class Service:
         time.sleep(_UNSUBSCRIBE_GRACE_S if self.bus.connected else 0)
         self._draining.set()
         self.queue.close()
-        self._worker.join(timeout)
+        if self._worker.ident is not None:  # start() ran
+            self._worker.join(timeout)
         if self._worker.is_alive():
             log.error("the worker did not drain the queue within %.0fs (%d left)", timeout, len(self.queue))
         self.bus.stop(availability="stopped")
