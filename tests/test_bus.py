@@ -334,3 +334,21 @@ def test_after_reconnecting_the_outbox_is_resent_at_the_inflight_limit(tmp_path:
         if collector:
             collector.close()
         broker.stop()
+
+
+def test_resubscribes_after_the_broker_lost_the_session(broker: Broker) -> None:
+    sink = Sink()
+    bus = _bus(_config(broker), sink)
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        broker.restart()  # no persistence: the broker forgets our session and subscriptions
+        deadline = time.monotonic() + 10
+        while bus.snapshot().connects < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bus.snapshot().connects == 2 and bus.snapshot().disconnects == 1
+        time.sleep(0.3)  # SUBACK
+        publish_many(broker, [("in/after", b"x")])
+        assert [m.topic for m in sink.wait(1)] == ["in/after"]
+    finally:
+        bus.stop()
