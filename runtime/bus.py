@@ -241,7 +241,10 @@ class Bus:
             # A broker that kept our session kept our subscriptions; the first connect of this
             # process subscribes anyway, in case the config's filters changed since.
             if self._taking_input and self._subscriptions and (not flags.session_present or not self._subscribed_once):
-                client.subscribe([(f, mqtt.SubscribeOptions(qos=q)) for f, q in self._subscriptions])
+                if self._v5:
+                    client.subscribe([(f, mqtt.SubscribeOptions(qos=q)) for f, q in self._subscriptions])
+                else:  # MQTT 3.1.1 takes a bare QoS (paho refuses SubscribeOptions there)
+                    client.subscribe(list(self._subscriptions))
                 self._subscribed_once = True
             self._connected.set()
         except Exception:

@@ -90,9 +90,10 @@ def test_last_will_offline_when_the_process_is_killed(broker: Broker) -> None:
         proc.wait(10)
 
 
-def test_unacked_messages_are_redelivered_to_the_next_session(broker: Broker) -> None:
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_unacked_messages_are_redelivered_to_the_next_session(broker: Broker, protocol: str) -> None:
     sink = Sink()
-    bus = _bus(_config(broker), sink)
+    bus = _bus(_config(broker, protocol=protocol), sink)
     bus.start()
     assert bus.wait_connected(10)
     time.sleep(0.2)  # SUBACK
@@ -102,7 +103,7 @@ def test_unacked_messages_are_redelivered_to_the_next_session(broker: Broker) ->
     bus.stop()
 
     sink2 = Sink()
-    bus2 = _bus(_config(broker), sink2)
+    bus2 = _bus(_config(broker, protocol=protocol), sink2)
     bus2.start()
     try:
         again = sink2.wait(2)

@@ -119,10 +119,13 @@ def test_multi_sample_messages_equal_the_same_samples_one_by_one(broker: Broker,
         service.stop()
 
 
-def test_duplicates_and_out_of_order_are_dropped_and_counted(broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_duplicates_and_out_of_order_are_dropped_and_counted(broker: Broker, tmp_path: Path, protocol: str) -> None:
     artifact = write_lstm_artifact(tmp_path / "lstm", features=4, threshold=1e6)
     hook = Outcomes()
-    service = started(Service(gateway_config(broker, artifact), outcome_hook=hook))
+    config = gateway_config(broker, artifact)
+    config.broker.protocol = protocol  # type: ignore[assignment]
+    service = started(Service(config, outcome_hook=hook))
     try:
         v = [0.1, 0.2, 0.3, 0.4]
         seqs = [0, 1, 2, 3, 2, 10, 3, 7, 11]  # 2 and 3 again: duplicates; 7 behind 10, never seen: late
