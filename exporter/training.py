@@ -237,12 +237,17 @@ def train_forecaster(
 
 
 def _persistence_logits(sequences: list[np.ndarray]) -> np.ndarray:
-    """Start each feature's persistence gate at its lag-1 autocorrelation in the normalized
-    training data (the AR(1) coefficient, clipped to [0.02, 0.98]): smooth, slowly drifting
-    channels start out followed, noisy ones start out predicted from the state alone.
-    Learning the gate from scratch is far slower than the LSTM overfits a few hundred rows."""
-    num = sum((s[1:] * s[:-1]).sum(axis=0) for s in sequences)
-    den = sum((s**2).sum(axis=0) for s in sequences)
+    """Start each feature's persistence gate at its lag-1 autocorrelation (the AR(1)
+    coefficient, clipped to [0.02, 0.98]): smooth, slowly drifting channels start out
+    followed, noisy ones start out forecast from the state alone. Learning the gate from
+    scratch is far slower than the LSTM overfits a few hundred rows.
+
+    Each sequence is centred on its own mean first: files recorded at different operating
+    points (a flow of 32 in one, 125 in another) would otherwise make a noisy channel look
+    perfectly persistent, and a model that follows the flow misses a closing valve."""
+    centred = [s - s.mean(axis=0) for s in sequences]
+    num = sum((c[1:] * c[:-1]).sum(axis=0) for c in centred)
+    den = sum((c**2).sum(axis=0) for c in centred)
     rho = np.clip(num / np.maximum(den, 1e-12), 0.02, 0.98)
     return np.log(rho / (1.0 - rho)).astype(np.float32)
 
