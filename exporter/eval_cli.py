@@ -41,7 +41,13 @@ def register(subparsers: Any) -> None:
     s.add_argument("--files", type=int, metavar="N", help="a reduced run on N files spread over the subfolders")
     s.add_argument("--work", type=Path, metavar="DIR", help="keep the trained models and artifacts here (default: a temporary folder)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    s.add_argument("--threshold-factor", type=float, help="threshold = factor x quantile of a stream's training-row scores")
+    s.add_argument(
+        "--train-on-heads", action="store_true",
+        help="streaming: also train on every labelled file's first 400 rows (default: anomaly-free.csv only)",
+    )
+    s.add_argument("--threshold-z", type=float, help="threshold = mean + z x std of a stream's scores on rows [20, 400) (default 8)")
+    s.add_argument("--threshold-quantile", type=float, metavar="Q", help="use factor x the Q quantile of those scores instead")
+    s.add_argument("--threshold-factor", type=float, default=1.5, help="factor for --threshold-quantile (default 1.5)")
     s.add_argument("--ewma-alpha", type=float, help="score smoothing (default 0.1)")
     s.set_defaults(func=run)
 
@@ -61,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     files = load_labelled(root, args.files)
     config = PUBLISHED if args.setting == "published" else STREAMING
     config = replace(config, train=replace(config.train, seed=args.seed))
-    if args.threshold_factor is not None:
-        config = replace(config, threshold_factor=args.threshold_factor)
+    if args.threshold_z is not None:
+        config = replace(config, threshold_rule="mean+z*std", threshold_z=args.threshold_z)
+    if args.threshold_quantile is not None:
+        config = replace(config, threshold_rule="quantile", threshold_quantile=args.threshold_quantile, threshold_factor=args.threshold_factor)
     if args.ewma_alpha is not None:
         config = replace(config, ewma_alpha=args.ewma_alpha)
     targets = [args.target] + (["cpu-fp32"] if args.fp32 and args.target != "cpu-fp32" else [])
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.setting == "published":
         result = run_published(files, config, targets, work=args.work, log=_log)
     else:
-        result = run_streaming(files, load_anomaly_free(root), config, targets, work=args.work, log=_log)
+        result = run_streaming(files, load_anomaly_free(root), config, targets, heads=args.train_on_heads, work=args.work, log=_log)
     ours = {target: metrics(files, result.precisions[target]) for target in targets}
     elapsed = time.monotonic() - started
 
