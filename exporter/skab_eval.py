@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
 from exporter.engine_replay import Recording, Replay, replay
 from exporter.skab import SENSORS, TRAIN_ROWS, SkabFile
 from exporter.training import TrainConfig
+
+if TYPE_CHECKING:
+    from runtime.engine import Engine
 
 __all__ = [
     "DetectorConfig",
@@ -157,7 +160,8 @@ def _train_and_export(
     return out
 
 
-def _engine(artifact_dir: Path, config: DetectorConfig, threshold: float | None, name: str) -> object:
+def _engine(artifact_dir: Path, config: DetectorConfig, threshold: float | None, name: str) -> "Engine":
+    """An Engine on the artifact; threshold None takes the manifest's calibrated one."""
     from runtime.artifact import load_artifact
     from runtime.engine import Engine
     from runtime.session import create_session
@@ -171,12 +175,12 @@ def _engine(artifact_dir: Path, config: DetectorConfig, threshold: float | None,
 def _two_pass(artifact_dir: Path, recordings: dict[str, Recording], config: DetectorConfig) -> dict[str, FileResult]:
     """Pass 1: rows [0, 400) of all streams in one Engine → per-stream thresholds.
     Pass 2: each stream from row 0 in an Engine holding its own threshold."""
-    first = replay(_engine(artifact_dir, config, None, "skab"), recordings, chunk=config.chunk, stop=TRAIN_ROWS)  # type: ignore[arg-type]
+    first = replay(_engine(artifact_dir, config, None, "skab"), recordings, chunk=config.chunk, stop=TRAIN_ROWS)
     out = {}
     for name, rec in recordings.items():
         threshold = stream_threshold(first[name].scores, config)
         engine = _engine(artifact_dir, config, threshold, "skab")
-        full: Replay = replay(engine, {name: rec}, chunk=config.chunk)[name]  # type: ignore[arg-type]
+        full: Replay = replay(engine, {name: rec}, chunk=config.chunk)[name]
         out[name] = FileResult(name, full.scores, threshold, full.raised)
     return out
 

@@ -42,11 +42,18 @@ def _test(array: np.ndarray) -> np.ndarray:
     return np.asarray(array)[TRAIN_ROWS:]
 
 
+def _labels(f: SkabFile) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly, changepoint) of a labelled file; the anomaly-free file has none to score."""
+    if f.anomaly is None or f.changepoint is None:
+        raise ValueError(f"{f.name}: no labels to score against")
+    return f.anomaly, f.changepoint
+
+
 def metrics(files: Sequence[SkabFile], results: Sequence[FileResult]) -> dict[str, Any]:
     """Pooled F1/FAR/MAR over the test rows (no point adjustment), NAB per profile, per file."""
-    pairs = [(_test(f.anomaly), _test(r.raised)) for f, r in zip(files, results)]  # type: ignore[arg-type]
+    pairs = [(_test(_labels(f)[0]), _test(r.raised)) for f, r in zip(files, results)]
     total = pooled(pairs)
-    cps = [(_test(f.ts), _test(f.changepoint), changepoint_alarms(_test(r.raised))) for f, r in zip(files, results)]  # type: ignore[arg-type]
+    cps = [(_test(f.ts), _test(_labels(f)[1]), changepoint_alarms(_test(r.raised))) for f, r in zip(files, results)]
     per_file = []
     for f, r, (labels, preds) in zip(files, results, pairs):
         c = confusion(labels, preds)
@@ -115,7 +122,7 @@ def plot_results(directory: Path, files: Sequence[SkabFile], results: Sequence[F
 
     written = []
     for f, r in zip(files, results):
-        c = confusion(_test(f.anomaly), _test(r.raised))  # type: ignore[arg-type]
+        c = confusion(_test(_labels(f)[0]), _test(r.raised))
         note = f"{label}; test rows: F1 {c.f1:.2f}, FAR {100 * c.far:.1f}%, MAR {100 * c.mar:.1f}%"
         trace = StreamTrace(f.name, f.values, SENSORS, r.scores, r.threshold, r.raised, f.anomaly, f.ts, note, split_at=TRAIN_ROWS)
         written.append(plot_stream(trace, Path(directory) / f"{f.name}.png"))
