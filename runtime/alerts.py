@@ -14,9 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ALERT_ID_HEX", "Alert", "AlertState", "alert_id"]
+__all__ = ["ALERT_ID_HEX", "Alert", "AlertState", "ClearReason", "alert_id"]
 
 AlertState = Literal["raised", "update", "cleared"]
+ClearReason = Literal["evicted"]
+"""Why a `cleared` was sent other than by the hysteresis (which sends no reason)."""
 ALERT_ID_HEX = 16
 """64 bits of sha256: collisions need ~4e9 alerts of one model before they become likely."""
 
@@ -49,6 +51,9 @@ class Alert:
     model_sha256: str
     top_features: tuple[tuple[str, float], ...]
     """(feature, its share of the score), largest first; the shares sum to at most `score`."""
+    reason: ClearReason | None = None
+    """Only on a `cleared` the hysteresis did not decide: "evicted" (the stream went silent for
+    runtime.idle_ttl_s). Left out of the JSON when None, so older consumers see no change."""
 
     def __post_init__(self) -> None:
         for name in ("score", "threshold", "started", "ts"):
@@ -57,7 +62,7 @@ class Alert:
 
     def to_json(self) -> bytes:
         """Compact JSON, fields in the order of docs/schemas/alert.schema.json."""
-        doc = {
+        doc: dict[str, object] = {
             "id": self.id,
             "stream": self.stream,
             "state": self.state,
@@ -70,4 +75,6 @@ class Alert:
             "model_sha256": self.model_sha256,
             "top_features": [{"feature": name, "contribution": float(value)} for name, value in self.top_features],
         }
+        if self.reason is not None:
+            doc["reason"] = self.reason
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")

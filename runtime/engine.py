@@ -27,9 +27,9 @@ from runtime.alerts import Alert
 from runtime.artifact import Artifact
 from runtime.payload import Message
 from runtime.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
-from runtime.streams import StateStore
+from runtime.streams import NO_SEQ, StateStore
 
-__all__ = ["Engine", "EngineCounters", "InferenceBackend", "Outcome", "OutcomeStatus", "normalize"]
+__all__ = ["Engine", "EngineCounters", "Eviction", "InferenceBackend", "Outcome", "OutcomeStatus", "normalize"]
 
 OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused"]
 
@@ -59,6 +59,14 @@ class Outcome:
     """The stream's new retained status when it changed: "ok" | "alert" | "warming-up"."""
 
 
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """A stream forgotten after idle_ttl_s, and the `cleared` of the alert it still had open."""
+
+    stream: str
+    cleared: Alert | None
+
+
 @dataclass(slots=True)
 class EngineCounters:
     """Counts since the engine was built (metrics read them; the engine never lowers them)."""
@@ -74,6 +82,9 @@ class EngineCounters:
     """Model-state resets: gaps with on_gap=reset, seq restarts, reset commands."""
     seq_restarts: int = 0
     evicted: int = 0
+    rewarming: int = 0
+    """New streams first seen with seq > 0: mid-sequence, so whatever state they had (before a
+    restart without their checkpoint, or an eviction) is lost and they warm up from zero."""
     alerts_raised: int = 0
     alerts_updated: int = 0
     alerts_cleared: int = 0
@@ -135,6 +146,8 @@ class Engine:
         self._state_outputs = [(i, output) for i, output in enumerate(self._outputs) if i > 0]
         self._last_only = manifest.output_kind == "last"
         self._stepwise = manifest.time_steps == 1 or self._last_only
+        self._max_gap_s = model.max_gap_s
+        self._resuming: set[str] = set()  # restored after a restart, not stepped since (see resume())
 
     # --- public ------------------------------------------------------------------------------
     def process(self, messages: Sequence[Message]) -> list[Outcome]:
@@ -143,8 +156,13 @@ class Engine:
         Raises ValueError (before touching any state) when a message's values are not [T>=1, F]."""
         if not messages:
             return []
+        if self._resuming:
+            self._check_resumed(messages)
         plan = admit(messages, self.store, self._gaps, features=self._features, stepwise=self._stepwise)
         self._add_counts(plan, len(messages))
+        opened = self.store.take_opened()
+        if opened:
+            self.counters.rewarming += _mid_sequence(opened, messages)
         now = self._clock()
         alerts: dict[int, list[Alert]] = {}
         statuses: dict[int, str] = {}
@@ -156,12 +174,53 @@ class Engine:
             outcomes[i].stream_status = status
         return outcomes
 
-    def evict_idle(self) -> int:
+    def evict_idle(self, wall_now: float | None = None) -> list[Eviction]:
         """Forget streams idle for more than idle_ttl_s (monotonic). An open alert of an evicted
-        stream is not cleared: it went silent for the whole TTL."""
-        evicted = len(self.store.evict_idle(self._clock(), self.idle_ttl_s))
-        self.counters.evicted += evicted
-        return evicted
+        stream is cleared (reason "evicted", ts = wall_now, default time.time()): nobody else
+        would ever clear it."""
+        idle = self.store.idle(self._clock(), self.idle_ttl_s)
+        if not idle:
+            return []
+        ts = time.time() if wall_now is None else wall_now
+        evictions = []
+        for stream in idle:
+            slot = self.store.slot(stream)
+            assert slot is not None
+            cleared = self.tracker.clear_evicted(slot, ts)
+            if cleared is not None:
+                self._count(cleared)
+            evictions.append(Eviction(stream, cleared))
+            self.store.release(stream)
+            self._resuming.discard(stream)
+        self.store.evicted += len(idle)
+        self.counters.evicted += len(idle)
+        return evictions
+
+    def resume(self, streams: Sequence[str]) -> None:
+        """Mark streams just restored from a checkpoint after a restart. At its first message, a
+        stream whose seq (or, with max_gap_s, its ts) shows that samples were acked after the
+        checkpoint and lost re-warms from zero model state, whatever on_gap says: the restored
+        state and prediction are from before the gap, and comparing that prediction with a much
+        later sample raised false alerts (tests/measure_power_cut.py). Seq tracking and the
+        alert hysteresis are kept, so an open alert goes on under its id. Counted in `rewarming`."""
+        self._resuming.update(s for s in streams if s in self.store)
+
+    def _check_resumed(self, messages: Sequence[Message]) -> None:
+        store = self.store
+        for m in messages:
+            if m.stream not in self._resuming:
+                continue
+            self._resuming.discard(m.stream)
+            slot = store.slot(m.stream)
+            if slot is None:
+                continue
+            last_seq, last_ts = int(store.last_seq[slot]), float(store.last_ts[slot])
+            by_seq = m.seq is not None and last_seq != NO_SEQ and m.seq > last_seq + 1
+            by_ts = self._max_gap_s is not None and m.ts is not None and not np.isnan(last_ts) \
+                and float(m.ts[0]) - last_ts > self._max_gap_s
+            if by_seq or by_ts:
+                store.reset_model(slot)
+                self.counters.rewarming += 1
 
     def reset(self, stream: str) -> bool:
         """Start the stream over (control command): zero state, warm up again, accept any seq.
@@ -273,3 +332,14 @@ class Engine:
             self.counters.alerts_cleared += 1
         else:
             self.counters.alerts_updated += 1
+
+
+def _mid_sequence(opened: list[str], messages: Sequence[Message]) -> int:
+    """How many of the newly opened streams arrived with a first seq > 0 (runs only when new
+    streams appeared in the batch: rare after warm-up)."""
+    first: dict[str, int | None] = {}
+    new = set(opened)
+    for m in messages:
+        if m.stream in new and m.stream not in first:
+            first[m.stream] = m.seq
+    return sum(1 for seq in first.values() if seq is not None and seq > 0)

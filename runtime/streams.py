@@ -68,6 +68,7 @@ class StateStore:
         self.refused = 0
         """New streams refused because max_streams were active."""
         self.evicted = 0
+        self._opened: list[str] = []  # new streams since the last take_opened() (rare: read per batch)
         self._state = tuple(state)
         for spec in self._state:
             self.add_column(spec.input, (spec.layers, spec.hidden), np.float32, 0.0, scope="model", axis=1)
@@ -100,6 +101,22 @@ class StateStore:
 
     def column(self, name: str) -> np.ndarray:
         return self._columns[name].array
+
+    def scope(self, name: str) -> ResetScope:
+        return self._columns[name].scope
+
+    def misfit(self, name: str, values: np.ndarray) -> str | None:
+        """Why `values` (rows of the column as `export` gives them) cannot be restored, or None."""
+        column = self._columns.get(name)
+        if column is None:
+            return f"no column {name!r} in this store"
+        if np.ndim(values) != column.array.ndim:
+            return f"column {name!r} has {np.ndim(values)} dimensions, expected {column.array.ndim}"
+        expected = list(column.array.shape)
+        expected[column.axis] = np.shape(values)[column.axis]
+        if tuple(expected) != np.shape(values):
+            return f"column {name!r} is {list(np.shape(values))}, expected {expected}"
+        return None
 
     @property
     def steps(self) -> np.ndarray:
@@ -164,7 +181,13 @@ class StateStore:
         self._slot_of[stream] = slot
         self._stream_of[slot] = stream
         self.last_seen[slot] = now
+        self._opened.append(stream)
         return slot
+
+    def take_opened(self) -> list[str]:
+        """The streams given a fresh slot since the last call (without state), oldest first."""
+        opened, self._opened = self._opened, []
+        return opened
 
     def open_many(self, streams: Sequence[str], now: np.ndarray) -> np.ndarray:
         """`open` for a batch: int64 slots, -1 where a new stream was refused. now: monotonic s [N]."""
@@ -196,11 +219,14 @@ class StateStore:
             column = self._columns[name]
             column.array[slot] = column.fill
 
+    def idle(self, now: float, ttl: float) -> list[str]:
+        """The streams whose last message is more than ttl seconds (monotonic) before now."""
+        active = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+        return [self.stream_of(int(slot)) for slot in active[self.last_seen[active] < now - ttl]]
+
     def evict_idle(self, now: float, ttl: float) -> list[str]:
         """Release every stream whose last message is more than ttl seconds (monotonic) before now."""
-        active = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
-        idle = active[self.last_seen[active] < now - ttl]
-        streams = [self.stream_of(int(slot)) for slot in idle]
+        streams = self.idle(now, ttl)
         for stream in streams:
             self.release(stream)
         self.evicted += len(streams)
@@ -222,13 +248,11 @@ class StateStore:
         or a shape that does not fit (e.g. another model). Returns the streams refused at max_streams."""
         n = len(streams)
         for name, values in columns.items():
-            column = self._columns.get(name)
-            if column is None:
-                raise ValueError(f"restore: no column {name!r} in this store")
-            expected = list(column.array.shape)
-            expected[column.axis] = n
-            if tuple(expected) != np.shape(values):
-                raise ValueError(f"restore: column {name!r} is {list(np.shape(values))}, expected {expected}")
+            why = self.misfit(name, values)
+            if why is None and np.shape(values)[self._columns[name].axis] != n:
+                why = f"column {name!r} has {np.shape(values)[self._columns[name].axis]} rows for {n} streams"
+            if why is not None:
+                raise ValueError(f"restore: {why}")
         refused = []
         slots = []
         for stream in streams:

@@ -16,14 +16,17 @@ from collections.abc import Callable
 import numpy as np
 
 from edge_config.schema import AlertPolicy
-from runtime.alerts import Alert, AlertState, alert_id
+from runtime.alerts import Alert, AlertState, ClearReason, alert_id
 from runtime.streams import StateStore
 
-__all__ = ["STATUS_NAMES", "AlertTracker", "Locate", "Explain"]
+__all__ = ["STATUS_NAMES", "WINDOW_COLUMNS", "AlertTracker", "Locate", "Explain"]
 
 STATUS_NAMES = ("", "warming-up", "ok", "alert")
 """Status codes stored per slot; 0 means nothing reported yet."""
 _WARMING, _OK, _ALERT = 1, 2, 3
+WINDOW_COLUMNS = ("alert.ring", "alert.pos", "alert.above")
+"""The raise window: sized by raise_n and consistent only together (above = True entries of
+the ring, pos < raise_n). State carried into a tracker with another raise_n drops all three."""
 
 Locate = Callable[[int], tuple[int | None, float]]
 """Row of the batch → (seq, ts in seconds since the epoch) of the step being observed."""
@@ -62,6 +65,7 @@ class AlertTracker:
         store.add_column("alert.started", (), np.float64, np.nan, scope="stream")
         store.add_column("alert.last_update", (), np.float64, -np.inf, scope="stream", portable=False)  # monotonic s
         store.add_column("alert.status", (), np.int8, 0, scope="stream")  # last reported, STATUS_NAMES
+        store.add_column("alert.last_score", (), np.float64, np.nan, scope="stream")  # of the last active step
         store.add_column("alert.warm", (), np.bool_, False, scope="model")  # was the last step warm?
 
     def observe(
@@ -86,6 +90,7 @@ class AlertTracker:
         rows = np.flatnonzero(active)
         s = slots[rows]
         above = above_all[rows]
+        col("alert.last_score")[s] = scores[rows]  # what a `cleared` on eviction reports
         ring, pos = col("alert.ring"), col("alert.pos")
         p = pos[s]
         count[s] += above.astype(np.int64) - ring[s, p]
@@ -107,7 +112,25 @@ class AlertTracker:
             out.append((row, self._transition(slot, state, float(scores[row]), now, *locate(row))))
         return out
 
-    def _transition(self, slot: int, state: AlertState, score: float, now: float, seq: int | None, ts: float) -> Alert:
+    def clear_evicted(self, slot: int, ts: float) -> Alert | None:
+        """The `cleared` (reason "evicted") of the slot's open alert, if any, before the stream
+        is forgotten: otherwise a consumer would hold that alert open forever. ts: wall seconds."""
+        if not self.is_raised(slot):
+            return None
+        score = float(self._store.column("alert.last_score")[slot])
+        # A raised stream was observed with a finite score; 0.0 only guards an inconsistent state.
+        return self._transition(slot, "cleared", score if np.isfinite(score) else 0.0, 0.0, None, ts, "evicted")
+
+    def _transition(
+        self,
+        slot: int,
+        state: AlertState,
+        score: float,
+        now: float,
+        seq: int | None,
+        ts: float,
+        reason: ClearReason | None = None,
+    ) -> Alert:
         col = self._store.column
         stream = self._store.stream_of(slot)
         if state == "raised":
@@ -127,7 +150,8 @@ class AlertTracker:
             seq=seq,
             model=self.model,
             model_sha256=self.model_sha256,
-            top_features=self._explain(slot, self.policy.top_features),
+            top_features=self._explain(slot, self.policy.top_features) if reason is None else (),
+            reason=reason,
         )
         if state == "cleared":
             # A fresh history: stale above-threshold steps must not re-raise at once.

@@ -4,11 +4,13 @@
         [--features 8] [--dir DIR] [--repeat 5]
 
 Builds an Engine on a random-weight LSTM artifact (no torch), opens N streams, fills every
-column with non-trivial values, and snapshots *every* StateStore column the way the
-integration is meant to (docs/RELIABILITY.md): state slabs, last_seq/last_ts/steps, and the
-other columns except the monotonic-clock ones, object columns converted to "<U".
+column with non-trivial values, and snapshots it with the service's own
+`runtime.state_transfer.snapshot_engine` (state slabs, last_seq/last_ts/steps, every other
+portable column, object columns as "<U").
 Prints one line per N: bytes, bytes/stream, medians of snapshot (gather from the store), encode
-(+ sha256), write (fsync and renames included) and load (+ verify).
+(+ sha256), write (fsync and renames included) and load (+ verify), and the bytes the kernel
+accounted as written to storage per write (/proc/self/io write_bytes: the file's pages; the
+file system's journal and metadata blocks are written by the kernel and not included).
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from onnx_artifacts import write_lstm_artifact
 
 from edge_config.schema import ModelConfig
 from runtime.artifact import load_artifact
-from runtime.checkpoint import StateLayout, StateSnapshot, load_checkpoint, write_checkpoint
+from runtime.checkpoint import StateLayout, load_checkpoint, write_checkpoint
 from runtime.engine import Engine
-
-MONOTONIC = {"last_seen", "alert.last_update"}  # meaningless after a restart
+from runtime.state_transfer import snapshot_engine
 
 
 class _NoSession:
@@ -37,20 +38,15 @@ class _NoSession:
         raise AssertionError("not stepped in this measurement")
 
 
-def snapshot(engine: Engine) -> StateSnapshot:
-    store = engine.store
-    streams = list(store.slots)
-    slots = np.fromiter(store.slots.values(), dtype=np.int64, count=len(streams))
-    states = {s.input: store.column(s.input).take(slots, axis=1) for s in engine.artifact.manifest.state}
-    fixed = {"last_seq", "last_ts", "steps", *states, *MONOTONIC}
-    columns = {}
-    for name in store._columns:  # noqa: SLF001 — the measurement stands in for StateStore.snapshot()
-        if name in fixed:
-            continue
-        values = store.column(name)[slots]
-        columns[name] = np.array(["" if v is None else v for v in values]) if values.dtype == object else values
-    return StateSnapshot(engine.artifact.sha256, tuple(streams), states, store.last_seq[slots].copy(),
-                         store.last_ts[slots].copy(), store.steps[slots].copy(), columns, created=time.time())
+def storage_write_bytes() -> int:
+    """Bytes this process caused to be written to storage so far (Linux; 0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def fill(engine: Engine, n: int, rng: np.random.Generator) -> None:
@@ -86,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine(artifact, _NoSession(), ModelConfig(path=work / "artifact", target="cpu"),
                         name="m", max_streams=max(n, 1))
         fill(engine, n, rng)
-        gather, encode, write, load = [], [], [], []
+        gather, encode, write, load, disk = [], [], [], [], []
         for _ in range(args.repeat):
             taken = time.perf_counter()
-            snap = snapshot(engine)
+            snap = snapshot_engine(engine)
             gather.append(time.perf_counter() - taken)
+            before = storage_write_bytes()
             result = write_checkpoint(work / "m.ckpt", snap)
+            disk.append(storage_write_bytes() - before)
             encode.append(result.encode_s)
             write.append(result.write_s)
             started = time.perf_counter()
@@ -102,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n:>7} streams: {size:>11,} bytes ({size / max(n, 1):,.0f} B/stream); "
               f"snapshot {statistics.median(gather) * 1e3:.1f} ms, encode {statistics.median(encode) * 1e3:.1f} ms, "
               f"write+fsync "
-              f"{statistics.median(write) * 1e3:.1f} ms, load+verify {statistics.median(load) * 1e3:.1f} ms")
+              f"{statistics.median(write) * 1e3:.1f} ms, load+verify {statistics.median(load) * 1e3:.1f} ms, "
+              f"storage write_bytes {statistics.median(disk):,.0f} per write")
     shutil.rmtree(work)
     return 0
 

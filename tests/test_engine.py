@@ -284,7 +284,7 @@ def test_idle_streams_are_evicted_on_the_injected_clock(tmp_path: Path) -> None:
     x = np.random.default_rng(19).standard_normal((2, F)).astype(np.float32)
     engine.process([_msg("old", x[0], seq=7, received=0.0), _msg("new", x[0], seq=7, received=8.0)])
     now[0] = 15.0
-    assert engine.evict_idle() == 1 and "old" not in engine.store and "new" in engine.store
+    assert [e.stream for e in engine.evict_idle()] == ["old"] and "old" not in engine.store and "new" in engine.store
     again = engine.process([_msg("old", x[1], seq=1, received=15.0)])[0]  # a fresh stream: seq 1 is fine
     assert again.status == "processed" and again.stream_status == "warming-up"
     np.testing.assert_allclose(again.outputs, reference_steps(session(artifact), artifact, x[1:]), atol=1e-5)
