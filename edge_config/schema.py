@@ -251,8 +251,9 @@ class RuntimeConfig(_Strict):
     """A stream silent this long is forgotten (its state is dropped)."""
     checkpoint_path: Path | None = None
     """File where per-stream state is saved and restored across restarts; null = no checkpoints."""
-    checkpoint_interval_s: float = Field(300.0, gt=0)
-    """Seconds between checkpoints."""
+    checkpoint_interval_s: float = Field(900.0, gt=0)
+    """Seconds between checkpoints (and one at every clean stop); only models whose state changed
+    are written. 900 s: ~127 MB/day of flash writes for 1,000 streams of a 2x64 LSTM (docs/RELIABILITY.md)."""
     metrics_address: str | None = "127.0.0.1:9108"
     """host:port of the Prometheus endpoint (and /healthz); null disables it."""
     topic_prefix: str = "edgewatch"

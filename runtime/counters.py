@@ -34,6 +34,13 @@ class CounterSnapshot:
     resets: int = 0
     evicted: int = 0
     batches: int = 0
+    restored: int = 0
+    """Streams given their state back: from a checkpoint at start, or carried into a reloaded model."""
+    rewarming: int = 0
+    """Streams whose model state was lost and that warm up from zero: first seen with seq > 0
+    (mid-sequence, no state held for them), or carried into a reloaded model of other state shapes."""
+    reloads: dict[str, int] = field(default_factory=dict)
+    """SIGHUP reloads by result: "ok" (applied, or nothing changed), "failed" (the old config serves on)."""
 
     def as_json_dict(self) -> dict[str, int | dict[str, int]]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -67,7 +74,7 @@ class ServiceCounters:
     def snapshot(self) -> CounterSnapshot:
         with self._lock:
             c = self._c
-            return CounterSnapshot(
-                c.received, c.processed, c.steps, dict(c.rejected), dict(c.skipped), dict(c.dropped),
-                dict(c.alerts), c.alerts_not_sent, c.resets, c.evicted, c.batches,
-            )
+            return CounterSnapshot(**{
+                f.name: dict(value) if isinstance(value := getattr(c, f.name), dict) else value
+                for f in fields(CounterSnapshot)
+            })

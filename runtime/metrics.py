@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from edge_config.errors import ConfigError
 from runtime.bus import BusCounters
+from runtime.checkpoint_writer import CheckpointStats
 from runtime.counters import CounterSnapshot
 
 __all__ = ["HealthServer", "Metrics", "parse_address"]
@@ -44,8 +45,8 @@ def _labelled(name: str, doc: str, label: str, table: dict[str, int]) -> Counter
 
 class _Counters(Collector):
     def __init__(self, service: Callable[[], CounterSnapshot], bus: Callable[[], BusCounters],
-                 outbox: Callable[[], tuple[int, int]]) -> None:
-        self._service, self._bus, self._outbox = service, bus, outbox
+                 outbox: Callable[[], tuple[int, int]], checkpoints: Callable[[], CheckpointStats] | None) -> None:
+        self._service, self._bus, self._outbox, self._checkpoints = service, bus, outbox, checkpoints
 
     def collect(self) -> Iterator[Metric]:
         s, b = self._service(), self._bus()
@@ -59,12 +60,28 @@ class _Counters(Collector):
         yield _labelled("edgewatch_alerts", "Alert messages published", "state", s.alerts)
         yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
         yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)
+        yield _counter("edgewatch_streams_restored", "Streams given their state back (checkpoint, reload)", s.restored)
+        yield _counter("edgewatch_streams_rewarming", "Streams that lost their model state and warm up again",
+                       s.rewarming)
+        yield _labelled("edgewatch_reloads", "SIGHUP reloads", "result", s.reloads)
         yield _counter("edgewatch_mqtt_connects", "Accepted CONNACKs", b.connects)
         yield _counter("edgewatch_mqtt_connect_failures", "Refused or failed connection attempts", b.connect_failures)
         yield _counter("edgewatch_mqtt_disconnects", "Connections lost", b.disconnects)
         yield _counter("edgewatch_published", "Publications handed to the MQTT client", b.published)
         yield _counter("edgewatch_outgoing_dropped", "Publications dropped: outbox full", b.dropped_outgoing)
         yield _counter("edgewatch_outgoing_dropped_bytes", "Bytes of dropped publications", b.dropped_outgoing_bytes)
+        if self._checkpoints is not None:
+            k = self._checkpoints()
+            yield _counter("edgewatch_checkpoints_written", "State checkpoints written", k.written)
+            yield _counter("edgewatch_checkpoints_failed", "State checkpoint writes that failed", k.failed)
+            yield _counter("edgewatch_checkpoints_superseded", "Snapshots replaced by a newer one before their write",
+                           k.superseded)
+            yield _counter("edgewatch_checkpoint_bytes", "Bytes of the checkpoints written", k.bytes)
+            yield _counter("edgewatch_checkpoint_write_seconds", "Time encoding and writing checkpoints", k.seconds)
+            yield GaugeMetricFamily("edgewatch_checkpoint_last_bytes", "Size of the last checkpoint written",
+                                    value=k.last_bytes)
+            yield GaugeMetricFamily("edgewatch_checkpoint_last_write_seconds", "Time the last checkpoint write took",
+                                    value=k.last_seconds)
         messages, size = self._outbox()
         yield GaugeMetricFamily("edgewatch_outbox_messages", "Publications not yet confirmed by the broker",
                                 value=messages)
@@ -86,10 +103,12 @@ class Metrics:
         self.provider_nodes = Gauge("edgewatch_provider_nodes", "Graph nodes assigned to each execution provider",
                                     ["model", "provider"], registry=r)
         self.ready = Gauge("edgewatch_ready", "1 when models are loaded and the broker accepted us", registry=r)
+        self.snapshot_seconds = Gauge("edgewatch_checkpoint_snapshot_seconds",
+                                      "Time the last checkpoint snapshot held the worker", registry=r)
 
     def watch(self, service: Callable[[], CounterSnapshot], bus: Callable[[], BusCounters],
-              outbox: Callable[[], tuple[int, int]]) -> None:
-        self.registry.register(_Counters(service, bus, outbox))
+              outbox: Callable[[], tuple[int, int]], checkpoints: Callable[[], CheckpointStats] | None = None) -> None:
+        self.registry.register(_Counters(service, bus, outbox, checkpoints))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

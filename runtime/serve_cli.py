@@ -9,7 +9,8 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("serve", help="serve the configured models on MQTT (foreground; SIGTERM stops)")
+    p = subparsers.add_parser("serve", help="serve the configured models on MQTT (foreground; SIGTERM stops, "
+                                            "SIGHUP reloads the config and models)")
     p.add_argument("--config", type=Path, required=True, help="gateway config (YAML)")
     p.set_defaults(func=run)
 
@@ -18,4 +19,4 @@ def run(args: argparse.Namespace) -> int:
     from edge_config.loading import load_config
     from runtime.service import Service
 
-    return Service(load_config(args.config)).run()
+    return Service(load_config(args.config), config_path=args.config).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,24 @@ def gateway_config(
         models={"det": ModelConfig(path=artifact, target="cpu", alerts=alerts or AlertPolicy())},
         runtime=RuntimeConfig(**rt),
     )
+
+
+def write_config(path: Path, broker: Broker, artifact: Path, *, client_id: str | None = None,
+                 alerts: dict[str, object] | None = None, topics: tuple[str, ...] = ("plant/+/telemetry",),
+                 broker_settings: dict[str, object] | None = None, **runtime: object) -> Path:
+    """A gateway config file for `edgewatch serve` / Service(config_path=...): one model "det" on
+    `artifact`, metrics off unless runtime says otherwise. JSON is valid YAML."""
+    rt: dict[str, object] = {"metrics_address": None, "stats_interval_s": None, "max_wait_ms": 2.0}
+    rt.update({k: str(v) if isinstance(v, Path) else v for k, v in runtime.items()})
+    doc = {
+        "broker": {"host": broker.host, "port": broker.port, "client_id": client_id or f"svc-{next(_ids)}",
+                   "reconnect_min_s": 0.1, "reconnect_max_s": 1.0, **(broker_settings or {})},
+        "streams": [{"name": "machines", "topics": list(topics), "model": "det"}],
+        "models": {"det": {"path": str(artifact), "target": "cpu", "alerts": alerts or {}}},
+        "runtime": rt,
+    }
+    path.write_text(json.dumps(doc, indent=1))
+    return path
 
 
 @dataclass
