@@ -26,7 +26,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -132,9 +132,13 @@ class Bus:
         limits: OutboxLimits = OutboxLimits(),
         receive_maximum: int = 65535,
         client_id: str | None = None,
+        retain_as_published: Collection[str] = (),
     ) -> None:
+        """retain_as_published: filters whose deliveries keep the publisher's retain flag (MQTT 5;
+        by default a broker clears it on live deliveries, so a retained publication looks live)."""
         self._broker = broker
         self._subscriptions = list(subscriptions)
+        self._keep_retain = frozenset(retain_as_published)
         self._handler = on_message
         self._limits = limits
         self.availability_topic = f"{prefix}/available"
@@ -242,7 +246,8 @@ class Bus:
             # process subscribes anyway, in case the config's filters changed since.
             if self._taking_input and self._subscriptions and (not flags.session_present or not self._subscribed_once):
                 if self._v5:
-                    client.subscribe([(f, mqtt.SubscribeOptions(qos=q)) for f, q in self._subscriptions])
+                    client.subscribe([(f, mqtt.SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain))
+                                      for f, q in self._subscriptions])
                 else:  # MQTT 3.1.1 takes a bare QoS (paho refuses SubscribeOptions there)
                     client.subscribe(list(self._subscriptions))
                 self._subscribed_once = True
