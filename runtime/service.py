@@ -45,6 +45,8 @@ from runtime.topics import StreamIdResolver
 __all__ = ["OutcomeHook", "Service"]
 
 log = logging.getLogger("edgewatch.service")
+outcome_log = logging.getLogger("edgewatch.outcomes")
+"""One DEBUG line per delivery and what became of it (`edgewatch -v serve`, or this logger alone)."""
 
 OutcomeHook = Callable[[str, Outcome], None]
 """Called on the worker thread with (model name, outcome) after the outcome's alerts were handed
@@ -95,6 +97,9 @@ class Service:
             on_message=self._on_message,
             limits=OutboxLimits(rt.outgoing_max, rt.outgoing_max_bytes),
             receive_maximum=rt.queue_max,
+            # MQTT 5: see a control message's retain flag as published, so that a retained command
+            # is refused live too, not only when its retained copy comes back at a resubscribe.
+            retain_as_published=(self.intake.control_filter,),
         )
         self.metrics.watch(self.counters.snapshot, self.bus.snapshot,
                            lambda: (self.bus.outbox_messages, self.bus.outbox_bytes),
@@ -385,9 +390,9 @@ class Service:
             delta.rewarming = engine.counters.rewarming - rewarming
             for outcome in outcomes:
                 self._publish(outcome, delta)
-            if log.isEnabledFor(logging.DEBUG):  # `edgewatch -v serve`: what became of each delivery
+            if outcome_log.isEnabledFor(logging.DEBUG):  # written before the acks below
                 for o in outcomes:
-                    log.debug("outcome model=%s stream=%s seq=%s status=%s steps=%d", model, o.message.stream,
+                    outcome_log.debug("outcome model=%s stream=%s seq=%s status=%s steps=%d", model, o.message.stream,
                               o.message.seq, o.status, o.steps)
             now = time.monotonic()
             for outcome in outcomes:
