@@ -12,7 +12,9 @@ from pathlib import Path
 from edge_config.manifest import Manifest
 from runtime.demo.simulator import Failure, Machine
 
-__all__ = ["DEMO_FLEET", "DEMO_STEPS", "MODEL_DIR", "THRESHOLD_Z", "demo_threshold"]
+__all__ = [
+    "DEMO_FLEET", "DEMO_STEPS", "MAX_DURATION_S", "MAX_MACHINES", "MODEL_DIR", "THRESHOLD_Z", "demo_threshold", "fleet",
+]
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 DEMO_STEPS = 600
@@ -22,6 +24,11 @@ DEMO_FLEET: tuple[Machine, ...] = (
     Machine("pump-3", seed=103, failure=Failure("valve-closing", start_s=240, ramp_s=60)),
     Machine("pump-4", seed=104),
 )
+MAX_MACHINES = 20
+MAX_DURATION_S = 3600
+"""`fleet(MAX_MACHINES)`, replayed through the shipped model for MAX_DURATION_S at the demo
+threshold, raises on pump-3 only (tests/test_demo.py). A bigger or longer run would be an
+unchecked bet on the tail of the healthy score, so the demo refuses one."""
 THRESHOLD_Z = 10.0
 """telemanom-style ε = μ + zσ over the calibration scores (z searched in 2.5–12 there). The
 manifest's own threshold is the 99.5% quantile: fine for a benchmark, but every healthy
@@ -33,3 +40,15 @@ def demo_threshold(manifest: Manifest) -> float:
     if manifest.calibration is None:
         raise ValueError(f"{manifest.name}: the demo model needs calibration statistics in its manifest")
     return manifest.calibration.score_mean + THRESHOLD_Z * manifest.calibration.score_std
+
+
+def fleet(machines: int) -> tuple[Machine, ...]:
+    """DEMO_FLEET resized to `machines` pumps (2..MAX_MACHINES): the failing pump-3 always
+    runs, beside healthy pumps in name order (pump-5 on: seed 100 + i)."""
+    if not 2 <= machines <= MAX_MACHINES:
+        raise ValueError(f"the demo runs 2 to {MAX_MACHINES} machines, not {machines}")
+    extra = tuple(Machine(f"pump-{i}", seed=100 + i) for i in range(len(DEMO_FLEET) + 1, MAX_MACHINES + 1))
+    pool = DEMO_FLEET + extra
+    failing = sum(m.failure is not None for m in pool)
+    healthy = [m.name for m in pool if m.failure is None][: machines - failing]
+    return tuple(m for m in pool if m.failure is not None or m.name in healthy)
