@@ -146,10 +146,11 @@ def _e2e(ref: ReferenceModels, plan: Plan, work: Path, say: Say) -> dict[str, An
         say(f"  MQTT {protocol}: {other.msg_per_s:,.0f} msg/s, lost {other.lost}")
     out["partitioned"] = []
     for services in plan.partitions:
-        part = e2e.measure_throughput(ref.fp32, work / f"part{services}", streams=plan.e2e_streams,
-                                      messages=plan.e2e_messages, services=services)
-        out["partitioned"].append(_asdict(part))
-        say(f"  {services} service processes: {part.msg_per_s:,.0f} msg/s, lost {part.lost}")
+        for protocol in ("5", *plan.protocols):
+            part = e2e.measure_throughput(ref.fp32, work / f"part{services}-{protocol}", streams=plan.e2e_streams,
+                                          messages=plan.e2e_messages, services=services, protocol=protocol)
+            out["partitioned"].append(_asdict(part))
+            say(f"  {services} service processes, MQTT {protocol}: {part.msg_per_s:,.0f} msg/s, lost {part.lost}")
     lat = latency.measure_latency(ref.fp32, work / "latency", streams=plan.e2e_streams, rate=plan.latency_rate,
                                   seconds=plan.latency_s)
     out["latency"] = _asdict(lat)
