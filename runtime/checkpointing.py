@@ -53,6 +53,9 @@ class Checkpointing:
         """At start, before any step: the newest usable generation into `engine`; None if fresh."""
         result = load_checkpoint(self.path(name), StateLayout.from_manifest(engine.artifact.manifest))
         if result.snapshot is None:
+            # Nothing to write until a stream steps: a start and stop without traffic must not
+            # rotate the files on disk (an intact previous generation would be pushed out).
+            self._saved[name] = _token(engine)
             return None
         snapshot = result.snapshot
         # restart=True: republish each status, re-warm the streams whose next seq shows a gap.

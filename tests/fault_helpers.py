@@ -185,3 +185,44 @@ def metric(port: int, name: str) -> float:
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+# --- model files a gateway must refuse --------------------------------------------------------
+
+def tamper(directory: Path, offset: int = 200) -> None:
+    """Flip one byte of model.onnx in place; the manifest's sha256 no longer matches it."""
+    path = directory / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def install_external_data_model(directory: Path) -> None:
+    """model.onnx of the persistence graph with one weight pointing at a file outside the folder
+    (ONNX external data), and the manifest re-signed for those bytes: only the reference is wrong."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import set_external_data
+
+    from edge_config.manifest import read_manifest, sha256_bytes, write_manifest
+    from tests.onnx_artifacts import persistence_forecaster_model
+
+    features = read_manifest(directory).features.count
+    model = persistence_forecaster_model(features)
+    weight = model.graph.initializer[next(i for i, t in enumerate(model.graph.initializer) if t.name == "W0")]
+    set_external_data(weight, location="../../../../etc/passwd", offset=0, length=16)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    data = model.SerializeToString()
+    (directory / "model.onnx").write_bytes(data)
+    write_manifest(read_manifest(directory).model_copy(update={"sha256": sha256_bytes(data)}), directory)
+
+
+def install_model(directory: Path, model: object) -> str:
+    """Replace model.onnx with `model` (an onnx.ModelProto) and re-sign the manifest; the new sha256."""
+    from edge_config.manifest import read_manifest, sha256_bytes, write_manifest
+
+    data = model.SerializeToString()  # type: ignore[attr-defined]
+    (directory / "model.onnx").write_bytes(data)
+    sha = sha256_bytes(data)
+    write_manifest(read_manifest(directory).model_copy(update={"sha256": sha}), directory)
+    return sha

@@ -38,6 +38,17 @@ RESTARTS = 5
 POLICY = AlertPolicy(raise_k=2, raise_n=3, clear_m=3, warmup_steps=3)
 
 
+def _ranges(missing: list[tuple[int, int]]) -> dict[str, str]:
+    """{seq range: how many streams miss it}, for the report of a failure."""
+    by_seq: dict[int, int] = {}
+    for _, q in missing:
+        by_seq[q] = by_seq.get(q, 0) + 1
+    out: dict[str, str] = {}
+    for q in sorted(by_seq):
+        out[str(q)] = str(by_seq[q])
+    return out
+
+
 class Seen:
     """The daemon's outcomes by (stream, seq) — processed and skipped — from the worker's hook."""
 
@@ -108,12 +119,6 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
                if q not in {o.message.seq for o in seen.processed.get(f"m{s:03d}", [])}]
     processed_twice = sum(len(v) for v in seen.processed.values()) - sum(
         len({o.message.seq for o in v}) for v in seen.processed.values())
-    for s in range(STREAMS):
-        outcomes = sorted(seen.processed[f"m{s:03d}"], key=lambda o: o.message.seq or 0)
-        got_out = np.concatenate([o.outputs for o in outcomes if o.outputs is not None])
-        got_scores = np.concatenate([o.scores for o in outcomes if o.scores is not None])
-        np.testing.assert_array_equal(got_out, reference.outputs[f"m{s:03d}"])
-        np.testing.assert_array_equal(got_scores, reference.scores[f"m{s:03d}"])
     deduped = dedup(received)
     lost_alerts = reference.alerts - set(deduped.unique)
     extra_alerts = set(deduped.unique) - reference.alerts
@@ -123,12 +128,19 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
            broker_down_s=round(down_s, 2), published=pub["published"], republished_by_publisher=pub["republished"],
            processed=seen.count.get("processed", 0), duplicate_deliveries_skipped=seen.count.get("duplicate", 0),
            out_of_order=seen.count.get("out-of-order", 0), lost_messages=len(missing),
+           missing_seq_ranges=_ranges(missing), received_by_daemon=counters.received if counters else None,
            processed_twice=processed_twice, alerts_expected=len(reference.alerts),
            alert_messages_received=len(received), alert_duplicates=deduped.duplicates,
            lost_alerts=len(lost_alerts), extra_alerts=len(extra_alerts), id_conflicts=len(deduped.conflicts),
            daemon_reconnects=bus.connects - 1 if bus else None, stale_acks=bus.stale_acks if bus else None,
            outgoing_dropped=bus.dropped_outgoing if bus else None,
            seconds=round(time.monotonic() - started_at, 1))
+    for s in range(STREAMS):
+        outcomes = sorted(seen.processed[f"m{s:03d}"], key=lambda o: o.message.seq or 0)
+        got_out = np.concatenate([o.outputs for o in outcomes if o.outputs is not None])
+        got_scores = np.concatenate([o.scores for o in outcomes if o.scores is not None])
+        np.testing.assert_array_equal(got_out, reference.outputs[f"m{s:03d}"])
+        np.testing.assert_array_equal(got_scores, reference.scores[f"m{s:03d}"])
     assert restarts == RESTARTS and missing == [] and processed_twice == 0
     assert seen.count.get("out-of-order", 0) == 0
     assert lost_alerts == set() and extra_alerts == set() and deduped.conflicts == []

@@ -162,13 +162,19 @@ def test_reload_swaps_a_verified_model_keeps_state_and_a_bad_config_changes_noth
         engine = service.engines["det"]
         assert engine.artifact.sha256 != old_sha and len(engine.store) == 2
         assert engine.store.last_seq[engine.store.slot("s0")] == 4
-        path.write_text(path.read_text().replace('"target": "cpu"', '"target": "gpu"'))  # undefined target
+        good = path.read_text()
+        path.write_text(good.replace('"max_wait_ms": 2.0', '"max_wait_ms": 5.0'))
+        with caplog.at_level(logging.INFO, logger="edgewatch.service"):
+            assert service.reload()  # nothing to swap; the runtime change is reported, not applied
+        assert service.engines["det"] is engine and service.config.runtime.max_wait_ms == 2.0
+        assert any("changes to runtime need a restart" in r.getMessage() for r in caplog.records)
+        path.write_text(good.replace('"target": "cpu"', '"target": "gpu"'))  # undefined target
         with caplog.at_level(logging.ERROR, logger="edgewatch.service"):
             assert not service.reload()
         assert service.engines["det"] is engine
         assert any("reload failed" in r.getMessage() and "gpu" in r.getMessage() for r in caplog.records)
         publish_many(broker, _items(2, range(5, 8)))  # the swapped model serves on, seq continues
         snap = wait_counters(service, lambda c: c.processed == 16)
-        assert snap.skipped == {} and snap.reloads == {"ok": 1, "failed": 1} and snap.restored == 2
+        assert snap.skipped == {} and snap.reloads == {"ok": 2, "failed": 1} and snap.restored == 2
     finally:
         service.stop()

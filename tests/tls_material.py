@@ -5,6 +5,8 @@
     client        CN=edgewatch-test-client, clientAuth, signed by ca
     other_ca      an unrelated CA (the "wrong CA" for both sides)
     other_client  a client certificate signed by other_ca (refused by an mTLS broker)
+    other_server  127.0.0.1 + localhost, signed by other_ca (what a broker presents to a client
+                  that trusts other_ca: the "broker fixed" side of a wrong-CA test)
     wrong_name    a server certificate from ca for "not-this-host.invalid" only (fails the
                   client's host name check when the broker is reached as 127.0.0.1)
 
@@ -43,6 +45,7 @@ class TLSMaterial:
     other_ca: CertPair
     other_client: CertPair
     wrong_name: CertPair
+    other_server: CertPair
 
 
 def _name(common_name: str) -> x509.Name:
@@ -127,4 +130,6 @@ def make_tls_material(directory: Path) -> TLSMaterial:
         other_client=_save(directory, "other-client", *_make_leaf(client, other_cert, other_key, server=False)),
         wrong_name=_save(directory, "wrong-name",
                          *_make_leaf("not-this-host.invalid", ca_cert, ca_key, server=True, names=elsewhere)),
+        other_server=_save(directory, "other-server",
+                           *_make_leaf("127.0.0.1", other_cert, other_key, server=True, names=loopback)),
     )
