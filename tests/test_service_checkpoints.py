@@ -178,3 +178,27 @@ def test_reload_swaps_a_verified_model_keeps_state_and_a_bad_config_changes_noth
         assert snap.skipped == {} and snap.reloads == {"ok": 2, "failed": 1} and snap.restored == 2
     finally:
         service.stop()
+
+
+def test_reload_tells_systemd_reloading_then_ready(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(address)
+    systemd.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0)
+    path = write_config(tmp_path / "gw.yaml", broker, art)
+    service = started(Service(load_config(path), config_path=path))
+    try:
+        assert systemd.recv(4096).startswith(b"READY=1")
+        path.write_text("streams: [")  # a YAML error: the reload fails, systemd hears READY again
+        assert not service.reload()
+        first, second = systemd.recv(4096).decode(), systemd.recv(4096).decode()
+        assert first.startswith("RELOADING=1\nMONOTONIC_USEC=") and second.startswith("READY=1\nSTATUS=reload failed")
+    finally:
+        service.stop()
+        systemd.close()
