@@ -32,6 +32,13 @@ _COMMAND_MODULES = (
 )
 
 
+# Optional dependencies a command may need, and how to get them (gateways have no torch).
+_EXTRA_HINTS = {
+    "torch": "install the export extra: pip install torch==2.13.0 'edgewatch[export]'",
+    "matplotlib": "install the plots extra: pip install 'edgewatch[plots]'",
+}
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -67,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgewatchError as exc:
         print(f"edgewatch {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        hint = _EXTRA_HINTS.get((exc.name or "").split(".")[0])
+        if hint is None:
+            raise
+        print(f"edgewatch {args.command}: error: {exc.name} is not installed here; {hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
