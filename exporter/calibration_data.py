@@ -27,7 +27,6 @@ __all__ = [
     "NormalizationFile",
     "ar1_stream",
     "normalization_from",
-    "normalize",
     "read_calibration_csv",
     "read_normalization",
 ]
@@ -132,13 +131,6 @@ def normalization_from(values: np.ndarray) -> Normalization:
     std = values.astype(np.float64).std(axis=0)
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     return Normalization(mean=mean.tolist(), std=std.tolist())
-
-
-def normalize(values: np.ndarray, norm: Normalization | None) -> np.ndarray:
-    """Raw [T, F] → float32 model input units."""
-    if norm is None:
-        return values.astype(np.float32)
-    return ((values - np.asarray(norm.mean)) / np.asarray(norm.std)).astype(np.float32)
 
 
 def ar1_stream(steps: int, features: int, *, rho: float = 0.95, seed: int = 0) -> np.ndarray:

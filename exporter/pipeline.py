@@ -19,10 +19,11 @@ from edge_config.manifest import Calibration, Features, Manifest, ParityResult, 
 from edge_config.presets import ExportTarget, export_target
 from exporter import parity
 from exporter.artifact_writer import check_out_dir, write_artifact
-from exporter.calibration_data import ar1_stream, normalize
+from exporter.calibration_data import ar1_stream
 from exporter.onnx_run import GraphRunner, StateNames, ort_session, reference_session
 from exporter.resolve import ResolvedInputs, Task, resolve_inputs, resolve_task
 from exporter.score_calibration import ScoreFn
+from runtime.engine import normalize  # the gateway's own arithmetic: calibrate on what serves
 
 if TYPE_CHECKING:  # these import torch; the pipeline imports them inside run_export only
     from exporter.streaming import OutputLayout, RecurrentSite, StreamingWrapper
