@@ -11,7 +11,6 @@ No torch here: plain numpy.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 
 from edge_config.errors import ExportInputError
 from edge_config.manifest import Normalization
+from exporter.csv_columns import read_numeric_columns
 
 __all__ = [
     "CalibrationData",
@@ -73,56 +73,12 @@ def read_normalization(path: Path) -> NormalizationFile:
     return NormalizationFile(features, norm)
 
 
-def _delimiter(header: str) -> str:
-    return ";" if header.count(";") > header.count(",") else ","
-
-
-def _as_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def read_calibration_csv(path: Path, features: list[str] | None) -> CalibrationData:
     """Read the calibration CSV; `features` picks and orders columns (None: all numeric ones)."""
-    path = Path(path)
-    try:
-        with path.open(newline="") as fh:
-            header_line = fh.readline()
-            fh.seek(0)
-            rows = list(csv.reader(fh, delimiter=_delimiter(header_line)))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExportInputError(f"--calibration {path}: unreadable: {exc}") from None
-    if len(rows) < 2:
-        raise ExportInputError(f"--calibration {path}: needs a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    body = [r for r in rows[1:] if any(c.strip() for c in r)]
-    if features is None:
-        # A column is a feature when its first data row is a number (datetime, ids, text are not).
-        chosen = [i for i, name in enumerate(header) if len(body[0]) > i and _as_float(body[0][i]) is not None]
-        names = [header[i] for i in chosen]
-    else:
-        missing = [f for f in features if f not in header]
-        if missing:
-            raise ExportInputError(f"--calibration {path}: no column(s) {missing}; columns are {header}")
-        chosen = [header.index(f) for f in features]
-        names = list(features)
-    if not chosen:
-        raise ExportInputError(f"--calibration {path}: no numeric columns")
-    values = np.empty((len(body), len(chosen)), dtype=np.float64)
-    for r, row in enumerate(body):
-        for j, col in enumerate(chosen):
-            value = _as_float(row[col]) if col < len(row) else None
-            if value is None or not math.isfinite(value):
-                raise ExportInputError(
-                    f"--calibration {path}: row {r + 2}, column {header[col]!r}: not a finite number "
-                    f"({row[col] if col < len(row) else 'missing'!r})"
-                )
-            values[r, j] = value
+    names, values = read_numeric_columns(path, features, option="--calibration")
     if len(values) < MIN_CALIBRATION_ROWS:
         raise ExportInputError(f"--calibration {path}: {len(values)} rows; at least {MIN_CALIBRATION_ROWS} are needed")
-    return CalibrationData(names, values.astype(np.float32), str(path))
+    return CalibrationData(names, values, str(path))
 
 
 def normalization_from(values: np.ndarray) -> Normalization:
