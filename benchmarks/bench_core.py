@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from onnx_artifacts import write_lstm_artifact  # noqa: E402  (test helper: builds a real LSTM without torch)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.onnx_artifacts import write_lstm_artifact  # noqa: E402  (test helper: builds a real LSTM without torch)
 
 from edge_config.schema import ModelConfig  # noqa: E402
-from runtime.artifact import Artifact, load_artifact  # noqa: E402
-from runtime.engine import Engine  # noqa: E402
-from runtime.payload import FeatureLayout, Message, PayloadLimits, decode_payload  # noqa: E402
+from runtime.model.artifact import Artifact, load_artifact  # noqa: E402
+from runtime.engine.engine import Engine  # noqa: E402
+from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload  # noqa: E402
 
 
 def _best_us(fn: Callable[[], object], number: int, repeat: int = 7) -> float:

@@ -4,7 +4,7 @@ The precision must be one the target accepts, and its quantization must have ker
 every accelerator of the target's chain (`type`, then `fallback_providers`): a node that
 one of them cannot run would fail there or quietly move elsewhere. The implicit CPU
 fallback (`fallback: allow-cpu`) is not judged here: where nodes really land is known only
-once a session exists, and `runtime.session` reports it.
+once a session exists, and `runtime.model.session` reports it.
 """
 
 from __future__ import annotations

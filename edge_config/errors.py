@@ -80,7 +80,7 @@ class PayloadError(EdgewatchError):
 class CheckpointError(EdgewatchError):
     """Writing a state checkpoint failed; the previous generations on disk are untouched.
 
-    The service counts and logs it and keeps serving; `runtime.checkpoint.load_checkpoint`
+    The service counts and logs it and keeps serving; `runtime.state.checkpoint.load_checkpoint`
     never raises it (a bad file means a fresh start or the previous generation).
     """
 

@@ -83,7 +83,7 @@ class Normalization(_Strict):
 
 
 class ScoreSettings(_Strict):
-    """How a step's score is computed (runtime.scoring implements it)."""
+    """How a step's score is computed (runtime.engine.scoring implements it)."""
 
     kind: Literal["forecast-error", "probability"]
     ewma_alpha: float = Field(0.2, gt=0.0, le=1.0)
@@ -176,7 +176,7 @@ def write_manifest(manifest: Manifest, directory: Path) -> Path:
 
 
 def read_manifest(directory: Path) -> Manifest:
-    """Read and validate DIR/manifest.json (the model bytes are verified by runtime.artifact)."""
+    """Read and validate DIR/manifest.json (the model bytes are verified by runtime.model.artifact)."""
     path = Path(directory) / MANIFEST_NAME
     try:
         raw = json.loads(path.read_text())

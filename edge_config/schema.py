@@ -326,7 +326,7 @@ def consistency_problems(config: GatewayConfig) -> list[Problem]:
     """What no single section can check alone, each at its own place: stream-id templates that
     do not fit their topic filters, duplicate stream names, undefined models and targets.
 
-    The template check lives here, not on StreamConfig, so that `runtime.topics` can still be
+    The template check lives here, not on StreamConfig, so that `runtime.mqtt.topics` can still be
     handed (and refuse) any StreamConfig.
     """
     problems: list[Problem] = []

@@ -7,7 +7,7 @@ has `#`, and every other level repeats the filter's literal:
     filter plant/+/+/telemetry    template plant/{line}/{machine}/telemetry   id "L1/press-3"
     filter plant/+/+/telemetry    template plant/{line}/+/telemetry           id "L1"
 
-This is stricter than what `runtime.topics` can resolve (it would also accept a `{name}`
+This is stricter than what `runtime.mqtt.topics` can resolve (it would also accept a `{name}`
 over a literal level, which always captures the same text): a config that passes here
 always resolves there.
 """

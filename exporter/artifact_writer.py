@@ -1,7 +1,7 @@
 """Write the artifact folder atomically: all of it, verified, or nothing.
 
 The files go into a hidden temporary sibling of `--out`, are read back with the runtime's
-own loader (`runtime.artifact.load_artifact`: sha256, no external data, graph names match
+own loader (`runtime.model.artifact.load_artifact`: sha256, no external data, graph names match
 the manifest), and only then is the folder renamed into place. Any failure before the
 rename removes the temporary folder, so no half-written artifact can be served.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge_config.errors import ArtifactError, ExportError, ExportInputError
 from edge_config.manifest import MODEL_NAME, Manifest, write_manifest
-from runtime.artifact import load_artifact
+from runtime.model.artifact import load_artifact
 
 __all__ = ["check_out_dir", "write_artifact"]
 

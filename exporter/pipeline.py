@@ -23,7 +23,7 @@ from exporter.calibration_data import ar1_stream
 from exporter.onnx_run import GraphRunner, StateNames, ort_session, reference_session
 from exporter.resolve import ResolvedInputs, Task, resolve_inputs, resolve_task
 from exporter.score_calibration import ScoreFn
-from runtime.engine import normalize  # the gateway's own arithmetic: calibrate on what serves
+from runtime.engine.engine import normalize  # the gateway's own arithmetic: calibrate on what serves
 
 if TYPE_CHECKING:  # these import torch; the pipeline imports them inside run_export only
     from exporter.streaming import OutputLayout, RecurrentSite, StreamingWrapper

@@ -1,8 +1,8 @@
 """Score calibration at export: the threshold the runtime uses by default.
 
 The float model runs over the normalized calibration data (normal operation); the
-runtime's own offline scorer (`runtime.scoring.score_sequence`, the same numbers as the
-online `Scorer`) turns its outputs into per-step scores, and `runtime.scoring.calibrate`
+runtime's own offline scorer (`runtime.engine.scoring.score_sequence`, the same numbers as the
+online `Scorer`) turns its outputs into per-step scores, and `runtime.engine.scoring.calibrate`
 chooses the score settings and the threshold. Using the runtime's code here is the point:
 the threshold is computed on exactly the score the gateway computes.
 """
@@ -27,7 +27,7 @@ def calibrate_scores(
     task: Task, x_norm: np.ndarray, y: np.ndarray, *, source: str
 ) -> tuple[ScoreSettings, Calibration, ScoreFn]:
     """x_norm [T, F] normalized calibration data, y [T, n] the float model's per-step outputs."""
-    from runtime import scoring
+    from runtime.engine import scoring
 
     base = ScoreSettings(kind="forecast-error" if task == "forecast" else "probability")
     try:

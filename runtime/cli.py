@@ -20,15 +20,15 @@ __all__ = ["main"]
 
 _COMMAND_MODULES = (
     "exporter.cli",  # export
-    "exporter.train_cli",  # train
-    "exporter.eval_cli",  # eval skab
+    "exporter.training.command",  # train
+    "exporter.evaluation.command",  # eval skab
     "edge_config.cli",  # config init|check|show
-    "runtime.targets_cli",  # targets
-    "runtime.serve_cli",  # serve
-    "runtime.alerts_cli",  # alerts
-    "runtime.replay",  # replay
-    "runtime.demo",  # demo
-    "runtime.bench",  # bench
+    "runtime.commands.targets",  # targets
+    "runtime.commands.serve",  # serve
+    "runtime.commands.alerts",  # alerts
+    "runtime.commands.replay",  # replay
+    "runtime.tools.demo",  # demo
+    "runtime.tools.bench",  # bench
 )
 
 

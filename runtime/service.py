@@ -6,8 +6,8 @@
     rejects: count + ack           → publish alerts / retained status (handed to paho)
                                    → ack the batch's deliveries (only now)
                                    → periodic: gauges, idle eviction, stats, watchdog,
-                                     checkpoint snapshots (written by runtime.checkpoint_writer)
-    main thread: signals; SIGHUP verifies the new models (runtime.reload), the worker swaps them
+                                     checkpoint snapshots (written by runtime.state.writer)
+    main thread: signals; SIGHUP verifies the new models (runtime.model.reload), the worker swaps them
 
 A delivery is acknowledged only after its step ran and its alerts were handed to the MQTT
 client, so a crash loses nothing the broker delivered: the broker redelivers what was not
@@ -27,20 +27,20 @@ from pathlib import Path
 from types import FrameType
 
 from edge_config.schema import GatewayConfig
-from runtime.alerts import Alert
-from runtime.bus import Bus, Inbound, OutboxLimits
-from runtime.checkpointing import Checkpointing
-from runtime.counters import CounterSnapshot, ServiceCounters
-from runtime.engine import Engine, Outcome
-from runtime.inbox import InputQueue
-from runtime.intake import Intake, Rejected, Reset, Ticket
-from runtime.metrics import HealthServer, Metrics
-from runtime.models import LoadedModel, load_model
-from runtime.payload import FeatureLayout, Message, PayloadLimits
-from runtime.reload import ReloadPlan, prepare_reload
-from runtime.sdnotify import Notifier, WatchdogPinger
-from runtime.state_transfer import transfer_state
-from runtime.topics import StreamIdResolver
+from runtime.engine.alerts import Alert
+from runtime.mqtt.bus import Bus, Inbound, OutboxLimits
+from runtime.state.schedule import Checkpointing
+from runtime.ops.counters import CounterSnapshot, ServiceCounters
+from runtime.engine.engine import Engine, Outcome
+from runtime.ingest.queue import InputQueue
+from runtime.ingest.intake import Intake, Rejected, Reset, Ticket
+from runtime.ops.metrics import HealthServer, Metrics
+from runtime.model.loading import LoadedModel, load_model
+from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits
+from runtime.model.reload import ReloadPlan, prepare_reload
+from runtime.ops.sdnotify import Notifier, WatchdogPinger
+from runtime.state.transfer import transfer_state
+from runtime.mqtt.topics import StreamIdResolver
 
 __all__ = ["OutcomeHook", "Service"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.local_broker import Broker, start_broker
+from runtime.tools.local_broker import Broker, start_broker
 
 SKAB_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "skab"
 

@@ -1,0 +1,332 @@
+"""Which samples of a batch of Messages run, in which ORT call: the engine's plan, vectorized.
+
+Per message (arrival order): its stream's slot (or refused, at max_streams); seq deduplication
+— samples at or before the stream's last seq are dropped, so a message overlapping it loses only
+its seen prefix; gap detection (a seq jump, a ts or arrival-time gap beyond max_gap_s, a seq
+restart) and whether it resets the model state. The kept samples become *units* — the message
+(or the pieces between gaps inside it), or one unit per sample for graphs that take one step per
+call — and a stream's k-th unit goes to round k: a stream appears once per ORT call, in order.
+Each round makes one call per distinct unit length T.
+
+A stream's several messages in one batch are admitted round by round (its k-th message in round k),
+so each round is a vectorized pass over distinct streams; the common batch, one message per stream,
+is a single pass whose only per-message Python work is reading the messages' fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Literal
+
+import numpy as np
+
+from runtime.ingest.payload import Message
+from runtime.engine.streams import NO_SEQ, StateStore
+
+__all__ = ["AdmissionCounts", "GapPolicy", "Plan", "admit", "DROPPED_NAMES"]
+
+KEEP, DUPLICATE, OUT_OF_ORDER, REFUSED = 0, 1, 2, 3
+DROPPED_NAMES = ("processed", "duplicate", "out-of-order", "refused")
+_WINDOW_BITS = 64  # seqs remembered behind the last one, to tell a duplicate from a late sample
+_ALL_BITS = np.uint64((1 << _WINDOW_BITS) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class GapPolicy:
+    """ModelConfig.on_gap / max_gap_s (seconds), and the engine's seq restart window (samples)."""
+
+    on_gap: Literal["ignore", "reset"] = "ignore"
+    max_gap_s: float | None = None
+    seq_restart_window: int | None = 1024
+    """A seq this far behind the stream's last one is a restarted sensor counter (reset, accept)."""
+
+
+@dataclass(slots=True)
+class AdmissionCounts:
+    """What one batch's admission dropped and found (the engine adds them to its counters)."""
+
+    duplicate_samples: int = 0
+    out_of_order_samples: int = 0
+    refused_messages: int = 0
+    gaps: int = 0
+    resets: int = 0
+    seq_restarts: int = 0
+
+
+@dataclass(slots=True)
+class Plan:
+    """The batch's samples and the ORT calls to run them in; unit arrays are sorted by (message, start)."""
+
+    values: np.ndarray
+    """float32 [sum of T, F]: every message's samples, concatenated in message order."""
+    offsets: np.ndarray
+    """int64 [M]: row in `values` of each message's first sample."""
+    status: np.ndarray
+    """int8 [M]: KEEP, DUPLICATE, OUT_OF_ORDER or REFUSED (index into DROPPED_NAMES)."""
+    unit_slot: np.ndarray
+    """int64 [U]: the unit's stream slot."""
+    unit_message: np.ndarray
+    """int64 [U]: the unit's message (index in the batch)."""
+    unit_start: np.ndarray
+    unit_stop: np.ndarray
+    """int64 [U]: the unit is samples [start, stop) of its message."""
+    unit_reset: np.ndarray
+    """bool [U]: reset the stream's model state before this unit."""
+    unit_last: np.ndarray
+    """bool [U]: the message's last unit (its stream status is reported after it)."""
+    calls: list[np.ndarray]
+    """Unit indices of each ORT call, in execution order (round, then T); same T within a call."""
+    counts: AdmissionCounts = field(default_factory=AdmissionCounts)
+
+
+def _rank_within(keys: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same key (0 for the first)."""
+    if len(keys) < 2:
+        return np.zeros(len(keys), dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    positions = np.arange(len(keys))
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = positions - np.maximum.accumulate(np.where(first, positions, 0))
+    return rank
+
+
+_stream, _values_of, _received, _seq = (attrgetter(name) for name in ("stream", "values", "received", "seq"))
+
+
+def _values(messages: Sequence[Message], features: int) -> tuple[np.ndarray, np.ndarray]:
+    arrays = list(map(_values_of, messages))
+    try:
+        values = np.concatenate(arrays, dtype=np.float32)
+    except ValueError as exc:
+        raise ValueError(f"message values must be float32 [T, {features}] arrays: {exc}") from None
+    counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
+    if values.ndim != 2 or values.shape[1] != features or not counts.all():
+        bad = next(m for m in messages if m.values.ndim != 2 or m.values.shape[1:] != (features,) or not len(m.values))
+        raise ValueError(f"stream {bad.stream!r}: values {bad.values.shape}, expected [T>=1, {features}]")
+    return values, counts
+
+
+def _seqs(messages: Sequence[Message]) -> np.ndarray:
+    seqs = list(map(_seq, messages))
+    if None in seqs:
+        seqs = [NO_SEQ if s is None else s for s in seqs]
+    return np.array(seqs, dtype=np.int64)
+
+
+class _Admission:
+    """One batch's admission: per-message arrays, filled round by round."""
+
+    def __init__(self, messages: Sequence[Message], store: StateStore, policy: GapPolicy, features: int) -> None:
+        self.messages, self.store, self.policy = messages, store, policy
+        self.counts = AdmissionCounts()
+        self.values, self.sizes = _values(messages, features)
+        n = len(messages)
+        self.offsets = np.zeros(n, dtype=np.int64)
+        np.cumsum(self.sizes[:-1], out=self.offsets[1:])
+        self.received = np.fromiter(map(_received, messages), dtype=np.float64, count=n)
+        self.slots = store.open_many(list(map(_stream, messages)), self.received)
+        self.seqs = _seqs(messages)
+        self.status = np.where(self.slots < 0, REFUSED, KEEP).astype(np.int8)
+        self.counts.refused_messages = int(np.count_nonzero(self.slots < 0))
+        self.start = np.zeros(n, dtype=np.int64)
+        self.gap = np.zeros(n, dtype=bool)
+        self.restart = np.zeros(n, dtype=bool)
+        if policy.max_gap_s is not None:  # ts is only needed to find time gaps
+            self.ts_first = np.fromiter((np.nan if m.ts is None else m.ts[0] for m in messages), np.float64, n)
+            self.ts_last = np.fromiter((np.nan if m.ts is None else m.ts[-1] for m in messages), np.float64, n)
+
+    def run(self) -> None:
+        valid = self.slots >= 0
+        rank = _rank_within(self.slots)
+        for r in range(int(rank[valid].max(initial=-1)) + 1):
+            rows = np.flatnonzero(valid & (rank == r))
+            self._sequence(rows[self.seqs[rows] != NO_SEQ])
+            kept = rows[self.status[rows] == KEEP]
+            if self.policy.max_gap_s is not None:
+                self._time_gaps(kept, self.policy.max_gap_s)
+            self.store.last_seen[self.slots[kept]] = self.received[kept]
+
+    def _sequence(self, rows: np.ndarray) -> None:
+        """Deduplicate rows of distinct streams by seq; update their last seq and seen-window."""
+        if rows.size == 0:
+            return
+        store, slots = self.store, self.slots[rows]
+        seq, size = self.seqs[rows], self.sizes[rows]
+        last, window = store.last_seq[slots], store.seq_window[slots]
+        if ((seq - last == 1) & (size == 1) & (last != NO_SEQ)).all():
+            # The steady state: every stream's next single sample. Nothing dropped, no gap.
+            store.seq_window[slots] = (window << np.uint64(1)) | np.uint64(1)
+            store.last_seq[slots] = seq
+            return
+        known = last != NO_SEQ
+        if self.policy.seq_restart_window is not None:
+            restart = known & (last - seq > self.policy.seq_restart_window)  # no overflow: both >= 0
+            if restart.any():
+                self.restart[rows[restart]] = True
+                self.counts.seq_restarts += int(restart.sum())
+                known &= ~restart
+                window[restart] = 0
+        behind = known & (seq <= last)
+        start = np.where(behind, np.minimum(size, last - seq + 1), 0)
+        self.start[rows] = start
+        self.gap[rows] = known & (seq - last > 1)
+        unseen = np.zeros(len(rows), dtype=bool)
+        for k in np.flatnonzero(behind):  # rare: tell duplicates from late samples, sample by sample
+            window[k], unseen[k] = self._classify(int(seq[k]), int(start[k]), int(last[k]), int(window[k]))
+        dropped = start == size
+        self.status[rows[dropped]] = np.where(unseen[dropped], OUT_OF_ORDER, DUPLICATE)
+        kept = ~dropped
+        end = (seq + size - 1)[kept]
+        shift = np.where(known, seq + size - 1 - last, _WINDOW_BITS)[kept].astype(np.uint64)
+        fresh = np.minimum(size - start, _WINDOW_BITS)[kept].astype(np.uint64)
+        shifted = np.where(shift >= _WINDOW_BITS, np.uint64(0), window[kept] << np.minimum(shift, np.uint64(63)))
+        low_bits = (np.uint64(1) << np.minimum(fresh, np.uint64(63))) - np.uint64(1)
+        ones = np.where(fresh >= _WINDOW_BITS, _ALL_BITS, low_bits)
+        window[kept] = shifted | ones
+        store.seq_window[slots] = window
+        store.last_seq[slots[kept]] = end
+
+    def _classify(self, seq: int, dropped: int, last: int, window: int) -> tuple[int, bool]:
+        """Count a message's `dropped` first samples as duplicates (seq seen) or late (never seen).
+
+        Returns the updated seen-window and whether any sample was late."""
+        late = 0
+        for s in range(seq, seq + dropped):
+            back = last - s
+            if back >= _WINDOW_BITS or not (window >> back) & 1:
+                late += 1
+                if back < _WINDOW_BITS:
+                    window |= 1 << back  # a second copy of this late sample is a duplicate
+        self.counts.out_of_order_samples += late
+        self.counts.duplicate_samples += dropped - late
+        return window, late > 0
+
+    def _time_gaps(self, rows: np.ndarray, max_gap: float) -> None:
+        """A gap: between the stream's last ts and the first kept one, or (no ts) between arrivals."""
+        store, slots = self.store, self.slots[rows]
+        first = self.ts_first[rows]
+        for k in np.flatnonzero(self.start[rows] > 0):  # a dropped prefix: the first kept sample's ts
+            ts = self.messages[int(rows[k])].ts
+            if ts is not None:
+                first[k] = ts[self.start[rows[k]]]
+        last_ts = store.last_ts[slots]
+        no_ts = np.isnan(first)
+        by_ts = ~no_ts & ~np.isnan(last_ts) & (first - last_ts > max_gap)
+        # Arrival times are on the monotonic clock: a wall-clock jump is never a gap.
+        by_arrival = no_ts & (self.received[rows] - store.last_seen[slots] > max_gap)
+        self.gap[rows] |= by_ts | by_arrival
+        store.last_ts[slots] = self.ts_last[rows]
+
+    def plan(self, stepwise: bool) -> Plan:
+        irregular = self.status.any() or self.gap.any() or self.restart.any()
+        if not (stepwise or self.policy.max_gap_s is not None or irregular):
+            return self._plan_whole_messages()
+        keep = np.flatnonzero(self.status == KEEP)
+        reset_on_gap = self.policy.on_gap == "reset"
+        gap = self.gap[keep]
+        seg_reset = (gap & reset_on_gap) | self.restart[keep]
+        self.counts.gaps += int(gap.sum())
+        self.counts.resets += int(seg_reset.sum())
+        seg_msg, seg_start, seg_stop = keep, self.start[keep], self.sizes[keep].copy()
+        if self.policy.max_gap_s is not None:
+            seg_msg, seg_start, seg_stop, seg_reset = self._inner_gaps(
+                seg_msg, seg_start, seg_stop, seg_reset, reset_on_gap
+            )
+        seg_last = seg_stop == self.sizes[seg_msg]
+        if stepwise:
+            n = seg_stop - seg_start
+            first = np.repeat(np.cumsum(n) - n, n)
+            within = np.arange(int(n.sum())) - first
+            unit_msg = np.repeat(seg_msg, n)
+            unit_start = np.repeat(seg_start, n) + within
+            unit_stop = unit_start + 1
+            unit_reset = np.repeat(seg_reset, n) & (within == 0)
+            unit_last = np.repeat(seg_last, n) & (within == np.repeat(n, n) - 1)
+        else:
+            unit_msg, unit_start, unit_stop, unit_reset, unit_last = seg_msg, seg_start, seg_stop, seg_reset, seg_last
+        unit_slot = self.slots[unit_msg]
+        return Plan(
+            values=self.values,
+            offsets=self.offsets,
+            status=self.status,
+            unit_slot=unit_slot,
+            unit_message=unit_msg,
+            unit_start=unit_start,
+            unit_stop=unit_stop,
+            unit_reset=unit_reset,
+            unit_last=unit_last,
+            calls=_calls(_rank_within(unit_slot), unit_stop - unit_start),
+            counts=self.counts,
+        )
+
+    def _plan_whole_messages(self) -> Plan:
+        """The common batch: every message kept whole, no gap: one unit per message."""
+        n = len(self.messages)
+        return Plan(
+            values=self.values,
+            offsets=self.offsets,
+            status=self.status,
+            unit_slot=self.slots,
+            unit_message=np.arange(n),
+            unit_start=self.start,
+            unit_stop=self.sizes,
+            unit_reset=np.zeros(n, dtype=bool),
+            unit_last=np.ones(n, dtype=bool),
+            calls=_calls(_rank_within(self.slots), self.sizes),
+            counts=self.counts,
+        )
+
+    def _inner_gaps(
+        self, msg: np.ndarray, start: np.ndarray, stop: np.ndarray, reset: np.ndarray, reset_on_gap: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Time gaps between consecutive samples of one message: counted, and cut at when they reset."""
+        max_gap = self.policy.max_gap_s
+        extra: list[tuple[int, int, int]] = []
+        for k in np.flatnonzero(stop - start > 1):
+            i = int(msg[k])
+            ts = self.messages[i].ts
+            if ts is None:
+                continue
+            cuts = (int(start[k]) + 1 + np.flatnonzero(np.diff(ts[start[k] :]) > max_gap)).tolist()
+            self.counts.gaps += len(cuts)
+            if cuts and reset_on_gap:
+                self.counts.resets += len(cuts)
+                bounds = [*cuts, int(stop[k])]
+                stop[k] = cuts[0]
+                extra.extend((i, a, b) for a, b in zip(bounds[:-1], bounds[1:]))
+        if not extra:
+            return msg, start, stop, reset
+        more = np.array(extra, dtype=np.int64).reshape(-1, 3)
+        msg = np.concatenate([msg, more[:, 0]])
+        start = np.concatenate([start, more[:, 1]])
+        stop = np.concatenate([stop, more[:, 2]])
+        reset = np.concatenate([reset, np.ones(len(more), dtype=bool)])
+        order = np.lexsort((start, msg))
+        return msg[order], start[order], stop[order], reset[order]
+
+
+def _calls(rounds: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Unit indices per ORT call: grouped by (round, T), rounds in order."""
+    if rounds.size == 0:
+        return []
+    if not rounds.any() and (lengths == lengths[0]).all():  # the common batch: one call
+        return [np.arange(rounds.size)]
+    order = np.lexsort((lengths, rounds))
+    r, t = rounds[order], lengths[order]
+    cuts = np.flatnonzero((r[1:] != r[:-1]) | (t[1:] != t[:-1])) + 1
+    return np.split(order, cuts)
+
+
+def admit(messages: Sequence[Message], store: StateStore, policy: GapPolicy, *, features: int, stepwise: bool) -> Plan:
+    """Plan a non-empty batch: open slots, deduplicate, find gaps, split into units and calls.
+
+    Updates the store's per-stream seq/ts/arrival tracking (not the model state: the engine
+    resets and steps it while running the plan)."""
+    admission = _Admission(messages, store, policy, features)
+    admission.run()
+    return admission.plan(stepwise)

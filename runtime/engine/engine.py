@@ -1,0 +1,345 @@
+"""A batch of Messages → one ONNX Runtime call per distinct T per round → Outcomes. Pure:
+no threads, no MQTT; the service, the evaluation and the benchmark all drive this class.
+
+runtime.engine.admission decides which samples run in which call (deduplication, gaps, rounds: a
+stream appears once per call, its samples in order); here each call runs vectorized over its
+streams: normalize, gather the state (fancy indexing on the slab's axis 1), ORT, scatter, score,
+hysteresis. Outcomes are assembled at the end, in input order.
+
+Graphs that take one step per call (time_steps == 1), and graphs with output_kind "last", are
+stepped sample by sample: a "last" graph run on T > 1 samples would return only the last step's
+output, and the scorer and the hysteresis need every step's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from edge_config.manifest import Normalization
+from edge_config.schema import ModelConfig
+from runtime.engine.admission import DROPPED_NAMES, KEEP, GapPolicy, Plan, admit
+from runtime.engine.alerts import Alert
+from runtime.model.artifact import Artifact
+from runtime.ingest.payload import Message
+from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
+from runtime.engine.streams import NO_SEQ, StateStore
+
+__all__ = ["Engine", "EngineCounters", "Eviction", "InferenceBackend", "Outcome", "OutcomeStatus", "normalize"]
+
+OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused"]
+
+
+class InferenceBackend(Protocol):
+    """The part of onnxruntime.InferenceSession the engine uses."""
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray], /) -> list[np.ndarray]: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one input Message (same order as the input)."""
+
+    message: Message
+    status: OutcomeStatus
+    """refused: a new stream while max_streams streams are active (nothing was stepped)."""
+    steps: int
+    """Samples stepped through the model (fewer than T when a seen prefix was dropped)."""
+    outputs: np.ndarray | None
+    """Raw model outputs [steps, output_size]."""
+    scores: np.ndarray | None
+    """float64 [steps]; NaN while the scorer has no prediction yet."""
+    alerts: list[Alert] = field(default_factory=list)
+    """To publish, in order."""
+    stream_status: str | None = None
+    """The stream's new retained status when it changed: "ok" | "alert" | "warming-up"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """A stream forgotten after idle_ttl_s, and the `cleared` of the alert it still had open."""
+
+    stream: str
+    cleared: Alert | None
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Counts since the engine was built (metrics read them; the engine never lowers them)."""
+
+    messages: int = 0
+    steps: int = 0
+    ort_calls: int = 0
+    duplicate_samples: int = 0
+    out_of_order_samples: int = 0
+    refused_messages: int = 0
+    gaps: int = 0
+    resets: int = 0
+    """Model-state resets: gaps with on_gap=reset, seq restarts, reset commands."""
+    seq_restarts: int = 0
+    evicted: int = 0
+    rewarming: int = 0
+    """New streams first seen with seq > 0: mid-sequence, so whatever state they had (before a
+    restart without their checkpoint, or an eviction) is lost and they warm up from zero."""
+    alerts_raised: int = 0
+    alerts_updated: int = 0
+    alerts_cleared: int = 0
+
+
+def normalize(values: np.ndarray, normalization: Normalization | None) -> np.ndarray:
+    """(x - mean) / std per feature in float32, any leading shape [..., F] (what the engine feeds)."""
+    values = np.asarray(values, dtype=np.float32)
+    if normalization is None:
+        return values
+    return (values - np.asarray(normalization.mean, dtype=np.float32)) / np.asarray(normalization.std, dtype=np.float32)
+
+
+class Engine:
+    """One model's streams: their state, batched steps, scores and alerts."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        session: InferenceBackend,
+        model: ModelConfig,
+        *,
+        name: str,
+        max_streams: int = 100_000,
+        idle_ttl_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        seq_restart_window: int | None = 1024,
+    ) -> None:
+        """seq_restart_window: a seq this far *behind* the stream's last one means the sensor
+        restarted its counter (the state is reset and the message accepted), not a late message;
+        None never assumes a restart (such a sensor is then silenced until reset())."""
+        manifest = artifact.manifest
+        self.name = name
+        self.artifact = artifact
+        self.model = model
+        self.idle_ttl_s = idle_ttl_s
+        self.counters = EngineCounters()
+        self.threshold = resolve_threshold(manifest, model, name)
+        self.store = StateStore(manifest.state, max_streams=max_streams)
+        settings = resolve_score_settings(manifest, model)
+        self.scorer = Scorer(manifest.task, settings, manifest.features.names, self.store)
+        self.tracker = AlertTracker(
+            model.alerts,
+            self.threshold,
+            self.store,
+            model=name,
+            model_sha256=artifact.sha256,
+            explain=self.scorer.top_features,
+        )
+        self._gaps = GapPolicy(on_gap=model.on_gap, max_gap_s=model.max_gap_s, seq_restart_window=seq_restart_window)
+        self._session = session
+        self._clock = clock
+        self._input = manifest.input
+        self._features = manifest.features.count
+        norm = manifest.normalization
+        self._mean = None if norm is None else np.asarray(norm.mean, dtype=np.float32)
+        self._std = None if norm is None else np.asarray(norm.std, dtype=np.float32)
+        self._outputs = list(manifest.outputs)
+        self._state_outputs = [(i, output) for i, output in enumerate(self._outputs) if i > 0]
+        self._last_only = manifest.output_kind == "last"
+        self._stepwise = manifest.time_steps == 1 or self._last_only
+        self._max_gap_s = model.max_gap_s
+        self._resuming: set[str] = set()  # restored after a restart, not stepped since (see resume())
+
+    # --- public ------------------------------------------------------------------------------
+    def process(self, messages: Sequence[Message]) -> list[Outcome]:
+        """Step every message's new samples through the model; one Outcome per message, in order.
+
+        Raises ValueError (before touching any state) when a message's values are not [T>=1, F]."""
+        if not messages:
+            return []
+        if self._resuming:
+            self._check_resumed(messages)
+        plan = admit(messages, self.store, self._gaps, features=self._features, stepwise=self._stepwise)
+        self._add_counts(plan, len(messages))
+        opened = self.store.take_opened()
+        if opened:
+            self.counters.rewarming += _mid_sequence(opened, messages)
+        now = self._clock()
+        alerts: dict[int, list[Alert]] = {}
+        statuses: dict[int, str] = {}
+        results = [self._run(plan, units, messages, now, alerts, statuses) for units in plan.calls]
+        outcomes = self._outcomes(messages, plan, results)
+        for i, raised in alerts.items():
+            outcomes[i].alerts = raised
+        for i, status in statuses.items():
+            outcomes[i].stream_status = status
+        return outcomes
+
+    def evict_idle(self, wall_now: float | None = None) -> list[Eviction]:
+        """Forget streams idle for more than idle_ttl_s (monotonic). An open alert of an evicted
+        stream is cleared (reason "evicted", ts = wall_now, default time.time()): nobody else
+        would ever clear it."""
+        idle = self.store.idle(self._clock(), self.idle_ttl_s)
+        if not idle:
+            return []
+        ts = time.time() if wall_now is None else wall_now
+        evictions = []
+        for stream in idle:
+            slot = self.store.slot(stream)
+            assert slot is not None
+            cleared = self.tracker.clear_evicted(slot, ts)
+            if cleared is not None:
+                self._count(cleared)
+            evictions.append(Eviction(stream, cleared))
+            self.store.release(stream)
+            self._resuming.discard(stream)
+        self.store.evicted += len(idle)
+        self.counters.evicted += len(idle)
+        return evictions
+
+    def resume(self, streams: Sequence[str]) -> None:
+        """Mark streams just restored from a checkpoint after a restart. At its first message, a
+        stream whose seq (or, with max_gap_s, its ts) shows that samples were acked after the
+        checkpoint and lost re-warms from zero model state, whatever on_gap says: the restored
+        state and prediction are from before the gap, and comparing that prediction with a much
+        later sample raised false alerts (benchmarks/measure_power_cut.py). Seq tracking and the
+        alert hysteresis are kept, so an open alert goes on under its id. Counted in `rewarming`."""
+        self._resuming.update(s for s in streams if s in self.store)
+
+    def _check_resumed(self, messages: Sequence[Message]) -> None:
+        store = self.store
+        for m in messages:
+            if m.stream not in self._resuming:
+                continue
+            self._resuming.discard(m.stream)
+            slot = store.slot(m.stream)
+            if slot is None:
+                continue
+            last_seq, last_ts = int(store.last_seq[slot]), float(store.last_ts[slot])
+            by_seq = m.seq is not None and last_seq != NO_SEQ and m.seq > last_seq + 1
+            by_ts = self._max_gap_s is not None and m.ts is not None and not np.isnan(last_ts) \
+                and float(m.ts[0]) - last_ts > self._max_gap_s
+            if by_seq or by_ts:
+                store.reset_model(slot)
+                self.counters.rewarming += 1
+
+    def reset(self, stream: str) -> bool:
+        """Start the stream over (control command): zero state, warm up again, accept any seq.
+        An open alert stays open until the stream is healthy again. False if the stream is unknown."""
+        slot = self.store.slot(stream)
+        if slot is None:
+            return False
+        self.store.reset_model(slot)
+        self.store.forget_sequence(slot)
+        self.counters.resets += 1
+        return True
+
+    # --- one ORT call ------------------------------------------------------------------------------
+    def _run(
+        self,
+        plan: Plan,
+        units: np.ndarray,
+        messages: Sequence[Message],
+        now: float,
+        alerts: dict[int, list[Alert]],
+        statuses: dict[int, str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run one call's units (distinct streams, same T); returns (y [B, T, n], scores [B, T])."""
+        store = self.store
+        steps = int(plan.unit_stop[units[0]] - plan.unit_start[units[0]])
+        if len(units) == len(plan.unit_slot) and len(plan.values) == len(units) * steps:
+            # The common batch: every sample of every message in this one call, in order.
+            slots, unit_message = plan.unit_slot, plan.unit_message
+            raw = plan.values.reshape(len(units), steps, -1)
+        else:
+            slots, unit_message = plan.unit_slot[units], plan.unit_message[units]
+            first = plan.offsets[unit_message] + plan.unit_start[units]
+            raw = plan.values[first[:, None] + np.arange(steps)]  # [B, T, F]
+        x = raw if self._mean is None else (raw - self._mean) / self._std  # = normalize(), constants cached
+        resets = plan.unit_reset[units]
+        if resets.any():
+            store.reset_model(slots[resets])
+        feeds = store.gather(slots)
+        feeds[self._input] = x
+        outputs = self._session.run(self._outputs, feeds)
+        store.scatter(slots, {name: outputs[i] for i, name in self._state_outputs})
+        y = outputs[0][:, None, :] if self._last_only else outputs[0]
+        steps_before = store.steps[slots]
+        store.steps[slots] = steps_before + steps
+        self.counters.ort_calls += 1
+        self.counters.steps += len(units) * steps
+        scores = self.scorer.step(slots, x, y)
+        for t in range(steps):
+
+            def locate(row: int, t: int = t) -> tuple[int | None, float]:
+                m = messages[int(unit_message[row])]
+                j = int(plan.unit_start[units[row]]) + t
+                ts = float(m.ts[j]) if m.ts is not None else m.received_wall
+                return (m.seq + j if m.seq is not None else None, ts)
+
+            for row, alert in self.tracker.observe(slots, scores[:, t], steps_before + t, now, locate):
+                self._count(alert)
+                alerts.setdefault(int(unit_message[row]), []).append(alert)
+        last = np.flatnonzero(plan.unit_last[units])
+        if last.size:
+            for row, status in self.tracker.status_changes(slots[last]):
+                statuses[int(unit_message[last[row]])] = status
+        return y, scores
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+    def _outcomes(
+        self, messages: Sequence[Message], plan: Plan, results: list[tuple[np.ndarray, np.ndarray]]
+    ) -> list[Outcome]:
+        """Outcomes without alerts and statuses: each message's outputs and scores, from its units."""
+        units = len(plan.unit_slot)
+        if len(results) == 1 and units and plan.calls[0][-1] == units - 1:  # one call, units in order
+            outputs, scores = list(results[0][0]), list(results[0][1])
+        else:
+            outputs, scores = [np.empty(0)] * units, [np.empty(0)] * units
+            for call, (y, sc) in zip(plan.calls, results):
+                for u, out, score in zip(call.tolist(), y, sc):
+                    outputs[u], scores[u] = out, score
+        if units == len(messages):  # every message kept, one unit each: the common batch
+            return [Outcome(m, "processed", len(s), o, s, []) for m, o, s in zip(messages, outputs, scores)]
+        # Units are sorted by message: message i's units are first[i]:first[i + 1].
+        first = np.searchsorted(plan.unit_message, np.arange(len(messages) + 1)).tolist()
+        status = plan.status.tolist()
+        result: list[Outcome] = []
+        for i, m in enumerate(messages):
+            a, b = first[i], first[i + 1]
+            if status[i] != KEEP:
+                result.append(Outcome(m, DROPPED_NAMES[status[i]], 0, None, None, []))  # type: ignore[arg-type]
+            elif b - a == 1:
+                result.append(Outcome(m, "processed", len(scores[a]), outputs[a], scores[a], []))
+            else:
+                sc = np.concatenate(scores[a:b])
+                result.append(Outcome(m, "processed", len(sc), np.concatenate(outputs[a:b]), sc, []))
+        return result
+
+    def _add_counts(self, plan: Plan, messages: int) -> None:
+        c, a = self.counters, plan.counts
+        c.messages += messages
+        c.duplicate_samples += a.duplicate_samples
+        c.out_of_order_samples += a.out_of_order_samples
+        c.refused_messages += a.refused_messages
+        c.gaps += a.gaps
+        c.resets += a.resets
+        c.seq_restarts += a.seq_restarts
+
+    def _count(self, alert: Alert) -> None:
+        if alert.state == "raised":
+            self.counters.alerts_raised += 1
+        elif alert.state == "cleared":
+            self.counters.alerts_cleared += 1
+        else:
+            self.counters.alerts_updated += 1
+
+
+def _mid_sequence(opened: list[str], messages: Sequence[Message]) -> int:
+    """How many of the newly opened streams arrived with a first seq > 0 (runs only when new
+    streams appeared in the batch: rare after warm-up)."""
+    first: dict[str, int | None] = {}
+    new = set(opened)
+    for m in messages:
+        if m.stream in new and m.stream not in first:
+            first[m.stream] = m.seq
+    return sum(1 for seq in first.values() if seq is not None and seq > 0)

@@ -1,0 +1,172 @@
+"""Prometheus metrics of one service, in a private registry, and the `/metrics` + `/healthz` endpoint.
+
+Names follow Prometheus conventions (`edgewatch_` prefix, base units, `_total` counters).
+Counters are read at scrape time from the exact counters of the service and the bus (so the
+endpoint and the `<prefix>/stats` message never disagree); the histograms are observed by the
+worker. There are no per-stream labels: a gateway serves up to 100,000 streams and every label
+value is a time series in the user's Prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge_config.errors import ConfigError
+from runtime.mqtt.bus import BusCounters
+from runtime.state.writer import CheckpointStats
+from runtime.ops.counters import CounterSnapshot
+
+__all__ = ["HealthServer", "Metrics", "parse_address"]
+
+log = logging.getLogger("edgewatch.metrics")
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _labelled(name: str, doc: str, label: str, table: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(table.items()):
+        family.add_metric([key], value)
+    return family
+
+
+class _Counters(Collector):
+    def __init__(self, service: Callable[[], CounterSnapshot], bus: Callable[[], BusCounters],
+                 outbox: Callable[[], tuple[int, int]], checkpoints: Callable[[], CheckpointStats] | None) -> None:
+        self._service, self._bus, self._outbox, self._checkpoints = service, bus, outbox, checkpoints
+
+    def collect(self) -> Iterator[Metric]:
+        s, b = self._service(), self._bus()
+        yield _counter("edgewatch_messages_received", "Input messages delivered by the broker", s.received)
+        yield _counter("edgewatch_messages_processed", "Input messages stepped through a model", s.processed)
+        yield _labelled("edgewatch_messages_rejected", "Input messages rejected", "reason", s.rejected)
+        yield _labelled("edgewatch_messages_skipped", "Valid messages not stepped", "reason", s.skipped)
+        yield _labelled("edgewatch_messages_dropped", "Input messages dropped by the queue policy", "policy",
+                        s.dropped)
+        yield _counter("edgewatch_steps", "Samples stepped through a model (stream-steps)", s.steps)
+        yield _labelled("edgewatch_alerts", "Alert messages published", "state", s.alerts)
+        yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
+        yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)
+        yield _counter("edgewatch_streams_restored", "Streams given their state back (checkpoint, reload)", s.restored)
+        yield _counter("edgewatch_streams_rewarming", "Streams that lost their model state and warm up again",
+                       s.rewarming)
+        yield _labelled("edgewatch_reloads", "SIGHUP reloads", "result", s.reloads)
+        yield _counter("edgewatch_mqtt_connects", "Accepted CONNACKs", b.connects)
+        yield _counter("edgewatch_mqtt_connect_failures", "Refused or failed connection attempts", b.connect_failures)
+        yield _counter("edgewatch_mqtt_disconnects", "Connections lost", b.disconnects)
+        yield _counter("edgewatch_published", "Publications handed to the MQTT client", b.published)
+        yield _counter("edgewatch_outgoing_dropped", "Publications dropped: outbox full", b.dropped_outgoing)
+        yield _counter("edgewatch_outgoing_dropped_bytes", "Bytes of dropped publications", b.dropped_outgoing_bytes)
+        if self._checkpoints is not None:
+            k = self._checkpoints()
+            yield _counter("edgewatch_checkpoints_written", "State checkpoints written", k.written)
+            yield _counter("edgewatch_checkpoints_failed", "State checkpoint writes that failed", k.failed)
+            yield _counter("edgewatch_checkpoints_superseded", "Snapshots replaced by a newer one before their write",
+                           k.superseded)
+            yield _counter("edgewatch_checkpoint_bytes", "Bytes of the checkpoints written", k.bytes)
+            yield _counter("edgewatch_checkpoint_write_seconds", "Time encoding and writing checkpoints", k.seconds)
+            yield GaugeMetricFamily("edgewatch_checkpoint_last_bytes", "Size of the last checkpoint written",
+                                    value=k.last_bytes)
+            yield GaugeMetricFamily("edgewatch_checkpoint_last_write_seconds", "Time the last checkpoint write took",
+                                    value=k.last_seconds)
+        messages, size = self._outbox()
+        yield GaugeMetricFamily("edgewatch_outbox_messages", "Publications not yet confirmed by the broker",
+                                value=messages)
+        yield GaugeMetricFamily("edgewatch_outbox_bytes", "Bytes of publications not yet confirmed", value=size)
+
+
+class Metrics:
+    """The histograms and gauges of one service; counters come from `watch(...)`. One per service."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.batch_size = Histogram("edgewatch_batch_messages", "Messages per engine call", buckets=_BATCH_BUCKETS,
+                                    registry=r)
+        self.latency = Histogram("edgewatch_step_latency_seconds",
+                                 "From a message's arrival to its alerts handed to the MQTT client",
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("edgewatch_queue_depth", "Input messages waiting for the worker", registry=r)
+        self.active_streams = Gauge("edgewatch_active_streams", "Streams holding state", registry=r)
+        self.provider_nodes = Gauge("edgewatch_provider_nodes", "Graph nodes assigned to each execution provider",
+                                    ["model", "provider"], registry=r)
+        self.ready = Gauge("edgewatch_ready", "1 when models are loaded and the broker accepted us", registry=r)
+        self.snapshot_seconds = Gauge("edgewatch_checkpoint_snapshot_seconds",
+                                      "Time the last checkpoint snapshot held the worker", registry=r)
+
+    def watch(self, service: Callable[[], CounterSnapshot], bus: Callable[[], BusCounters],
+              outbox: Callable[[], tuple[int, int]], checkpoints: Callable[[], CheckpointStats] | None = None) -> None:
+        self.registry.register(_Counters(service, bus, outbox, checkpoints))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """'host:port' (IPv6 in brackets) → (host, port); ConfigError when malformed."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
+class HealthServer:
+    """`GET /metrics` (Prometheus text) and `GET /healthz` (200 ready / 503 not ready) on a daemon thread."""
+
+    def __init__(self, address: str, metrics: Metrics, health: Callable[[], tuple[bool, str]]) -> None:
+        host, port = parse_address(address)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/healthz":
+                    ok, why = health()
+                    self._reply(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+                else:
+                    self._reply(404, b"not found\n", "text/plain")
+
+            def _reply(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # a scrape every few seconds would drown the service log
+
+        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) \
+            if ":" in host else ThreadingHTTPServer
+        try:
+            self._server = server_class((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(f"runtime.metrics_address {address}: cannot listen: {exc.strerror or exc}") from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="edgewatch-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", *self._server.server_address[:2])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

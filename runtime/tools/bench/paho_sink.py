@@ -1,0 +1,68 @@
+"""A bare paho-mqtt subscriber that does nothing but receive and acknowledge: the Python client's ceiling.
+
+    python -m runtime.tools.bench.paho_sink PORT TOPIC EXPECT
+
+Connected the way runtime.mqtt.bus connects (MQTT v5, QoS 1, manual acks, receive maximum 65,535),
+it acks each message in `on_message` and counts. Whatever the service does per message comes
+on top of this, so no service built on paho's network loop can receive faster: it is the
+limit the end-to-end figure is compared with, beside the broker's own rate.
+Prints "ready" once subscribed, then one JSON line (first/last arrival, time.monotonic).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    port, topic, expect = (argv or sys.argv[1:])[:3]
+    expected = int(expect)
+    subscribed, done = threading.Event(), threading.Event()
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def on_connect(client: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
+        client.subscribe(topic, qos=1)
+
+    def on_subscribe(*_args: object) -> None:
+        subscribed.set()
+
+    def on_message(client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.monotonic()
+        if state["count"] == 0:
+            state["first"] = now
+        state["count"] += 1
+        client.ack(msg.mid, msg.qos)
+        if state["count"] >= expected:
+            state["last"] = now
+            done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5,
+                         manual_ack=True)
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = 65535
+    client.connect("127.0.0.1", int(port), keepalive=30, properties=props)
+    client.loop_start()
+    if not subscribed.wait(10.0):
+        print(json.dumps({"error": "not subscribed"}), flush=True)
+        return 1
+    print("ready", flush=True)
+    done.wait(300.0)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"count": state["count"], "first_at": state["first"], "done_at": state["last"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

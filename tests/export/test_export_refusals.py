@@ -1,0 +1,241 @@
+"""Every refusal of `edgewatch export`: one clear line, the right exit code, no output folder left."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from pathlib import Path
+
+import pytest
+from tests.support.export_cases import save_weights, write_models
+
+from runtime.cli import main
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    return write_models(tmp_path)
+
+
+def export_err(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    rc = main(["export", *args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("edgewatch export: error:")]
+    assert len(lines) == (0 if rc == 0 else 1), err  # exactly one error line
+    return rc, lines[0] if lines else ""
+
+
+def nothing_left(out: Path) -> bool:
+    """Neither --out nor a temporary sibling of it exists."""
+    return not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_bidirectional(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_weights(models, "Bidirectional", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Bidirectional",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "bidirectional" in line and "rnn" in line and nothing_left(out)
+
+
+def test_proj_size(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_weights(models, "Projected", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Projected",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "proj_size=4" in line and nothing_left(out)
+
+
+def test_rnn_called_twice(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_weights(models, "Twice", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Twice",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "called 2 times" in line and nothing_left(out)
+
+
+def test_non_causal_model_is_caught_by_gate_2(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_weights(models, "NonCausal", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:NonCausal",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-int8",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "cannot be streamed" in line and "step-by-step" in line and nothing_left(out)
+
+
+def test_mismatched_weights_list_the_keys(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_weights(models, "Seq", tmp_path / "w.pt", layers=2)
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "unexpected keys: rnn.bias_hh_l1, rnn.bias_ih_l1, rnn.weight_hh_l1, rnn.weight_ih_l1" in line
+    assert nothing_left(out)
+    save_weights(models, "Seq", tmp_path / "h.pt", hidden=4)
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "h.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "shape mismatch" in line and "rnn.weight_ih_l0 (16, 3) vs (32, 3)" in line
+
+
+class _Payload:
+    """Unpickling this would create a file: the proof that no code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_pickle_payload_weights_are_refused_without_running_them(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"rnn.weight_ih_l0": _Payload(marker)}, tmp_path / "evil.pt")
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "evil.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "weights file holds a pickle payload" in line and "(it references getattr)" in line
+    assert not marker.exists() and nothing_left(out)
+
+
+def test_unknown_target_and_npu_without_calibration(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_weights(models, "Seq", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    common = ["--model", f"{models}:Seq", "--weights", str(tmp_path / "w.pt"), "--out", str(out)]
+    rc, line = export_err(capsys, *common, "--target", "tpu-int4")
+    assert rc == 2 and "unknown export target 'tpu-int4'" in line and "cpu-int8" in line
+    rc, line = export_err(capsys, *common, "--target", "npu-int8")
+    assert rc == 2 and "npu-int8 needs --calibration" in line and nothing_left(out)
+
+
+def test_failed_gate_exits_1_and_writes_nothing(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_weights(models, "Seq", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    rc, line = export_err(
+        capsys,
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-int8",
+        "--out",
+        str(out),
+        "--atol-quant",
+        "1e-9",
+    )
+    assert rc == 1 and "parity gate quantized-vs-float failed" in line and nothing_left(out)
+
+
+def test_existing_out_needs_force_and_is_replaced_whole(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_weights(models, "Seq", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    common = [
+        "--model",
+        f"{models}:Seq",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--target",
+        "cpu-fp32",
+        "--out",
+        str(out),
+    ]
+    rc, line = export_err(capsys, *common)
+    assert rc == 2 and "--force" in line and (out / "stale.txt").exists()
+    rc, _ = export_err(capsys, *common, "--force")
+    assert rc == 0 and sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".art")] == []
+
+
+def test_bad_inputs_are_exit_2(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_weights(models, "Seq", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    common = ["--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32", "--out", str(out)]
+    assert export_err(capsys, "--model", f"{models}:Nope", *common)[0] == 2
+    assert export_err(capsys, "--model", f"{tmp_path / 'missing.py'}:Seq", *common)[0] == 2
+    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--model-kwargs", "[1]", *common)
+    assert rc == 2 and "JSON object" in line
+    rc, line = export_err(
+        capsys, "--model", f"{models}:Seq", "--model-kwargs", json.dumps({"hidden": 8}), "--features", "a,b", *common
+    )
+    assert rc == 2 and "[batch, time, 2]" in line
+    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--steps", "500", *common)
+    assert rc == 2 and "at least 2000" in line
+    (tmp_path / "norm.json").write_text(json.dumps({"features": ["a", "b", "c"], "mean": [0, 0, 0], "std": [1, 0, 1]}))
+    rc, line = export_err(capsys, "--model", f"{models}:Seq", "--normalization", str(tmp_path / "norm.json"), *common)
+    assert rc == 2 and "std must be finite and > 0" in line
+    assert nothing_left(out)

@@ -1,0 +1,257 @@
+"""`edgewatch config init | check | show`, and the example configs in examples/."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
+from tests.support.onnx_artifacts import write_lstm_artifact
+
+from edge_config.loading import load_config
+from runtime.cli import main
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No EDGEWATCH_…__… variable or credential directory of the machine running the tests."""
+    import os
+
+    for name in list(os.environ):
+        if (name.startswith("EDGEWATCH_") and "__" in name) or name == "CREDENTIALS_DIRECTORY":
+            monkeypatch.delenv(name)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_init_output_passes_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write_lstm_artifact(tmp_path / "model")
+    code, out, _ = run(
+        capsys,
+        "config",
+        "init",
+        "--broker",
+        "mqtt.local:1884",
+        "--model",
+        str(model),
+        "--topic",
+        "plant/+/+/telemetry",
+        "--prefix",
+        "acme/edge",
+    )
+    assert code == 0
+    elsewhere = tmp_path / "etc" / "gateway.yaml"  # saved away from the model: its path is absolute
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(out)
+    code, ok, err = run(capsys, "config", "check", str(elsewhere))
+    assert (code, err) == (0, "")
+    assert "ok: 1 stream(s), 1 model(s), 1 target(s)" in ok
+    config = load_config(elsewhere, environ={}, secret_dirs=[])
+    assert (config.broker.host, config.broker.port, config.runtime.topic_prefix) == ("mqtt.local", 1884, "acme/edge")
+    assert config.models["test-lstm"].path == model.resolve()
+    assert list(config.targets) == ["cpu"]  # the manifest's first preset provider
+
+
+def test_init_is_complete_and_commented(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write_lstm_artifact(tmp_path / "model")
+    _, out, _ = run(capsys, "config", "init", "--broker", "[::1]:1883", "--model", str(model), "--topic", "a/+")
+    data = yaml.safe_load(out)
+    assert set(data) == {"broker", "streams", "models", "targets", "runtime"}
+    assert data["broker"]["host"] == "::1"
+    assert set(data["runtime"]) == {
+        "max_batch",
+        "max_wait_ms",
+        "queue_max",
+        "drop_policy",
+        "max_payload_bytes",
+        "max_samples_per_message",
+        "max_streams",
+        "idle_ttl_s",
+        "checkpoint_path",
+        "checkpoint_interval_s",
+        "metrics_address",
+        "topic_prefix",
+        "stats_interval_s",
+        "outgoing_max",
+        "outgoing_max_bytes",
+    }
+    assert "password" not in data["broker"]  # never written, only explained
+    lines = out.splitlines()
+    for prev, line in itertools.pairwise(lines):  # every key has its comment right above it
+        if re.match(r"^\s*[\w-]+:", line):  # (a map entry's name follows its section header)
+            assert prev.lstrip().startswith("#") or prev.rstrip().endswith(":"), line
+    assert "# This model's features, in order: f0, f1, f2, f3" in out
+    assert "# password: never written here." in out
+
+
+def test_init_picks_target_from_manifest_and_refuses_a_target_that_cannot_run_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fp16 = write_fp16_artifact(tmp_path / "fp16")
+    code, out, _ = run(capsys, "config", "init", "--broker", "h:1883", "--model", str(fp16), "--topic", "a/+")
+    assert code == 0 and list(yaml.safe_load(out)["targets"]) == ["cuda"]  # gpu-fp16's first provider
+    int8 = write_int8_artifact(tmp_path / "int8")
+    code, out, err = run(
+        capsys, "config", "init", "--broker", "h:1883", "--model", str(int8), "--topic", "a/+", "--target", "openvino"
+    )
+    assert code == 2 and out == ""
+    assert (
+        "cannot run on openvino: 'dynamic' quantization on openvino: DynamicQuantizeLSTM has a CPU kernel only" in err
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--broker", "mqtt.local"], "--broker 'mqtt.local': expected HOST:PORT"),
+        (["--broker", "h:99999"], "expected HOST:PORT"),
+        (["--topic", "a/#/b"], "--topic: '#' must be the whole last level"),
+        (["--prefix", "$SYS"], "--prefix '$SYS': topic_prefix must be non-empty"),
+    ],
+)
+def test_init_refuses_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    model = write_lstm_artifact(tmp_path / "model")
+    base = {"--broker": "h:1883", "--model": str(model), "--topic": "a/+"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    code, out, err = run(capsys, "config", "init", *[x for kv in base.items() for x in kv])
+    assert code == 2 and out == "" and fragment in err
+
+
+def test_check_misspelled_key_exit_2_names_key_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write_lstm_artifact(tmp_path / "model")
+    _, out, _ = run(capsys, "config", "init", "--broker", "h:1883", "--model", str(model), "--topic", "a/+")
+    path = tmp_path / "gw.yaml"
+    path.write_text(out.replace("  keepalive_s: 30", "  keepalive: 30"))
+    line = 1 + out.splitlines().index("  keepalive_s: 30")
+    code, stdout, err = run(capsys, "config", "check", str(path))
+    assert (code, stdout) == (2, "")
+    assert err == f"{path}:{line}:3: broker.keepalive: unknown key 'keepalive' (did you mean 'keepalive_s'?)\n"
+
+
+def test_show_applies_env_and_masks_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = write_lstm_artifact(tmp_path / "model")
+    _, out, _ = run(capsys, "config", "init", "--broker", "h:1883", "--model", str(model), "--topic", "a/+")
+    path = tmp_path / "gw.yaml"
+    path.write_text(out)
+    monkeypatch.setenv("EDGEWATCH_BROKER__PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("EDGEWATCH_BROKER__PORT", "1999")
+    code, shown, err = run(capsys, "config", "show", str(path))
+    assert (code, err) == (0, "")
+    assert "hunter2-secret" not in shown
+    data = yaml.safe_load(shown)
+    assert data["broker"]["password"] == "***" and data["broker"]["port"] == 1999
+
+
+def test_show_masks_a_password_read_from_a_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = write_lstm_artifact(tmp_path / "model")
+    _, out, _ = run(capsys, "config", "init", "--broker", "h:1883", "--model", str(model), "--topic", "a/+")
+    (tmp_path / "gw.yaml").write_text(out)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "edgewatch-mqtt-password").write_text("from-credentials\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    code, shown, _ = run(capsys, "config", "show", str(tmp_path / "gw.yaml"))
+    assert code == 0 and "from-credentials" not in shown and yaml.safe_load(shown)["broker"]["password"] == "***"
+
+
+def test_there_are_three_examples() -> None:
+    assert [p.name for p in EXAMPLES] == ["gateway-intel-openvino.yaml", "gateway-jetson.yaml", "gateway-x86.yaml"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_passes_check_without_files(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "config", "check", "--no-files", str(example))
+    assert (code, err) == (0, "") and "files not checked" in out
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_names_its_missing_model_folder_without_no_files(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "config", "check", str(example))
+    assert code == 2 and re.search(r"models\.\w+\.path: .*/examples/models/[\w-]+ does not exist", err)
+
+
+# Which artifact each example's model is exported with, and the example's model name.
+_WRITERS = {
+    "gateway-x86.yaml": ("pump", write_int8_artifact),
+    "gateway-intel-openvino.yaml": ("pump", write_lstm_artifact),
+    "gateway-jetson.yaml": ("conveyor", write_fp16_artifact),
+}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_passes_full_check_with_real_artifacts(
+    example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the machine-specific paths are overridden (via the environment, as on a gateway)."""
+    model, writer = _WRITERS[example.name]
+    monkeypatch.setenv(f"EDGEWATCH_MODELS__{model.upper()}__PATH", str(writer(tmp_path / "model")))
+    monkeypatch.setenv("EDGEWATCH_RUNTIME__CHECKPOINT_PATH", str(tmp_path / "state.ckpt"))
+    code, out, err = run(capsys, "config", "check", str(example))
+    assert (code, err) == (0, "") and "files not checked" not in out
+
+
+@pytest.mark.torch
+def test_examples_pass_full_check_with_the_exported_example_forecaster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export commands written in the examples' comments, run for real (into tmp_path):
+    each example passes `config check` with the artifact they make."""
+    pytest.importorskip("torch")
+    repo = EXAMPLES[0].parents[2]
+    for example, model, preset in [
+        ("gateway-x86.yaml", "PUMP", "cpu-int8"),
+        ("gateway-intel-openvino.yaml", "PUMP", "openvino-fp32"),
+        ("gateway-jetson.yaml", "CONVEYOR", "gpu-fp16"),
+    ]:
+        out = tmp_path / preset
+        code = main(
+            [
+                "export",
+                "--model",
+                f"{repo}/examples/models/forecaster.py:Forecaster",
+                "--weights",
+                f"{repo}/examples/models/forecaster.pt",
+                "--target",
+                preset,
+                "--out",
+                str(out),
+            ]
+        )
+        capsys.readouterr()
+        assert code == 0, preset
+        assert f"--target {preset} --out examples/models/" in (repo / "examples" / example).read_text()
+        monkeypatch.setenv(f"EDGEWATCH_MODELS__{model}__PATH", str(out))
+        monkeypatch.setenv("EDGEWATCH_RUNTIME__CHECKPOINT_PATH", str(tmp_path / "state.ckpt"))
+        code, _, err = run(capsys, "config", "check", str(repo / "examples" / example))
+        assert (code, err) == (0, ""), example
+        monkeypatch.delenv(f"EDGEWATCH_MODELS__{model}__PATH")
+
+
+def test_x86_example_refuses_a_float16_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEWATCH_MODELS__PUMP__PATH", str(write_fp16_artifact(tmp_path / "model")))
+    monkeypatch.setenv("EDGEWATCH_RUNTIME__CHECKPOINT_PATH", str(tmp_path / "state.ckpt"))
+    code, _, err = run(capsys, "config", "check", str(EXAMPLES[2]))
+    assert code == 2
+    assert "$EDGEWATCH_MODELS__PUMP__PATH: models.pump.target:" not in err  # the target line is in the file
+    assert re.search(
+        r"gateway-x86\.yaml:\d+:\d+: models\.pump\.target: .*precision fp16 is not in the target's precisions", err
+    )

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from edge_config.errors import ConfigError
+from runtime.mqtt.bus import BusCounters
+from runtime.ops.counters import ServiceCounters
+from runtime.ops.metrics import HealthServer, Metrics, parse_address
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_metrics_read_exact_counters_and_health_follows_the_service() -> None:
+    counters = ServiceCounters()
+    counters.add("received", 5)
+    counters.add_reason("rejected", "not-json", 2)
+    counters.add_reason("rejected", "stream-id")
+    counters.add_reason("alerts", "raised")
+    bus = BusCounters(dropped_outgoing=3)
+    metrics = Metrics()
+    metrics.watch(counters.snapshot, lambda: bus, lambda: (1, 120))
+    metrics.latency.observe(0.003)
+    state = {"ok": False}
+    server = HealthServer("127.0.0.1:0", metrics, lambda: (state["ok"], "ready" if state["ok"] else "not connected"))
+    server.start()
+    try:
+        code, text = _get(server.port, "/metrics")
+        assert code == 200
+        assert "edgewatch_messages_received_total 5.0" in text
+        assert 'edgewatch_messages_rejected_total{reason="not-json"} 2.0' in text
+        assert 'edgewatch_messages_rejected_total{reason="stream-id"} 1.0' in text
+        assert 'edgewatch_alerts_total{state="raised"} 1.0' in text
+        assert "edgewatch_outgoing_dropped_total 3.0" in text and "edgewatch_outbox_bytes 120.0" in text
+        assert "edgewatch_step_latency_seconds_bucket" in text
+        assert _get(server.port, "/healthz") == (503, "not connected\n")
+        state["ok"] = True
+        assert _get(server.port, "/healthz") == (200, "ready\n")
+        assert _get(server.port, "/nope")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_two_services_have_separate_registries() -> None:
+    a, b = Metrics(), Metrics()
+    a.queue_depth.set(3)
+    assert b"edgewatch_queue_depth 0.0" in b.exposition() and b"edgewatch_queue_depth 3.0" in a.exposition()
+
+
+@pytest.mark.parametrize("bad", ["9108", "host:", ":80", "h:99999", "h:x"])
+def test_parse_address_rejects_malformed(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_address(bad)
+
+
+def test_parse_address_ipv6() -> None:
+    assert parse_address("[::1]:9108") == ("::1", 9108)
+
+
+def test_health_server_on_ipv6_loopback() -> None:
+    server = HealthServer("[::1]:0", Metrics(), lambda: (True, "ready"))
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{server.port}/healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        server.stop()
+
+
+def test_counters_merge_adds_a_batch_delta() -> None:
+    from runtime.ops.counters import CounterSnapshot
+
+    counters = ServiceCounters()
+    counters.add_reason("skipped", "duplicate")
+    counters.merge(CounterSnapshot(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1},
+                                   alerts={"raised": 1}))
+    counters.merge(CounterSnapshot(processed=1, steps=1))
+    snap = counters.snapshot()
+    assert (snap.processed, snap.steps) == (4, 8)
+    assert snap.skipped == {"duplicate": 3, "out-of-order": 1} and snap.alerts == {"raised": 1}
