@@ -22,12 +22,11 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.onnx_artifacts import write_lstm_artifact  # noqa: E402  (test helper: builds a real LSTM without torch)
-
-from edge_config.schema import ModelConfig  # noqa: E402
-from runtime.model.artifact import Artifact, load_artifact  # noqa: E402
-from runtime.engine.engine import Engine  # noqa: E402
-from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload  # noqa: E402
+from edge_config.schema import ModelConfig
+from runtime.engine.engine import Engine
+from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload
+from runtime.model.artifact import Artifact, load_artifact
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 
 def _best_us(fn: Callable[[], object], number: int, repeat: int = 7) -> float:
@@ -55,7 +54,7 @@ def bench_decode(artifact: Artifact, quick: bool) -> None:
     rows = np.round(rng.standard_normal((64, n)), 4).tolist()
     cases = {
         "positional, 1 sample": {"seq": 42, "ts": 1763800000.25, "values": row},
-        "named, 1 sample": {"seq": 42, "ts": 1763800000.25, "values": dict(zip(layout.names, row))},
+        "named, 1 sample": {"seq": 42, "ts": 1763800000.25, "values": dict(zip(layout.names, row, strict=False))},
         "positional, 64 samples": {"seq": 42, "ts": [1763800000.25 + i for i in range(64)], "values": rows},
     }
     for name, doc in cases.items():

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.support helpers
-from tests.support.onnx_artifacts import write_lstm_artifact
-
 from edge_config.schema import ModelConfig
+from runtime.engine.engine import Engine
 from runtime.model.artifact import load_artifact
 from runtime.state.checkpoint import StateLayout, load_checkpoint, write_checkpoint
-from runtime.engine.engine import Engine
 from runtime.state.transfer import snapshot_engine
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 
 class _NoSession:
@@ -55,10 +54,10 @@ def fill(engine: Engine, n: int, rng: np.random.Generator) -> None:
     store = engine.store
     for i in range(n):
         store.open(f"plant1/line{i % 8}/machine{i:05d}", now=0.0)
-    for name in store._columns:  # noqa: SLF001
+    for name in store._columns:
         column = store.column(name)
         if column.dtype == object:
-            column[: n] = [f"{int(v):016x}" if v > 0.7 else None for v in rng.random(n)]
+            column[:n] = [f"{int(v):016x}" if v > 0.7 else None for v in rng.random(n)]
         elif column.dtype == np.bool_:
             column[...] = rng.random(column.shape) > 0.5
         else:
@@ -75,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp folder)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edgewatch-ckpt-", dir=args.dir))
-    artifact = load_artifact(write_lstm_artifact(work / "artifact", features=args.features, hidden=args.hidden,
-                                                 layers=args.layers, threshold=1.0))
+    artifact = load_artifact(
+        write_lstm_artifact(
+            work / "artifact", features=args.features, hidden=args.hidden, layers=args.layers, threshold=1.0
+        )
+    )
     layout = StateLayout.from_manifest(artifact.manifest)
     rng = np.random.default_rng(0)
     print(f"{args.layers}x{args.hidden} LSTM, {args.features} features, folder {work}")
     for n in args.streams:
-        engine = Engine(artifact, _NoSession(), ModelConfig(path=work / "artifact", target="cpu"),
-                        name="m", max_streams=max(n, 1))
+        engine = Engine(
+            artifact, _NoSession(), ModelConfig(path=work / "artifact", target="cpu"), name="m", max_streams=max(n, 1)
+        )
         fill(engine, n, rng)
         gather, encode, write, load, disk = [], [], [], [], []
         for _ in range(args.repeat):
@@ -99,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             load.append(time.perf_counter() - started)
             assert restored.status == "restored"
         size = result.bytes
-        print(f"{n:>7} streams: {size:>11,} bytes ({size / max(n, 1):,.0f} B/stream); "
-              f"snapshot {statistics.median(gather) * 1e3:.1f} ms, encode {statistics.median(encode) * 1e3:.1f} ms, "
-              f"write+fsync "
-              f"{statistics.median(write) * 1e3:.1f} ms, load+verify {statistics.median(load) * 1e3:.1f} ms, "
-              f"storage write_bytes {statistics.median(disk):,.0f} per write")
+        print(
+            f"{n:>7} streams: {size:>11,} bytes ({size / max(n, 1):,.0f} B/stream); "
+            f"snapshot {statistics.median(gather) * 1e3:.1f} ms, encode {statistics.median(encode) * 1e3:.1f} ms, "
+            f"write+fsync "
+            f"{statistics.median(write) * 1e3:.1f} ms, load+verify {statistics.median(load) * 1e3:.1f} ms, "
+            f"storage write_bytes {statistics.median(disk):,.0f} per write"
+        )
     shutil.rmtree(work)
     return 0
 

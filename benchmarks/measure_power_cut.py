@@ -28,13 +28,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.support helpers
 
 from edge_config.schema import ModelConfig, TargetConfig
-from runtime.model.artifact import load_artifact
 from runtime.engine.alerts import Alert
-from runtime.tools.demo.simulator import Failure, Machine, simulate
 from runtime.engine.engine import Engine
 from runtime.ingest.payload import Message
+from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
 from runtime.state.transfer import restore_engine, snapshot_columns, snapshot_engine
+from runtime.tools.demo.simulator import Failure, Machine, simulate
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "runtime" / "tools" / "demo" / "model"
 WINDOW = 900  # steps compared after each cut
@@ -47,7 +47,8 @@ def _engine(artifact: object, session: object, path: Path) -> Engine:
 def _step(engine: Engine, values: np.ndarray, ts: np.ndarray, seq: int) -> tuple[float, bool, list[Alert]]:
     outcome = engine.process([Message("pump", values[None, :], seq, ts[None], 0.0, 0.0)])[0]
     slot = engine.store.slot("pump")
-    assert outcome.scores is not None and slot is not None
+    assert outcome.scores is not None
+    assert slot is not None
     return float(outcome.scores[0]), engine.tracker.is_raised(slot), outcome.alerts
 
 
@@ -69,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     first_cut = max(args.intervals) + 600
     steps = first_cut + args.cuts * 600 + WINDOW
     machines = [(f"healthy-{m}", Machine(f"pump-{m}", seed=100 + m)) for m in range(args.machines)]
-    machines += [(f"valve-closing-{m}", Machine(f"pump-{m}", seed=200 + m, failure=Failure(
-        "valve-closing", start_s=first_cut - 300, ramp_s=60))) for m in range(args.machines)]
+    machines += [
+        (
+            f"valve-closing-{m}",
+            Machine(f"pump-{m}", seed=200 + m, failure=Failure("valve-closing", start_s=first_cut - 300, ramp_s=60)),
+        )
+        for m in range(args.machines)
+    ]
     results: dict[tuple[str, str], list[tuple[int, int, int, int]]] = {}
     for kind, machine in machines:
         rec = simulate(machine, steps)
@@ -95,19 +101,25 @@ def main(argv: list[str] | None = None) -> int:
                 s = np.array([a[0] for a in after])
                 r = np.array([a[1] for a in after])
                 got = {(x.id, x.state) for a in after for x in a[2]}
-                results.setdefault((kind.rsplit("-", 1)[0], label), []).append((
-                    _converged_after(s - scores[c : c + WINDOW], tolerance),
-                    int(np.count_nonzero(r != raised[c : c + WINDOW])),
-                    len(expected - got),
-                    len(got - expected),
-                ))
-    print(f"demo model, {args.machines} machines of each kind x {args.cuts} cuts, {WINDOW} steps compared after "
-          f"each cut, tolerance {tolerance:.4f} (1% of the threshold)")
+                results.setdefault((kind.rsplit("-", 1)[0], label), []).append(
+                    (
+                        _converged_after(s - scores[c : c + WINDOW], tolerance),
+                        int(np.count_nonzero(r != raised[c : c + WINDOW])),
+                        len(expected - got),
+                        len(got - expected),
+                    )
+                )
+    print(
+        f"demo model, {args.machines} machines of each kind x {args.cuts} cuts, {WINDOW} steps compared after "
+        f"each cut, tolerance {tolerance:.4f} (1% of the threshold)"
+    )
     for (kind, label), rows in results.items():
         conv = [r[0] for r in rows]
-        print(f"{kind:>13} {label:>20}: score within tolerance after median {statistics.median(conv):.0f} steps "
-              f"(max {max(conv)}); alert decisions differing in {sum(r[1] for r in rows)} of {len(rows) * WINDOW} "
-              f"steps; alert messages missing {sum(r[2] for r in rows)}, extra {sum(r[3] for r in rows)}")
+        print(
+            f"{kind:>13} {label:>20}: score within tolerance after median {statistics.median(conv):.0f} steps "
+            f"(max {max(conv)}); alert decisions differing in {sum(r[1] for r in rows)} of {len(rows) * WINDOW} "
+            f"steps; alert messages missing {sum(r[2] for r in rows)}, extra {sum(r[3] for r in rows)}"
+        )
     return 0
 
 

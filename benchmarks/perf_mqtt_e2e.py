@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from runtime.tools.local_broker import start_broker
 from runtime.service import Service
+from runtime.tools.local_broker import start_broker
 from tests.support.onnx_artifacts import write_lstm_artifact
 from tests.support.service_helpers import gateway_config, started, wait_counters
 
@@ -118,10 +118,24 @@ def main() -> None:
     packets.write_bytes(b"".join(publications))
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in publications])])
     Path(f"{packets}.offsets").write_text(" ".join(str(int(o)) for o in offsets))
-    pub = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(broker.port), str(packets), str(args.messages),
-                            str(args.qos), str(args.rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pub = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            PUBLISHER,
+            str(broker.port),
+            str(packets),
+            str(args.messages),
+            str(args.qos),
+            str(args.rate),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        assert pub.stdout is not None and pub.stdin is not None
+        assert pub.stdout is not None
+        assert pub.stdin is not None
         assert pub.stdout.readline().strip() == "ready"
         start = time.monotonic()
         pub.stdin.write("go\n")
@@ -135,14 +149,18 @@ def main() -> None:
     samples = service.metrics.registry.get_sample_value
     count = samples("edgewatch_step_latency_seconds_count") or 1.0
     mean = (samples("edgewatch_step_latency_seconds_sum") or 0.0) / count
-    buckets = [(float(b), samples("edgewatch_step_latency_seconds_bucket", {"le": str(b)}) or 0.0)
-               for b in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)]
+    buckets = [
+        (float(b), samples("edgewatch_step_latency_seconds_bucket", {"le": str(b)}) or 0.0)
+        for b in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+    ]
     batches = snap.batches or 1
-    print(f"{args.messages} messages x {args.samples} samples over {args.streams} streams, QoS {args.qos}: "
-          f"{took:.2f}s → {args.messages / took:,.0f} msg/s, {snap.steps / took:,.0f} stream-steps/s; "
-          f"{snap.processed / batches:.1f} messages per batch; latency mean {mean * 1000:.1f} ms, "
-          f"p50 ≤ {_quantile(buckets, 0.5) * 1000:g} ms, p99 ≤ {_quantile(buckets, 0.99) * 1000:g} ms; "
-          f"skipped {snap.skipped}, rejected {snap.rejected}")
+    print(
+        f"{args.messages} messages x {args.samples} samples over {args.streams} streams, QoS {args.qos}: "
+        f"{took:.2f}s → {args.messages / took:,.0f} msg/s, {snap.steps / took:,.0f} stream-steps/s; "
+        f"{snap.processed / batches:.1f} messages per batch; latency mean {mean * 1000:.1f} ms, "
+        f"p50 ≤ {_quantile(buckets, 0.5) * 1000:g} ms, p99 ≤ {_quantile(buckets, 0.99) * 1000:g} ms; "
+        f"skipped {snap.skipped}, rejected {snap.rejected}"
+    )
 
 
 if __name__ == "__main__":

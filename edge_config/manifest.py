@@ -45,7 +45,7 @@ class Features(_Strict):
     count: int
 
     @model_validator(mode="after")
-    def _count_matches(self) -> "Features":
+    def _count_matches(self) -> Features:
         if len(self.names) != self.count:
             raise ValueError(f"features.count is {self.count} but {len(self.names)} names are given")
         if len(set(self.names)) != len(self.names):
@@ -148,7 +148,7 @@ class Manifest(_Strict):
     """Facts about this export a user should know, in words (e.g. which layers stayed float)."""
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Manifest":
+    def _consistent(self) -> Manifest:
         n = self.features.count
         if self.normalization is not None:
             if len(self.normalization.mean) != n or len(self.normalization.std) != n:

@@ -18,8 +18,8 @@ __all__ = [
     "PROVIDER_BY_TYPE",
     "ExportTarget",
     "Precision",
-    "Quantization",
     "ProviderType",
+    "Quantization",
     "check_precision",
     "export_target",
 ]
@@ -55,23 +55,43 @@ EXPORT_TARGETS: dict[str, ExportTarget] = {
     t.name: t
     for t in (
         ExportTarget(
-            "cpu-fp32", "fp32", "none", ("cpu", "openvino", "cuda", "tensorrt", "dml"), False,
+            "cpu-fp32",
+            "fp32",
+            "none",
+            ("cpu", "openvino", "cuda", "tensorrt", "dml"),
+            False,
             "float32 LSTM/GRU nodes; runs on every provider with an LSTM kernel",
         ),
         ExportTarget(
-            "cpu-int8", "int8", "dynamic", ("cpu",), False,
+            "cpu-int8",
+            "int8",
+            "dynamic",
+            ("cpu",),
+            False,
             "dynamic int8 (DynamicQuantizeLSTM, int8 weights, float activations); CPU kernel only",
         ),
         ExportTarget(
-            "gpu-fp16", "fp16", "fp16", ("cuda", "tensorrt", "dml"), False,
+            "gpu-fp16",
+            "fp16",
+            "fp16",
+            ("cuda", "tensorrt", "dml"),
+            False,
             "float16 weights and activations, float32 graph inputs/outputs; GPU providers only",
         ),
         ExportTarget(
-            "openvino-fp32", "fp32", "none", ("openvino", "cpu"), False,
+            "openvino-fp32",
+            "fp32",
+            "none",
+            ("openvino", "cpu"),
+            False,
             "float32 for the OpenVINO provider (Intel CPU/iGPU/NPU)",
         ),
         ExportTarget(
-            "npu-int8", "int8", "qdq", ("qnn", "openvino", "tensorrt", "cpu"), True,
+            "npu-int8",
+            "int8",
+            "qdq",
+            ("qnn", "openvino", "tensorrt", "cpu"),
+            True,
             "static int8 QDQ with the recurrent cell unrolled into MatMul form, so the "
             "recurrent weights really are int8; needs --calibration; one step per call",
         ),

@@ -39,8 +39,8 @@ def _read_secret(path: Path) -> str:
     if len(data) > _MAX_BYTES:
         raise ValueError(f"{len(data)} bytes is too long for a password file")
     text = data.decode("utf-8")
-    text = text[:-1] if text.endswith("\n") else text
-    text = text[:-1] if text.endswith("\r") else text
+    text = text.removesuffix("\n")
+    text = text.removesuffix("\r")
     if not text:
         raise ValueError("the file is empty")
     return text

@@ -28,19 +28,19 @@ from types import FrameType
 
 from edge_config.schema import GatewayConfig
 from runtime.engine.alerts import Alert
-from runtime.mqtt.bus import Bus, Inbound, OutboxLimits
-from runtime.state.schedule import Checkpointing
-from runtime.ops.counters import CounterSnapshot, ServiceCounters
 from runtime.engine.engine import Engine, Outcome
-from runtime.ingest.queue import InputQueue
 from runtime.ingest.intake import Intake, Rejected, Reset, Ticket
-from runtime.ops.metrics import HealthServer, Metrics
-from runtime.model.loading import LoadedModel, load_model
 from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits
+from runtime.ingest.queue import InputQueue
+from runtime.model.loading import LoadedModel, load_model
 from runtime.model.reload import ReloadPlan, prepare_reload
-from runtime.ops.sdnotify import Notifier, WatchdogPinger
-from runtime.state.transfer import transfer_state
+from runtime.mqtt.bus import Bus, Inbound, OutboxLimits
 from runtime.mqtt.topics import StreamIdResolver
+from runtime.ops.counters import CounterSnapshot, ServiceCounters
+from runtime.ops.metrics import HealthServer, Metrics
+from runtime.ops.sdnotify import Notifier, WatchdogPinger
+from runtime.state.schedule import Checkpointing
+from runtime.state.transfer import transfer_state
 
 __all__ = ["OutcomeHook", "Service"]
 
@@ -69,8 +69,9 @@ class _Swap:
 
 
 class Service:
-    def __init__(self, config: GatewayConfig, *, outcome_hook: OutcomeHook | None = None,
-                 config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, outcome_hook: OutcomeHook | None = None, config_path: Path | None = None
+    ) -> None:
         """config_path: the file `config` came from; SIGHUP (or `reload()`) reads it again."""
         rt = config.runtime
         self.config = config
@@ -86,8 +87,9 @@ class Service:
             for s in config.streams
         }
         self._prefix = rt.topic_prefix
-        self.intake = Intake(resolver, layouts, PayloadLimits.from_runtime(rt), prefix=self._prefix,
-                             counters=self.counters)
+        self.intake = Intake(
+            resolver, layouts, PayloadLimits.from_runtime(rt), prefix=self._prefix, counters=self.counters
+        )
         self.queue: InputQueue[_Item] = InputQueue(rt.queue_max, rt.drop_policy)
         qos = config.broker.input_qos
         self.bus = Bus(
@@ -101,9 +103,12 @@ class Service:
             # is refused live too, not only when its retained copy comes back at a resubscribe.
             retain_as_published=(self.intake.control_filter,),
         )
-        self.metrics.watch(self.counters.snapshot, self.bus.snapshot,
-                           lambda: (self.bus.outbox_messages, self.bus.outbox_bytes),
-                           self.checkpoints.stats if self.checkpoints else None)
+        self.metrics.watch(
+            self.counters.snapshot,
+            self.bus.snapshot,
+            lambda: (self.bus.outbox_messages, self.bus.outbox_bytes),
+            self.checkpoints.stats if self.checkpoints else None,
+        )
         self._hook = outcome_hook
         self._http = HealthServer(rt.metrics_address, self.metrics, self.health) if rt.metrics_address else None
         self._notifier = Notifier()
@@ -232,14 +237,15 @@ class Service:
         self._notifier.reloading("verifying the new config and models")
         try:
             plan = prepare_reload(self.config_path, self.config, self.engines)
-        except Exception as exc:  # noqa: BLE001 — whatever fails, the running models serve on
+        except Exception as exc:
             self.counters.add_reason("reloads", "failed")
             log.error("reload failed, still serving the previous config and models: %s", _one_line(exc))
             self._notifier.ready("reload failed; serving the previous config")
             return False
         if plan.not_applied:
-            log.warning("reload: changes to %s need a restart; running with the previous values",
-                        ", ".join(plan.not_applied))
+            log.warning(
+                "reload: changes to %s need a restart; running with the previous values", ", ".join(plan.not_applied)
+            )
         applied = self._hand_to_worker(plan)
         self.counters.add_reason("reloads", "ok" if applied else "failed")
         self._notifier.ready(f"serving {len(self.engines)} model(s)")
@@ -277,10 +283,15 @@ class Service:
                 how = f"state kept for {carried.streams} streams"
             else:
                 self.counters.add("rewarming", carried.streams)
-                how = (f"state shapes differ: {carried.streams} streams keep their seq and alerts "
-                       f"and warm up again")
-            log.info("reload: model %r now %s (sha256 %s…, was %s…): %s", name, new.artifact.manifest.name,
-                     new.artifact.sha256[:12], old.artifact.sha256[:12], how)
+                how = f"state shapes differ: {carried.streams} streams keep their seq and alerts and warm up again"
+            log.info(
+                "reload: model %r now %s (sha256 %s…, was %s…): %s",
+                name,
+                new.artifact.manifest.name,
+                new.artifact.sha256[:12],
+                old.artifact.sha256[:12],
+                how,
+            )
         self.config = swap.plan.config
         if self.checkpoints is not None:  # a crash now must not restart from the old model's file
             self.checkpoints.save(self.engines, time.monotonic(), force=True)
@@ -355,8 +366,11 @@ class Service:
                 if not self.bus.publish(f"{self._prefix}/status/{eviction.stream}", b"", qos=qos, retain=True):
                     delta.alerts_not_sent += 1
         if with_alert:
-            log.info("evicted %d idle stream(s); %d had an open alert: cleared (reason evicted), status removed",
-                     delta.evicted, with_alert)
+            log.info(
+                "evicted %d idle stream(s); %d had an open alert: cleared (reason evicted), status removed",
+                delta.evicted,
+                with_alert,
+            )
         self.counters.merge(delta)
 
     def _process(self, batch: list[_Item]) -> None:
@@ -383,8 +397,9 @@ class Service:
             try:
                 outcomes = engine.process(messages)
             except Exception:
-                log.exception("model %r failed on a batch of %d messages; they are acknowledged and dropped",
-                              model, len(messages))
+                log.exception(
+                    "model %r failed on a batch of %d messages; they are acknowledged and dropped", model, len(messages)
+                )
                 delta.rejected["engine-error"] = len(messages)
                 outcomes = []
             delta.rewarming = engine.counters.rewarming - rewarming
@@ -392,8 +407,14 @@ class Service:
                 self._publish(outcome, delta)
             if outcome_log.isEnabledFor(logging.DEBUG):  # written before the acks below
                 for o in outcomes:
-                    outcome_log.debug("outcome model=%s stream=%s seq=%s status=%s steps=%d", model, o.message.stream,
-                              o.message.seq, o.status, o.steps)
+                    outcome_log.debug(
+                        "outcome model=%s stream=%s seq=%s status=%s steps=%d",
+                        model,
+                        o.message.stream,
+                        o.message.seq,
+                        o.status,
+                        o.steps,
+                    )
             now = time.monotonic()
             for outcome in outcomes:
                 if outcome.status == "processed":
@@ -456,15 +477,22 @@ class Service:
         }
         if self.checkpoints is not None:
             k = self.checkpoints.stats()
-            stats["checkpoints"] = {"written": k.written, "failed": k.failed, "bytes": k.bytes,
-                                    "last_bytes": k.last_bytes, "last_seconds": round(k.last_seconds, 4)}
+            stats["checkpoints"] = {
+                "written": k.written,
+                "failed": k.failed,
+                "bytes": k.bytes,
+                "last_bytes": k.last_bytes,
+                "last_seconds": round(k.last_seconds, 4),
+            }
         return stats
 
     def _stats_line(self) -> str:
         s = self.counters.snapshot()
-        return (f"received {s.received}, processed {s.processed} ({s.steps} steps), "
-                f"rejected {sum(s.rejected.values())}, skipped {sum(s.skipped.values())}, "
-                f"dropped {sum(s.dropped.values())}, alerts {sum(s.alerts.values())}")
+        return (
+            f"received {s.received}, processed {s.processed} ({s.steps} steps), "
+            f"rejected {sum(s.rejected.values())}, skipped {sum(s.skipped.values())}, "
+            f"dropped {sum(s.dropped.values())}, alerts {sum(s.alerts.values())}"
+        )
 
     def _publish_stats(self) -> None:
         self.bus.publish(f"{self._prefix}/stats", json.dumps(self._stats(), separators=(",", ":")).encode(), qos=0)

@@ -17,7 +17,8 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> Path:
     spec = importlib.util.spec_from_file_location("forecaster", HERE / "forecaster.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     torch.manual_seed(20240611)

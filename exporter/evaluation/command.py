@@ -35,18 +35,35 @@ def register(subparsers: Any) -> None:
     s.add_argument("--setting", choices=["published", "streaming"], default="published")
     s.add_argument("--target", default="cpu-int8", help="export target whose predictions are scored (default cpu-int8)")
     s.add_argument("--no-fp32", dest="fp32", action="store_false", help="skip the cpu-fp32 reference run")
-    s.add_argument("--predictions-out", type=Path, metavar="DIR", help="write <subfolder>/<name>.csv (datetime,prediction) per test file")
+    s.add_argument(
+        "--predictions-out",
+        type=Path,
+        metavar="DIR",
+        help="write <subfolder>/<name>.csv (datetime,prediction) per test file",
+    )
     s.add_argument("--json", type=Path, metavar="FILE", help="write the metrics and settings as JSON")
     s.add_argument("--plots", type=Path, metavar="DIR", help="write one PNG per file (target precision)")
     s.add_argument("--files", type=int, metavar="N", help="a reduced run on N files spread over the subfolders")
-    s.add_argument("--work", type=Path, metavar="DIR", help="keep the trained models and artifacts here (default: a temporary folder)")
+    s.add_argument(
+        "--work",
+        type=Path,
+        metavar="DIR",
+        help="keep the trained models and artifacts here (default: a temporary folder)",
+    )
     s.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     s.add_argument(
-        "--train-on-heads", action="store_true",
+        "--train-on-heads",
+        action="store_true",
         help="streaming: also train on every labelled file's first 400 rows (default: anomaly-free.csv only)",
     )
-    s.add_argument("--threshold-z", type=float, help="threshold = mean + z x std of a stream's scores on rows [20, 400) (default 8)")
-    s.add_argument("--threshold-quantile", type=float, metavar="Q", help="use factor x the Q quantile of those scores instead")
+    s.add_argument(
+        "--threshold-z",
+        type=float,
+        help="threshold = mean + z x std of a stream's scores on rows [20, 400) (default 8)",
+    )
+    s.add_argument(
+        "--threshold-quantile", type=float, metavar="Q", help="use factor x the Q quantile of those scores instead"
+    )
     s.add_argument("--threshold-factor", type=float, default=1.5, help="factor for --threshold-quantile (default 1.5)")
     s.add_argument("--ewma-alpha", type=float, help="score smoothing (default 0.1)")
     s.set_defaults(func=run)
@@ -57,9 +74,9 @@ def _log(line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from exporter.evaluation.report import format_table, metrics, plot_results, write_json, write_predictions
     from exporter.evaluation.skab import load_anomaly_free, load_labelled, resolve_skab_dir
     from exporter.evaluation.skab_eval import PUBLISHED, STREAMING, run_published, run_streaming
-    from exporter.evaluation.report import format_table, metrics, plot_results, write_json, write_predictions
 
     if args.files is not None and args.files < 1:
         raise ExportInputError(f"--files must be >= 1, got {args.files}")
@@ -70,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold_z is not None:
         config = replace(config, threshold_rule="mean+z*std", threshold_z=args.threshold_z)
     if args.threshold_quantile is not None:
-        config = replace(config, threshold_rule="quantile", threshold_quantile=args.threshold_quantile, threshold_factor=args.threshold_factor)
+        config = replace(
+            config,
+            threshold_rule="quantile",
+            threshold_quantile=args.threshold_quantile,
+            threshold_factor=args.threshold_factor,
+        )
     if args.ewma_alpha is not None:
         config = replace(config, ewma_alpha=args.ewma_alpha)
     targets = [args.target] + (["cpu-fp32"] if args.fp32 and args.target != "cpu-fp32" else [])
@@ -80,13 +102,17 @@ def run(args: argparse.Namespace) -> int:
     if args.setting == "published":
         result = run_published(files, config, targets, work=args.work, log=_log)
     else:
-        result = run_streaming(files, load_anomaly_free(root), config, targets, heads=args.train_on_heads, work=args.work, log=_log)
+        result = run_streaming(
+            files, load_anomaly_free(root), config, targets, heads=args.train_on_heads, work=args.work, log=_log
+        )
     ours = {target: metrics(files, result.precisions[target]) for target in targets}
     elapsed = time.monotonic() - started
 
     print(format_table(args.setting, ours))
     if args.files is not None:
-        print(f"reduced run: {len(files)} of the 34 files ({sum(m['rows'] for m in ours.values()) // len(ours)} test rows)")
+        print(
+            f"reduced run: {len(files)} of the 34 files ({sum(m['rows'] for m in ours.values()) // len(ours)} test rows)"
+        )
     if len(targets) > 1:
         print(f"{args.target} vs cpu-fp32: F1 {ours[args.target]['f1'] - ours['cpu-fp32']['f1']:+.4f}")
     print(f"trained on: {result.trained_on}")
@@ -95,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
         written = write_predictions(args.predictions_out, files, result.precisions[args.target])
         print(f"predictions: {len(written)} files under {args.predictions_out}")
     if args.json is not None:
-        extra = {"target": args.target, "files": [f.name for f in files], "data": str(root), "total_seconds": round(elapsed, 1)}
+        extra = {
+            "target": args.target,
+            "files": [f.name for f in files],
+            "data": str(root),
+            "total_seconds": round(elapsed, 1),
+        }
         print(f"json: {write_json(args.json, result, config, ours, extra=extra)}")
     if args.plots is not None:
         plots = plot_results(args.plots, files, result.precisions[args.target], label=f"{args.setting}, {args.target}")

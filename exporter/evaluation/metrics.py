@@ -36,7 +36,7 @@ class Confusion:
     tn: int
     fn: int
 
-    def __add__(self, other: "Confusion") -> "Confusion":
+    def __add__(self, other: Confusion) -> Confusion:
         return Confusion(self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn)
 
     @property
@@ -55,7 +55,15 @@ class Confusion:
         return self.fn / (self.fn + self.tp) if self.fn + self.tp else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn, "f1": self.f1, "far": self.far, "mar": self.mar}
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "tn": self.tn,
+            "fn": self.fn,
+            "f1": self.f1,
+            "far": self.far,
+            "mar": self.mar,
+        }
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray) -> Confusion:
@@ -106,13 +114,15 @@ def _windows(cp_ts: np.ndarray, window_s: float, where: str) -> list[list[float]
     default intersection mode)."""
     offset = {"right": (0.0, window_s), "center": (-window_s / 2, window_s / 2), "left": (-window_s, 0.0)}[where]
     bounds = [[t + offset[0], t + offset[1]] for t in np.sort(cp_ts)]
-    for prev, nxt in zip(bounds, bounds[1:]):
+    for prev, nxt in zip(bounds, bounds[1:], strict=False):
         if prev[1] >= nxt[0]:
             nxt[0] = prev[1]
     return bounds
 
 
-def _file_nab(ts: np.ndarray, cps: np.ndarray, alarms: np.ndarray, window_s: float, where: str, w: dict[str, float]) -> tuple[float, int]:
+def _file_nab(
+    ts: np.ndarray, cps: np.ndarray, alarms: np.ndarray, window_s: float, where: str, w: dict[str, float]
+) -> tuple[float, int]:
     """(score, number of windows) of one file: the first alarm in each window earns the
     reward, a window without one costs A_fn, every alarm outside all windows costs A_fp."""
     alarm_ts = ts[np.asarray(alarms, dtype=bool)]

@@ -14,11 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from exporter.evaluation.metrics import NAB_PROFILES, changepoint_alarms, confusion, nab_score, pooled
 from exporter.evaluation.skab import SENSORS, TRAIN_ROWS, SkabFile
 from exporter.evaluation.skab_eval import DetectorConfig, FileResult, SettingResult
-from exporter.evaluation.metrics import NAB_PROFILES, changepoint_alarms, confusion, nab_score, pooled
 
-__all__ = ["LEADERBOARD", "NAB_LEADERBOARD", "format_table", "metrics", "plot_results", "write_json", "write_predictions"]
+__all__ = [
+    "LEADERBOARD",
+    "NAB_LEADERBOARD",
+    "format_table",
+    "metrics",
+    "plot_results",
+    "write_json",
+    "write_predictions",
+]
 
 LEADERBOARD: tuple[tuple[str, float, float, float], ...] = (
     # SKAB v0.9 outlier detection, test split (data/README.md): F1, FAR %, MAR %.
@@ -33,8 +41,12 @@ LEADERBOARD: tuple[tuple[str, float, float, float], ...] = (
     ("Isolation forest", 0.29, 2.56, 82.89),
 )
 NAB_LEADERBOARD: tuple[tuple[str, float], ...] = (
-    ("MSCRED", 32.42), ("Isolation forest", 26.16), ("T²+Q (PCA)", 25.35),
-    ("Conv-AE", 23.61), ("LSTM-AE", 23.51), ("Vanilla LSTM", 11.31),
+    ("MSCRED", 32.42),
+    ("Isolation forest", 26.16),
+    ("T²+Q (PCA)", 25.35),
+    ("Conv-AE", 23.61),
+    ("LSTM-AE", 23.51),
+    ("Vanilla LSTM", 11.31),
 )
 
 
@@ -51,11 +63,14 @@ def _labels(f: SkabFile) -> tuple[np.ndarray, np.ndarray]:
 
 def metrics(files: Sequence[SkabFile], results: Sequence[FileResult]) -> dict[str, Any]:
     """Pooled F1/FAR/MAR over the test rows (no point adjustment), NAB per profile, per file."""
-    pairs = [(_test(_labels(f)[0]), _test(r.raised)) for f, r in zip(files, results)]
+    pairs = [(_test(_labels(f)[0]), _test(r.raised)) for f, r in zip(files, results, strict=False)]
     total = pooled(pairs)
-    cps = [(_test(f.ts), _test(_labels(f)[1]), changepoint_alarms(_test(r.raised))) for f, r in zip(files, results)]
+    cps = [
+        (_test(f.ts), _test(_labels(f)[1]), changepoint_alarms(_test(r.raised)))
+        for f, r in zip(files, results, strict=False)
+    ]
     per_file = []
-    for f, r, (labels, preds) in zip(files, results, pairs):
+    for f, r, (labels, preds) in zip(files, results, pairs, strict=False):
         c = confusion(labels, preds)
         per_file.append({"file": f.name, "threshold": r.threshold, **{k: round(v, 4) for k, v in c.as_dict().items()}})
     return {
@@ -68,7 +83,9 @@ def metrics(files: Sequence[SkabFile], results: Sequence[FileResult]) -> dict[st
 
 def format_table(setting: str, ours: dict[str, dict[str, Any]]) -> str:
     """Our rows (one per precision) beside the published leaderboard, best F1 first."""
-    rows = [(f"edgewatch {target} ({setting})", m["f1"], 100 * m["far"], 100 * m["mar"], True) for target, m in ours.items()]
+    rows = [
+        (f"edgewatch {target} ({setting})", m["f1"], 100 * m["far"], 100 * m["mar"], True) for target, m in ours.items()
+    ]
     rows += [(name, f1, far, mar, False) for name, f1, far, mar in LEADERBOARD]
     rows.sort(key=lambda r: -r[1])
     width = max(len(r[0]) for r in rows)
@@ -77,29 +94,35 @@ def format_table(setting: str, ours: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{name:<{width}}  {f1:5.3f}  {far:6.2f}  {mar:6.2f}" + ("   <- ours" if mine else ""))
     lines.append("")
     nab = ", ".join(f"{target} {m['nab']['standard']:.2f}" for target, m in ours.items())
-    lines.append(f"NAB changepoint score (standard, 60 s to the right): ours {nab}; published: "
-                 + ", ".join(f"{n} {s:.2f}" for n, s in NAB_LEADERBOARD))
+    lines.append(
+        f"NAB changepoint score (standard, 60 s to the right): ours {nab}; published: "
+        + ", ".join(f"{n} {s:.2f}" for n, s in NAB_LEADERBOARD)
+    )
     if setting == "streaming":
-        lines.append("note: the leaderboard is the published protocol (a model per file); this setting is not comparable row for row")
+        lines.append(
+            "note: the leaderboard is the published protocol (a model per file); this setting is not comparable row for row"
+        )
     return "\n".join(lines)
 
 
 def write_predictions(directory: Path, files: Sequence[SkabFile], results: Sequence[FileResult]) -> list[Path]:
     """One CSV per file, mirroring the input tree: the test rows' datetime and 0/1 prediction."""
     written = []
-    for f, r in zip(files, results):
+    for f, r in zip(files, results, strict=False):
         path = Path(directory) / f"{f.name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["datetime", "prediction"])
-            for stamp, flag in zip(f.datetime[TRAIN_ROWS:], _test(r.raised)):
+            for stamp, flag in zip(f.datetime[TRAIN_ROWS:], _test(r.raised), strict=False):
                 writer.writerow([stamp, int(flag)])
         written.append(path)
     return written
 
 
-def write_json(path: Path, result: SettingResult, config: DetectorConfig, ours: dict[str, dict[str, Any]], *, extra: dict[str, Any]) -> Path:
+def write_json(
+    path: Path, result: SettingResult, config: DetectorConfig, ours: dict[str, dict[str, Any]], *, extra: dict[str, Any]
+) -> Path:
     payload = {
         "setting": result.setting,
         "trained_on": result.trained_on,
@@ -116,14 +139,18 @@ def write_json(path: Path, result: SettingResult, config: DetectorConfig, ours: 
     return out
 
 
-def plot_results(directory: Path, files: Sequence[SkabFile], results: Sequence[FileResult], *, label: str) -> list[Path]:
+def plot_results(
+    directory: Path, files: Sequence[SkabFile], results: Sequence[FileResult], *, label: str
+) -> list[Path]:
     """One PNG per file (`<subfolder>/<name>.png`): sensors, score vs threshold, alerts, labels."""
     from runtime.tools.plots import StreamTrace, plot_stream
 
     written = []
-    for f, r in zip(files, results):
+    for f, r in zip(files, results, strict=False):
         c = confusion(_test(_labels(f)[0]), _test(r.raised))
         note = f"{label}; test rows: F1 {c.f1:.2f}, FAR {100 * c.far:.1f}%, MAR {100 * c.mar:.1f}%"
-        trace = StreamTrace(f.name, f.values, SENSORS, r.scores, r.threshold, r.raised, f.anomaly, f.ts, note, split_at=TRAIN_ROWS)
+        trace = StreamTrace(
+            f.name, f.values, SENSORS, r.scores, r.threshold, r.raised, f.anomaly, f.ts, note, split_at=TRAIN_ROWS
+        )
         written.append(plot_stream(trace, Path(directory) / f"{f.name}.png"))
     return written

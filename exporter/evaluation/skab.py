@@ -125,7 +125,9 @@ def load_labelled(root: Path, limit: int | None = None) -> list[SkabFile]:
     for sub in SUBFOLDERS:
         folder = root / sub
         if folder.is_dir():
-            groups.append(sorted(folder.glob("*.csv"), key=lambda p: (int(p.stem) if p.stem.isdigit() else 1 << 30, p.stem)))
+            groups.append(
+                sorted(folder.glob("*.csv"), key=lambda p: (int(p.stem) if p.stem.isdigit() else 1 << 30, p.stem))
+            )
     paths = [p for group in groups for p in group]
     if not paths:
         raise SkabError(f"{root}: no labelled files under {', '.join(SUBFOLDERS)}")

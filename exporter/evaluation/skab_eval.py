@@ -35,18 +35,18 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
-from runtime.engine.replay import Recording, Replay, replay
 from exporter.evaluation.skab import SENSORS, TRAIN_ROWS, SkabFile
 from exporter.training.fit import TrainConfig
+from runtime.engine.replay import Recording, Replay, replay
 
 if TYPE_CHECKING:
     from runtime.engine.engine import Engine
 
 __all__ = [
-    "DetectorConfig",
-    "FileResult",
     "PUBLISHED",
     "STREAMING",
+    "DetectorConfig",
+    "FileResult",
     "SettingResult",
     "run_published",
     "run_streaming",
@@ -78,7 +78,9 @@ class DetectorConfig:
     """Samples per message: 1 is a sensor publishing each reading as it is taken."""
 
     def policy(self) -> AlertPolicy:
-        return AlertPolicy(raise_k=self.raise_k, raise_n=self.raise_n, clear_m=self.clear_m, warmup_steps=self.warmup_steps)
+        return AlertPolicy(
+            raise_k=self.raise_k, raise_n=self.raise_n, clear_m=self.clear_m, warmup_steps=self.warmup_steps
+        )
 
 
 PUBLISHED = DetectorConfig(
@@ -135,12 +137,17 @@ def _write_csv(path: Path, f: SkabFile, stop: int | None) -> Path:
 
 
 def _train_and_export(
-    sequences: Sequence[np.ndarray], calibration: Path, config: DetectorConfig, targets: Sequence[str], folder: Path, log: Log
+    sequences: Sequence[np.ndarray],
+    calibration: Path,
+    config: DetectorConfig,
+    targets: Sequence[str],
+    folder: Path,
+    log: Log,
 ) -> dict[str, Path]:
     """Train the reference model, write its files, export it once per target; → artifact dirs."""
     from exporter.pipeline import ExportRequest, run_export
-    from exporter.training.reference_model import SPEC
     from exporter.training.fit import train_forecaster, write_training_output
+    from exporter.training.reference_model import SPEC
 
     result = train_forecaster(sequences, SENSORS, config.train)
     paths = write_training_output(result, folder, config=config.train, sources=[str(calibration)])
@@ -160,15 +167,17 @@ def _train_and_export(
     return out
 
 
-def _engine(artifact_dir: Path, config: DetectorConfig, threshold: float | None, name: str) -> "Engine":
+def _engine(artifact_dir: Path, config: DetectorConfig, threshold: float | None, name: str) -> Engine:
     """An Engine on the artifact; threshold None takes the manifest's calibrated one."""
-    from runtime.model.artifact import load_artifact
     from runtime.engine.engine import Engine
+    from runtime.model.artifact import load_artifact
     from runtime.model.session import create_session
 
     artifact = load_artifact(artifact_dir)
     session, _ = create_session(artifact, TargetConfig(type="cpu"), name=name)
-    model = ModelConfig(path=artifact_dir, target="cpu", threshold=threshold, ewma_alpha=config.ewma_alpha, alerts=config.policy())
+    model = ModelConfig(
+        path=artifact_dir, target="cpu", threshold=threshold, ewma_alpha=config.ewma_alpha, alerts=config.policy()
+    )
     return Engine(artifact, session, model, name=name)
 
 
@@ -191,9 +200,18 @@ def _sizes(artifact_dir: Path) -> dict[str, int]:
     return dict(read_manifest(artifact_dir).sizes)
 
 
-def run_published(files: Sequence[SkabFile], config: DetectorConfig, targets: Sequence[str], *, work: Path | None = None, log: Log = print) -> SettingResult:
+def run_published(
+    files: Sequence[SkabFile],
+    config: DetectorConfig,
+    targets: Sequence[str],
+    *,
+    work: Path | None = None,
+    log: Log = print,
+) -> SettingResult:
     """SKAB's protocol: per file, train on rows [0, 400), export, stream the whole file."""
-    result = SettingResult("published", {t: [] for t in targets}, trained_on="each file's first 400 rows (a fresh model per file)")
+    result = SettingResult(
+        "published", {t: [] for t in targets}, trained_on="each file's first 400 rows (a fresh model per file)"
+    )
     seconds = {"train+export": 0.0, "engine": 0.0}
     with tempfile.TemporaryDirectory(prefix="edgewatch-skab-") as tmp:
         root = Path(work) if work is not None else Path(tmp)
@@ -202,7 +220,9 @@ def run_published(files: Sequence[SkabFile], config: DetectorConfig, targets: Se
             folder.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
             calibration = _write_csv(folder / "train-rows.csv", f, TRAIN_ROWS)
-            artifacts = _train_and_export([f.values[:TRAIN_ROWS]], calibration, config, targets, folder, lambda _line: None)
+            artifacts = _train_and_export(
+                [f.values[:TRAIN_ROWS]], calibration, config, targets, folder, lambda _line: None
+            )
             seconds["train+export"] += time.monotonic() - started
             started = time.monotonic()
             for target, directory in artifacts.items():
@@ -210,7 +230,9 @@ def run_published(files: Sequence[SkabFile], config: DetectorConfig, targets: Se
                 result.precisions[target].append(outcome[f.name])
                 result.artifacts.setdefault(target, _sizes(directory))
             seconds["engine"] += time.monotonic() - started
-            log(f"  [{i + 1}/{len(files)}] {f.name}: trained, exported {', '.join(targets)}, streamed ({sum(seconds.values()):.0f}s)")
+            log(
+                f"  [{i + 1}/{len(files)}] {f.name}: trained, exported {', '.join(targets)}, streamed ({sum(seconds.values()):.0f}s)"
+            )
     result.seconds = seconds
     return result
 

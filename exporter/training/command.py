@@ -24,17 +24,35 @@ def register(subparsers: Any) -> None:
         description="Train exporter.training.reference_model:ForecastLSTM on normal operating data and write "
         "DIR/weights.pt, DIR/normalization.json and DIR/model.json for `edgewatch export`.",
     )
-    p.add_argument("--data", required=True, nargs="+", type=Path, metavar="CSV", help="normal operating data, raw units (; or , separated, header row)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for weights.pt, normalization.json, model.json")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="normal operating data, raw units (; or , separated, header row)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="folder for weights.pt, normalization.json, model.json"
+    )
     p.add_argument("--features", metavar="A,B,C", help="columns to use, in this order (default: every numeric column)")
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size (default 64)")
     p.add_argument("--layers", type=int, default=2, help="stacked LSTM layers (default 2)")
-    p.add_argument("--epochs", type=int, default=40, help="maximum epochs; the best held-out epoch is kept (default 40)")
+    p.add_argument(
+        "--epochs", type=int, default=40, help="maximum epochs; the best held-out epoch is kept (default 40)"
+    )
     p.add_argument("--window", type=int, default=64, help="steps per training window, 0 = whole files (default 64)")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="tail of each file held out to pick the epoch (default 0.2; 0 = none)")
     p.add_argument(
-        "--no-persistence", dest="persistence", action="store_false",
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="tail of each file held out to pick the epoch (default 0.2; 0 = none)",
+    )
+    p.add_argument(
+        "--no-persistence",
+        dest="persistence",
+        action="store_false",
         help="no learned per-feature persistence term (the forecast comes from the LSTM state alone)",
     )
     p.add_argument("--seed", type=int, default=0)
@@ -47,24 +65,32 @@ def export_command(out: Path, kwargs: dict[str, Any], calibration: Path, target:
     from exporter.training.reference_model import SPEC
 
     parts = [
-        "edgewatch", "export",
-        "--model", SPEC,
-        "--model-kwargs", json.dumps(kwargs),
-        "--weights", str(out / "weights.pt"),
-        "--normalization", str(out / "normalization.json"),
-        "--calibration", str(calibration),
-        "--target", target,
-        "--out", str(out / "artifact"),
+        "edgewatch",
+        "export",
+        "--model",
+        SPEC,
+        "--model-kwargs",
+        json.dumps(kwargs),
+        "--weights",
+        str(out / "weights.pt"),
+        "--normalization",
+        str(out / "normalization.json"),
+        "--calibration",
+        str(calibration),
+        "--target",
+        target,
+        "--out",
+        str(out / "artifact"),
     ]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # noqa: F401  # imported before the bar starts its clock (the import takes seconds)
+    import torch  # imported before the bar starts its clock (the import takes seconds)
 
     from exporter.progress import ProgressBar
-    from exporter.training.fit import TrainConfig, train_forecaster, write_training_output
     from exporter.training.data import read_training_csvs
+    from exporter.training.fit import TrainConfig, train_forecaster, write_training_output
 
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     data = read_training_csvs(list(args.data), features)
@@ -80,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     rows = sum(len(s) for s in data.sequences)
-    print(f"training on {rows} rows of {len(data.features)} features from {len(data.sequences)} file(s)", file=sys.stderr)
+    print(
+        f"training on {rows} rows of {len(data.features)} features from {len(data.sequences)} file(s)", file=sys.stderr
+    )
     bar = ProgressBar(config.epochs, "train")
     what = "held-out mse" if config.val_fraction > 0 else "train mse"
     result = train_forecaster(

@@ -43,7 +43,9 @@ def read_training_csvs(paths: list[Path], features: list[str] | None) -> Trainin
     for path in paths:
         found, values = _read_one(Path(path), features)
         if names is not None and found != names:
-            raise ExportInputError(f"--data {path}: columns {found} differ from the first file's {names}; pass --features")
+            raise ExportInputError(
+                f"--data {path}: columns {found} differ from the first file's {names}; pass --features"
+            )
         names = found
         sequences.append(values)
     assert names is not None

@@ -104,7 +104,9 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def fit_normalization(sequences: Sequence[np.ndarray], features: Sequence[str], *, rel_floor: float = 1e-3) -> NormalizationStats:
+def fit_normalization(
+    sequences: Sequence[np.ndarray], features: Sequence[str], *, rel_floor: float = 1e-3
+) -> NormalizationStats:
     """Mean and std over all rows of all sequences ([T_i, F] each).
 
     A feature that is (nearly) constant in normal data gets its std floored at
@@ -151,7 +153,7 @@ def _split_tails(sequences: list[np.ndarray], fraction: float) -> tuple[list[np.
     if fraction == 0.0:
         return sequences, []
     cut = [int(round(len(s) * (1.0 - fraction))) for s in sequences]
-    return [s[:c] for s, c in zip(sequences, cut)], cut
+    return [s[:c] for s, c in zip(sequences, cut, strict=False)], cut
 
 
 def train_forecaster(
@@ -189,7 +191,7 @@ def train_forecaster(
     data = _batches(config, heads)
     if not data:
         raise TrainingError(f"no sequence is longer than burn_in + 1 = {config.burn_in + 1} rows")
-    val = [(torch.from_numpy(s[None]), c) for s, c in zip(normed, cuts) if len(s) - c >= 2]
+    val = [(torch.from_numpy(s[None]), c) for s, c in zip(normed, cuts, strict=False) if len(s) - c >= 2]
 
     model = ForecastLSTM(len(features), hidden=config.hidden, layers=config.layers, persistence=config.persistence)
     if init_state_dict is not None:
@@ -267,7 +269,9 @@ def _held_out_error(model: Any, val: list[tuple[Any, int]]) -> float:
     return total / max(count, 1)
 
 
-def write_training_output(result: TrainResult, out_dir: Path, *, config: TrainConfig, sources: Sequence[str]) -> dict[str, Path]:
+def write_training_output(
+    result: TrainResult, out_dir: Path, *, config: TrainConfig, sources: Sequence[str]
+) -> dict[str, Path]:
     """DIR/weights.pt (state_dict), DIR/normalization.json, DIR/model.json; returns the paths."""
     import torch
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ForecastLSTM", "SPEC"]
+__all__ = ["SPEC", "ForecastLSTM"]
 
 SPEC = "exporter.training.reference_model:ForecastLSTM"
 """The `--model` value that names this class for `edgewatch export`."""
@@ -60,4 +60,9 @@ class ForecastLSTM(nn.Module):
         return y
 
     def kwargs(self) -> dict[str, int | bool]:
-        return {"features": self.features, "hidden": self.hidden, "layers": self.layers, "persistence": self.persistence}
+        return {
+            "features": self.features,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "persistence": self.persistence,
+        }

@@ -57,8 +57,13 @@ def parse_alert(payload: bytes) -> AlertLine:
         name, value = item
         top.append((str(name), float(value)))
     return AlertLine(
-        stream=str(doc["stream"]), state=str(doc["state"]), score=float(doc["score"]),
-        threshold=float(doc["threshold"]), ts=float(doc["ts"]), id=str(doc["id"]), top=tuple(top),
+        stream=str(doc["stream"]),
+        state=str(doc["state"]),
+        score=float(doc["score"]),
+        threshold=float(doc["threshold"]),
+        ts=float(doc["ts"]),
+        id=str(doc["id"]),
+        top=tuple(top),
         raw=json.dumps(doc, separators=(",", ":"), sort_keys=False),
     )
 
@@ -67,8 +72,10 @@ def format_alert(alert: AlertLine) -> str:
     when = datetime.fromtimestamp(alert.ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
     score = f"{alert.score:9.3f}" if math.isfinite(alert.score) else f"{alert.score!s:>9}"
     top = ", ".join(f"{name} {value:.2f}" for name, value in alert.top)
-    return f"{when:<23} {alert.state.upper():<8} {alert.stream:<24} {score} {alert.threshold:8.3f}  " \
-           f"{top + '  ' if top else ''}id {alert.id[:16]}"
+    return (
+        f"{when:<23} {alert.state.upper():<8} {alert.stream:<24} {score} {alert.threshold:8.3f}  "
+        f"{top + '  ' if top else ''}id {alert.id[:16]}"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -100,7 +100,7 @@ def read_csv(path: Path, columns: list[str] | None = None, ts_column: str | None
     rows = []
     for n, row in enumerate(body, start=2):
         values = [_number(row[where[c]]) for c in chosen]
-        bad = [c for c, v in zip(chosen, values) if v is None]
+        bad = [c for c, v in zip(chosen, values, strict=False) if v is None]
         if bad:
             raise ConfigError(f"{path}:{n}: column(s) {bad} are not finite numbers")
         rows.append(tuple(v for v in values if v is not None))
@@ -118,7 +118,7 @@ def _payload(stream: CsvStream, first: int, *, chunk: int, start_seq: int, named
     elif chunk == 1:
         body["ts"] = round(now, 6)
     if chunk == 1:
-        body["values"] = dict(zip(stream.columns, rows[0])) if named else list(rows[0])
+        body["values"] = dict(zip(stream.columns, rows[0], strict=False)) if named else list(rows[0])
     else:
         body["values"] = [list(r) for r in rows]
     return json.dumps(body, separators=(",", ":")).encode()
@@ -167,8 +167,9 @@ def run(args: argparse.Namespace) -> int:
     window: list[mqtt.MQTTMessageInfo] = []
     try:
         for i, first in enumerate(starts):
-            payload = _payload(stream, first, chunk=args.chunk, start_seq=args.start_seq, named=args.named,
-                               now=time.time())
+            payload = _payload(
+                stream, first, chunk=args.chunk, start_seq=args.start_seq, named=args.named, now=time.time()
+            )
             info = client.publish(args.topic, payload, qos=args.qos)
             if args.qos == 1:
                 window.append(info)

@@ -9,8 +9,10 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("serve", help="serve the configured models on MQTT (foreground; SIGTERM stops, "
-                                            "SIGHUP reloads the config and models)")
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the configured models on MQTT (foreground; SIGTERM stops, SIGHUP reloads the config and models)",
+    )
     p.add_argument("--config", type=Path, required=True, help="gateway config (YAML)")
     p.set_defaults(func=run)
 

@@ -22,10 +22,10 @@ from typing import Literal
 
 import numpy as np
 
-from runtime.ingest.payload import Message
 from runtime.engine.streams import NO_SEQ, StateStore
+from runtime.ingest.payload import Message
 
-__all__ = ["AdmissionCounts", "GapPolicy", "Plan", "admit", "DROPPED_NAMES"]
+__all__ = ["DROPPED_NAMES", "AdmissionCounts", "GapPolicy", "Plan", "admit"]
 
 KEEP, DUPLICATE, OUT_OF_ORDER, REFUSED = 0, 1, 2, 3
 DROPPED_NAMES = ("processed", "duplicate", "out-of-order", "refused")
@@ -298,7 +298,7 @@ class _Admission:
                 self.counts.resets += len(cuts)
                 bounds = [*cuts, int(stop[k])]
                 stop[k] = cuts[0]
-                extra.extend((i, a, b) for a, b in zip(bounds[:-1], bounds[1:]))
+                extra.extend((i, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=False))
         if not extra:
             return msg, start, stop, reset
         more = np.array(extra, dtype=np.int64).reshape(-1, 3)

@@ -24,10 +24,10 @@ from edge_config.manifest import Normalization
 from edge_config.schema import ModelConfig
 from runtime.engine.admission import DROPPED_NAMES, KEEP, GapPolicy, Plan, admit
 from runtime.engine.alerts import Alert
-from runtime.model.artifact import Artifact
-from runtime.ingest.payload import Message
 from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
 from runtime.engine.streams import NO_SEQ, StateStore
+from runtime.ingest.payload import Message
+from runtime.model.artifact import Artifact
 
 __all__ = ["Engine", "EngineCounters", "Eviction", "InferenceBackend", "Outcome", "OutcomeStatus", "normalize"]
 
@@ -216,8 +216,12 @@ class Engine:
                 continue
             last_seq, last_ts = int(store.last_seq[slot]), float(store.last_ts[slot])
             by_seq = m.seq is not None and last_seq != NO_SEQ and m.seq > last_seq + 1
-            by_ts = self._max_gap_s is not None and m.ts is not None and not np.isnan(last_ts) \
+            by_ts = (
+                self._max_gap_s is not None
+                and m.ts is not None
+                and not np.isnan(last_ts)
                 and float(m.ts[0]) - last_ts > self._max_gap_s
+            )
             if by_seq or by_ts:
                 store.reset_model(slot)
                 self.counters.rewarming += 1
@@ -295,11 +299,13 @@ class Engine:
             outputs, scores = list(results[0][0]), list(results[0][1])
         else:
             outputs, scores = [np.empty(0)] * units, [np.empty(0)] * units
-            for call, (y, sc) in zip(plan.calls, results):
-                for u, out, score in zip(call.tolist(), y, sc):
+            for call, (y, sc) in zip(plan.calls, results, strict=False):
+                for u, out, score in zip(call.tolist(), y, sc, strict=False):
                     outputs[u], scores[u] = out, score
         if units == len(messages):  # every message kept, one unit each: the common batch
-            return [Outcome(m, "processed", len(s), o, s, []) for m, o, s in zip(messages, outputs, scores)]
+            return [
+                Outcome(m, "processed", len(s), o, s, []) for m, o, s in zip(messages, outputs, scores, strict=False)
+            ]
         # Units are sorted by message: message i's units are first[i]:first[i + 1].
         first = np.searchsorted(plan.unit_message, np.arange(len(messages) + 1)).tolist()
         status = plan.status.tolist()

@@ -61,7 +61,9 @@ def alert_flags(alerts: list[Alert], rows: int, *, first_seq: int = 0) -> np.nda
     return flags
 
 
-def replay(engine: Engine, recordings: Mapping[str, Recording], *, chunk: int = 1, stop: int | None = None) -> dict[str, Replay]:
+def replay(
+    engine: Engine, recordings: Mapping[str, Recording], *, chunk: int = 1, stop: int | None = None
+) -> dict[str, Replay]:
     """Feed rows [0, stop) of every recording (keyed by stream id, new to `engine`) through it.
 
     Round r sends every stream's r-th message in one `process` call, so a round is one
@@ -90,7 +92,9 @@ def replay(engine: Engine, recordings: Mapping[str, Recording], *, chunk: int = 
             break
         for outcome in engine.process(batch):
             if outcome.status != "processed" or outcome.scores is None:
-                raise RuntimeError(f"stream {outcome.message.stream!r}: the engine answered {outcome.status!r} to a replayed message")
+                raise RuntimeError(
+                    f"stream {outcome.message.stream!r}: the engine answered {outcome.status!r} to a replayed message"
+                )
             scores[outcome.message.stream].append(outcome.scores)
             alerts[outcome.message.stream].extend(outcome.alerts)
         cursor += chunk

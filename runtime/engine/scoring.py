@@ -173,7 +173,7 @@ def calibrate(
         raise ValueError("x_norm and y must hold the same number of segments (at least one)")
     settings = settings_base
     if task == "forecast":
-        errors = np.concatenate([yy[:-1].astype(np.float64) - xx[1:] for xx, yy in zip(xs, ys)])
+        errors = np.concatenate([yy[:-1].astype(np.float64) - xx[1:] for xx, yy in zip(xs, ys, strict=False)])
         if errors.shape[0] == 0:
             raise ValueError("calibration needs at least two steps")
         rms = np.sqrt(np.mean(errors * errors, axis=0))
@@ -183,7 +183,7 @@ def calibrate(
         )
     else:
         settings = settings_base.model_copy(update={"kind": "probability", "residual_std": None})
-    scores = np.concatenate([score_sequence(settings, task, xx, yy)[warmup:] for xx, yy in zip(xs, ys)])
+    scores = np.concatenate([score_sequence(settings, task, xx, yy)[warmup:] for xx, yy in zip(xs, ys, strict=False)])
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         raise ValueError("calibration left no scored steps (too short, or warmup too long)")

@@ -299,4 +299,3 @@ class StateStore:
         self._stream_of.extend([None] * (new - old))
         self._free.extend(range(new - 1, old - 1, -1))
         self._capacity = new
-

@@ -19,7 +19,7 @@ from edge_config.schema import AlertPolicy
 from runtime.engine.alerts import Alert, AlertState, ClearReason, alert_id
 from runtime.engine.streams import StateStore
 
-__all__ = ["STATUS_NAMES", "WINDOW_COLUMNS", "AlertTracker", "Locate", "Explain"]
+__all__ = ["STATUS_NAMES", "WINDOW_COLUMNS", "AlertTracker", "Explain", "Locate"]
 
 STATUS_NAMES = ("", "warming-up", "ok", "alert")
 """Status codes stored per slot; 0 means nothing reported yet."""

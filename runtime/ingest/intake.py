@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edge_config.errors import PayloadError
-from runtime.mqtt.bus import Inbound
-from runtime.ops.counters import ServiceCounters
 from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload
+from runtime.mqtt.bus import Inbound
 from runtime.mqtt.topics import MAX_ID_LEVELS, StreamIdResolver, check_stream_id
+from runtime.ops.counters import ServiceCounters
 
 __all__ = ["LOG_EVERY_S", "Intake", "RejectLog", "Rejected", "Reset", "Ticket"]
 
@@ -112,8 +112,9 @@ class Intake:
             values, seq, ts = decode_payload(inbound.payload, layout, self._limits)
         except PayloadError as exc:
             return self._reject(exc.reason, exc.detail, inbound, topic)
-        return Message(route.stream, values, seq, ts, inbound.received, inbound.received_wall, inbound.mid,
-                       Ticket(inbound, model))
+        return Message(
+            route.stream, values, seq, ts, inbound.received, inbound.received_wall, inbound.mid, Ticket(inbound, model)
+        )
 
     def _control(self, topic: str, inbound: Inbound) -> Reset | Rejected:
         if inbound.retain:

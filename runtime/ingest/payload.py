@@ -17,7 +17,6 @@ bytes: the caller is paho's network thread, where one stray exception stops all 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -269,9 +268,9 @@ def _rows_fast(rows: list[object], count: int) -> np.ndarray | None:
         return None
     if array.ndim != 2 or array.shape[1] != count or array.dtype.kind not in "fiu":
         return None
-    if array.dtype.kind == "f" and not (-_FLT_MAX <= array.min() and array.max() <= _FLT_MAX):
+    if array.dtype.kind == "f" and not (array.min() >= -_FLT_MAX and array.max() <= _FLT_MAX):
         return None
-    if array.dtype.kind != "f" and not (-_FLT_MAX <= float(array.min()) and float(array.max()) <= _FLT_MAX):
+    if array.dtype.kind != "f" and not (float(array.min()) >= -_FLT_MAX and float(array.max()) <= _FLT_MAX):
         return None
     return np.ascontiguousarray(array, dtype=np.float32)
 

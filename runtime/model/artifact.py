@@ -58,8 +58,11 @@ def _tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
 def _external_data_refs(model: onnx.ModelProto) -> list[str]:
     # external_data entries count even without data_location=EXTERNAL: refuse anything
     # that names a file, whatever a given runtime version would make of it
-    return [name for name, tensor in _tensors(model)
-            if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0]
+    return [
+        name
+        for name, tensor in _tensors(model)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0
+    ]
 
 
 def _static_dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
@@ -81,7 +84,9 @@ def _shape_mismatches(model: onnx.ModelProto, manifest: Manifest) -> list[str]:
         dims = _static_dims(values[name]) if name in values else None
         if dims is None:
             continue
-        if len(dims) != len(want) or any(d is not None and isinstance(w, int) and d != w for d, w in zip(dims, want)):
+        if len(dims) != len(want) or any(
+            d is not None and isinstance(w, int) and d != w for d, w in zip(dims, want, strict=False)
+        ):
             shown = [d if d is not None else "?" for d in dims]
             problems.append(f"{name} is {shown} in the graph but {want} in the manifest")
         elif name != manifest.input and values[name].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
@@ -116,7 +121,9 @@ def load_artifact(directory: Path | str) -> Artifact:
         raise ArtifactError(f"{path}: has no graph nodes (empty or truncated file)")
     refs = _external_data_refs(model)
     if refs:
-        raise ArtifactError(f"{path}: refers to external data ({', '.join(refs[:3])}); artifacts must be self-contained")
+        raise ArtifactError(
+            f"{path}: refers to external data ({', '.join(refs[:3])}); artifacts must be self-contained"
+        )
     try:
         # catches what parses but cannot be a model: e.g. a file cut right after the graph
         # (no opset), dangling node inputs, wrong IR version; contrib-op domains pass

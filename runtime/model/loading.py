@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge_config.schema import GatewayConfig
-from runtime.model.artifact import Artifact
 from runtime.engine.engine import Engine
+from runtime.model.artifact import Artifact
 
 if TYPE_CHECKING:  # runtime.model.session imports onnxruntime: only load_model needs it
     from runtime.model.session import SessionReport
@@ -44,6 +44,12 @@ def load_model(name: str, config: GatewayConfig, artifact: Artifact | None = Non
     log.info("%s", report.summary())
     for warning in report.warnings:
         log.warning("model %r: %s", name, warning)
-    engine = Engine(artifact, session, model, name=name, max_streams=config.runtime.max_streams,
-                    idle_ttl_s=config.runtime.idle_ttl_s)
+    engine = Engine(
+        artifact,
+        session,
+        model,
+        name=name,
+        max_streams=config.runtime.max_streams,
+        idle_ttl_s=config.runtime.idle_ttl_s,
+    )
     return LoadedModel(engine, report)

@@ -52,13 +52,18 @@ def prepare_reload(path: Path, running: GatewayConfig, engines: Mapping[str, Eng
     for name, model in new.models.items():
         old = engines[name]
         artifact = load_artifact(model.path)  # verified every time: a tampered file fails the reload
-        if model == old.model and new.targets[model.target] == running.targets[old.model.target] \
-                and artifact.sha256 == old.artifact.sha256 and artifact.manifest == old.artifact.manifest:
+        if (
+            model == old.model
+            and new.targets[model.target] == running.targets[old.model.target]
+            and artifact.sha256 == old.artifact.sha256
+            and artifact.manifest == old.artifact.manifest
+        ):
             continue  # unchanged: keep the running engine (and its session) as it is
         loaded = load_model(name, config, artifact)
         before, after = old.artifact.manifest.features.names, loaded.engine.artifact.manifest.features.names
         if list(before) != list(after):
             raise ConfigError(
-                f"model {name!r}: features changed from {list(before)} to {list(after)}: restart to apply")
+                f"model {name!r}: features changed from {list(before)} to {list(after)}: restart to apply"
+            )
         plan.models[name] = loaded
     return plan

@@ -192,7 +192,7 @@ def _warmup_feeds(manifest: Manifest) -> dict[str, np.ndarray]:
 
 
 def _listed(ops: dict[str, int]) -> str:
-    return ", ".join(f"{op}×{n}" for op, n in sorted(ops.items()))  # noqa: RUF001 (the multiplication sign is meant)
+    return ", ".join(f"{op}×{n}" for op, n in sorted(ops.items()))
 
 
 def _judge(

@@ -183,8 +183,13 @@ class Bus:
     def start(self) -> None:
         b = self._broker
         if self._v5:
-            self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s, clean_start=b.session_expiry_s == 0,
-                                       properties=self._connect_properties())
+            self._client.connect_async(
+                b.host,
+                b.port,
+                keepalive=b.keepalive_s,
+                clean_start=b.session_expiry_s == 0,
+                properties=self._connect_properties(),
+            )
         else:
             self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
         self._client.loop_start()
@@ -226,7 +231,9 @@ class Bus:
                 if self._failures.should_log(str(reason)):
                     log.error(
                         "broker %s:%d refused the connection: %s (retrying with backoff)",
-                        self._broker.host, self._broker.port, reason,
+                        self._broker.host,
+                        self._broker.port,
+                        reason,
                     )
                 return
             self._connection += 1
@@ -234,7 +241,10 @@ class Bus:
             self._failures.reset()
             log.info(
                 "connected to %s:%d (MQTT %s, session present: %s)",
-                self._broker.host, self._broker.port, self._broker.protocol, flags.session_present,
+                self._broker.host,
+                self._broker.port,
+                self._broker.protocol,
+                flags.session_present,
             )
             lost, size = self._outbox.forget_qos0()
             if lost:
@@ -246,8 +256,12 @@ class Bus:
             # process subscribes anyway, in case the config's filters changed since.
             if self._taking_input and self._subscriptions and (not flags.session_present or not self._subscribed_once):
                 if self._v5:
-                    client.subscribe([(f, mqtt.SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain))
-                                      for f, q in self._subscriptions])
+                    client.subscribe(
+                        [
+                            (f, mqtt.SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain))
+                            for f, q in self._subscriptions
+                        ]
+                    )
                 else:  # MQTT 3.1.1 takes a bare QoS (paho refuses SubscribeOptions there)
                     client.subscribe(list(self._subscriptions))
                 self._subscribed_once = True
@@ -291,7 +305,11 @@ class Bus:
                 hint = "a client certificate missing or rejected?" if self._broker.tls else "a TLS-only port?"
                 log.error(
                     "cannot connect to %s:%d: %s (%s; %s) (retrying with backoff)",
-                    self._broker.host, self._broker.port, why, reason, hint,
+                    self._broker.host,
+                    self._broker.port,
+                    why,
+                    reason,
+                    hint,
                 )
         except Exception:  # a paho callback must not raise
             log.debug("error in on_disconnect", exc_info=True)
@@ -305,8 +323,15 @@ class Bus:
             except UnicodeDecodeError:
                 topic = None
             inbound = Inbound(
-                topic, raw, bytes(msg.payload), int(msg.qos), int(msg.mid), bool(msg.retain),
-                time.monotonic(), time.time(), self._connection,
+                topic,
+                raw,
+                bytes(msg.payload),
+                int(msg.qos),
+                int(msg.mid),
+                bool(msg.retain),
+                time.monotonic(),
+                time.time(),
+                self._connection,
             )
             self._handler(inbound)
         except Exception:

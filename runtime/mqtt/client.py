@@ -69,11 +69,15 @@ def tls_context(tls: TLSConfig) -> ssl.SSLContext:
 def make_client(broker: BrokerConfig, client_id: str, *, manual_ack: bool, max_inflight: int = 20) -> mqtt.Client:
     """A configured, not yet connected client (MQTT 5 or 3.1.1, TLS and credentials from the config)."""
     if broker.protocol == "5":
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                         manual_ack=manual_ack)
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
     else:
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                         clean_session=broker.session_expiry_s == 0, manual_ack=manual_ack)
+        client = _Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=broker.session_expiry_s == 0,
+            manual_ack=manual_ack,
+        )
     paho_log = logging.getLogger("edgewatch.paho")
     if paho_log.isEnabledFor(logging.DEBUG):  # paho logs every failed retry at ERROR: only for -v
         client.enable_logger(paho_log)

@@ -74,7 +74,9 @@ class ServiceCounters:
     def snapshot(self) -> CounterSnapshot:
         with self._lock:
             c = self._c
-            return CounterSnapshot(**{
-                f.name: dict(value) if isinstance(value := getattr(c, f.name), dict) else value
-                for f in fields(CounterSnapshot)
-            })
+            return CounterSnapshot(
+                **{
+                    f.name: dict(value) if isinstance(value := getattr(c, f.name), dict) else value
+                    for f in fields(CounterSnapshot)
+                }
+            )

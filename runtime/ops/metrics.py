@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 
 from edge_config.errors import ConfigError
 from runtime.mqtt.bus import BusCounters
-from runtime.state.writer import CheckpointStats
 from runtime.ops.counters import CounterSnapshot
+from runtime.state.writer import CheckpointStats
 
 __all__ = ["HealthServer", "Metrics", "parse_address"]
 
@@ -44,8 +44,13 @@ def _labelled(name: str, doc: str, label: str, table: dict[str, int]) -> Counter
 
 
 class _Counters(Collector):
-    def __init__(self, service: Callable[[], CounterSnapshot], bus: Callable[[], BusCounters],
-                 outbox: Callable[[], tuple[int, int]], checkpoints: Callable[[], CheckpointStats] | None) -> None:
+    def __init__(
+        self,
+        service: Callable[[], CounterSnapshot],
+        bus: Callable[[], BusCounters],
+        outbox: Callable[[], tuple[int, int]],
+        checkpoints: Callable[[], CheckpointStats] | None,
+    ) -> None:
         self._service, self._bus, self._outbox, self._checkpoints = service, bus, outbox, checkpoints
 
     def collect(self) -> Iterator[Metric]:
@@ -54,15 +59,15 @@ class _Counters(Collector):
         yield _counter("edgewatch_messages_processed", "Input messages stepped through a model", s.processed)
         yield _labelled("edgewatch_messages_rejected", "Input messages rejected", "reason", s.rejected)
         yield _labelled("edgewatch_messages_skipped", "Valid messages not stepped", "reason", s.skipped)
-        yield _labelled("edgewatch_messages_dropped", "Input messages dropped by the queue policy", "policy",
-                        s.dropped)
+        yield _labelled("edgewatch_messages_dropped", "Input messages dropped by the queue policy", "policy", s.dropped)
         yield _counter("edgewatch_steps", "Samples stepped through a model (stream-steps)", s.steps)
         yield _labelled("edgewatch_alerts", "Alert messages published", "state", s.alerts)
         yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
         yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)
         yield _counter("edgewatch_streams_restored", "Streams given their state back (checkpoint, reload)", s.restored)
-        yield _counter("edgewatch_streams_rewarming", "Streams that lost their model state and warm up again",
-                       s.rewarming)
+        yield _counter(
+            "edgewatch_streams_rewarming", "Streams that lost their model state and warm up again", s.rewarming
+        )
         yield _labelled("edgewatch_reloads", "SIGHUP reloads", "result", s.reloads)
         yield _counter("edgewatch_mqtt_connects", "Accepted CONNACKs", b.connects)
         yield _counter("edgewatch_mqtt_connect_failures", "Refused or failed connection attempts", b.connect_failures)
@@ -74,17 +79,21 @@ class _Counters(Collector):
             k = self._checkpoints()
             yield _counter("edgewatch_checkpoints_written", "State checkpoints written", k.written)
             yield _counter("edgewatch_checkpoints_failed", "State checkpoint writes that failed", k.failed)
-            yield _counter("edgewatch_checkpoints_superseded", "Snapshots replaced by a newer one before their write",
-                           k.superseded)
+            yield _counter(
+                "edgewatch_checkpoints_superseded", "Snapshots replaced by a newer one before their write", k.superseded
+            )
             yield _counter("edgewatch_checkpoint_bytes", "Bytes of the checkpoints written", k.bytes)
             yield _counter("edgewatch_checkpoint_write_seconds", "Time encoding and writing checkpoints", k.seconds)
-            yield GaugeMetricFamily("edgewatch_checkpoint_last_bytes", "Size of the last checkpoint written",
-                                    value=k.last_bytes)
-            yield GaugeMetricFamily("edgewatch_checkpoint_last_write_seconds", "Time the last checkpoint write took",
-                                    value=k.last_seconds)
+            yield GaugeMetricFamily(
+                "edgewatch_checkpoint_last_bytes", "Size of the last checkpoint written", value=k.last_bytes
+            )
+            yield GaugeMetricFamily(
+                "edgewatch_checkpoint_last_write_seconds", "Time the last checkpoint write took", value=k.last_seconds
+            )
         messages, size = self._outbox()
-        yield GaugeMetricFamily("edgewatch_outbox_messages", "Publications not yet confirmed by the broker",
-                                value=messages)
+        yield GaugeMetricFamily(
+            "edgewatch_outbox_messages", "Publications not yet confirmed by the broker", value=messages
+        )
         yield GaugeMetricFamily("edgewatch_outbox_bytes", "Bytes of publications not yet confirmed", value=size)
 
 
@@ -93,21 +102,35 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.batch_size = Histogram("edgewatch_batch_messages", "Messages per engine call", buckets=_BATCH_BUCKETS,
-                                    registry=r)
-        self.latency = Histogram("edgewatch_step_latency_seconds",
-                                 "From a message's arrival to its alerts handed to the MQTT client",
-                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "edgewatch_batch_messages", "Messages per engine call", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.latency = Histogram(
+            "edgewatch_step_latency_seconds",
+            "From a message's arrival to its alerts handed to the MQTT client",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge("edgewatch_queue_depth", "Input messages waiting for the worker", registry=r)
         self.active_streams = Gauge("edgewatch_active_streams", "Streams holding state", registry=r)
-        self.provider_nodes = Gauge("edgewatch_provider_nodes", "Graph nodes assigned to each execution provider",
-                                    ["model", "provider"], registry=r)
+        self.provider_nodes = Gauge(
+            "edgewatch_provider_nodes",
+            "Graph nodes assigned to each execution provider",
+            ["model", "provider"],
+            registry=r,
+        )
         self.ready = Gauge("edgewatch_ready", "1 when models are loaded and the broker accepted us", registry=r)
-        self.snapshot_seconds = Gauge("edgewatch_checkpoint_snapshot_seconds",
-                                      "Time the last checkpoint snapshot held the worker", registry=r)
+        self.snapshot_seconds = Gauge(
+            "edgewatch_checkpoint_snapshot_seconds", "Time the last checkpoint snapshot held the worker", registry=r
+        )
 
-    def watch(self, service: Callable[[], CounterSnapshot], bus: Callable[[], BusCounters],
-              outbox: Callable[[], tuple[int, int]], checkpoints: Callable[[], CheckpointStats] | None = None) -> None:
+    def watch(
+        self,
+        service: Callable[[], CounterSnapshot],
+        bus: Callable[[], BusCounters],
+        outbox: Callable[[], tuple[int, int]],
+        checkpoints: Callable[[], CheckpointStats] | None = None,
+    ) -> None:
         self.registry.register(_Counters(service, bus, outbox, checkpoints))
 
     def exposition(self) -> bytes:
@@ -150,8 +173,11 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # a scrape every few seconds would drown the service log
 
-        server_class = type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6}) \
-            if ":" in host else ThreadingHTTPServer
+        server_class = (
+            type("Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+            if ":" in host
+            else ThreadingHTTPServer
+        )
         try:
             self._server = server_class((host, port), Handler)
         except OSError as exc:

@@ -63,8 +63,9 @@ class Notifier:
 
     def reloading(self, status: str = "") -> bool:
         # MONOTONIC_USEC lets systemd >= 253 (Type=notify-reload) match the reload to this message
-        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
-                         *_status(status))
+        return self.send(
+            "RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}", *_status(status)
+        )
 
     def stopping(self, status: str = "") -> bool:
         return self.send("STOPPING=1", *_status(status))
@@ -94,16 +95,18 @@ class WatchdogPinger:
     systemd will (rightly) consider it hung.
     """
 
-    def __init__(self, notifier: Notifier, interval_s: float | None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, notifier: Notifier, interval_s: float | None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._notifier = notifier
         self._period = interval_s / 2 if interval_s and notifier.enabled else None
         self._clock = clock
         self._next = float("-inf")  # the first call pings
 
     @classmethod
-    def from_env(cls, notifier: Notifier, env: Mapping[str, str] | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> WatchdogPinger:
+    def from_env(
+        cls, notifier: Notifier, env: Mapping[str, str] | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> WatchdogPinger:
         """Interval from $WATCHDOG_USEC; disabled if unset, invalid, or $WATCHDOG_PID names another process."""
         env = os.environ if env is None else env
         pid = env.get("WATCHDOG_PID")

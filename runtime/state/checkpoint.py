@@ -191,7 +191,7 @@ def load_checkpoint(path: Path, layout: StateLayout, *, max_bytes: int = DEFAULT
     for candidate in (path, previous_generation(path)):
         try:
             snapshot, why = _read_generation(candidate, layout, max_bytes)
-        except Exception as exc:  # noqa: BLE001 — a bad file must never stop the daemon
+        except Exception as exc:
             snapshot, why = None, f"unreadable ({type(exc).__name__}: {exc})"
         if snapshot is not None:
             result = LoadResult("restored", snapshot, candidate, tuple(skipped))

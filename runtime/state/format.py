@@ -102,17 +102,27 @@ class StateSnapshot:
             ok = isinstance(array, np.ndarray) and array.dtype == np.float32 and array.ndim == 3
             if not ok or array.shape[1] != n:
                 raise CheckpointError(
-                    f"snapshot: states[{name!r}] must be float32 [layers, {n}, hidden], got {_desc(array)}")
-        for label, array, dtype in (("last_seq", self.last_seq, np.int64), ("last_ts", self.last_ts, np.float64),
-                                    ("steps", self.steps, np.int64)):
+                    f"snapshot: states[{name!r}] must be float32 [layers, {n}, hidden], got {_desc(array)}"
+                )
+        for label, array, dtype in (
+            ("last_seq", self.last_seq, np.int64),
+            ("last_ts", self.last_ts, np.float64),
+            ("steps", self.steps, np.int64),
+        ):
             if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != (n,):
                 raise CheckpointError(f"snapshot: {label} must be {np.dtype(dtype)} [{n}], got {_desc(array)}")
         for name, array in self.columns.items():
             _check_name(f"columns[{name!r}]", name)
-            if not isinstance(array, np.ndarray) or not _dtype_allowed(array.dtype) or array.ndim < 1 \
-                    or array.shape[0] != n or array.ndim > _MAX_NDIM:
-                raise CheckpointError(f"snapshot: columns[{name!r}] must be a bool/int/float/<U array "
-                                      f"with {n} rows, got {_desc(array)}")
+            if (
+                not isinstance(array, np.ndarray)
+                or not _dtype_allowed(array.dtype)
+                or array.ndim < 1
+                or array.shape[0] != n
+                or array.ndim > _MAX_NDIM
+            ):
+                raise CheckpointError(
+                    f"snapshot: columns[{name!r}] must be a bool/int/float/<U array with {n} rows, got {_desc(array)}"
+                )
         if not math.isfinite(self.created):
             raise CheckpointError("snapshot: created must be finite")
 
@@ -149,8 +159,7 @@ class StateLayout:
 def layout_mismatch(snapshot: StateSnapshot, layout: StateLayout) -> str | None:
     """One line saying why `snapshot` cannot be restored into `layout`, or None if it can."""
     if snapshot.model_sha256 != layout.model_sha256:
-        return (f"written by model sha256 {snapshot.model_sha256[:12]}…, "
-                f"the model now is {layout.model_sha256[:12]}…")
+        return f"written by model sha256 {snapshot.model_sha256[:12]}…, the model now is {layout.model_sha256[:12]}…"
     want = {name: (layers, hidden) for name, layers, hidden in layout.states}
     have = {name: (a.shape[0], a.shape[2]) for name, a in snapshot.states.items()}
     if want != have:
@@ -177,9 +186,14 @@ def encode_snapshot(snapshot: StateSnapshot) -> bytes:
         specs.append({"name": name, "dtype": little.dtype.str, "shape": list(little.shape)})
         chunks.append(little.tobytes())
     meta = json.dumps(
-        {"model_sha256": snapshot.model_sha256, "created": snapshot.created,
-         "streams": list(snapshot.streams), "arrays": specs},
-        allow_nan=False, separators=(",", ":"),
+        {
+            "model_sha256": snapshot.model_sha256,
+            "created": snapshot.created,
+            "streams": list(snapshot.streams),
+            "arrays": specs,
+        },
+        allow_nan=False,
+        separators=(",", ":"),
     ).encode()  # ensure_ascii (default) keeps odd stream ids (lone surrogates) encodable
     payload_len = sum(len(c) for c in chunks)
     blob = b"".join([_HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta), payload_len), meta, *chunks])
@@ -213,9 +227,14 @@ def decode_snapshot(data: bytes) -> StateSnapshot:
     columns = {k[7:]: v for k, v in arrays.items() if k.startswith("column/")}
     try:
         return StateSnapshot(
-            model_sha256=meta.get("model_sha256"), streams=tuple(streams), states=states,
-            last_seq=arrays["last_seq"], last_ts=arrays["last_ts"], steps=arrays["steps"],
-            columns=columns, created=float(meta.get("created", 0.0)),
+            model_sha256=meta.get("model_sha256"),
+            streams=tuple(streams),
+            states=states,
+            last_seq=arrays["last_seq"],
+            last_ts=arrays["last_ts"],
+            steps=arrays["steps"],
+            columns=columns,
+            created=float(meta.get("created", 0.0)),
         )
     except KeyError as exc:
         raise CheckpointError(f"meta: array {exc} is missing") from None

@@ -20,10 +20,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from runtime.state.checkpoint import StateLayout, load_checkpoint, model_checkpoint_path
-from runtime.state.writer import CheckpointStats, CheckpointWriter
 from runtime.engine.engine import Engine
+from runtime.state.checkpoint import StateLayout, load_checkpoint, model_checkpoint_path
 from runtime.state.transfer import Restored, restore_engine, snapshot_columns, snapshot_engine
+from runtime.state.writer import CheckpointStats, CheckpointWriter
 
 __all__ = ["Checkpointing"]
 
@@ -59,12 +59,17 @@ class Checkpointing:
             return None
         snapshot = result.snapshot
         # restart=True: republish each status, re-warm the streams whose next seq shows a gap.
-        restored = restore_engine(engine, snapshot.streams, snapshot_columns(snapshot), time.monotonic(),
-                                  restart=True)
+        restored = restore_engine(engine, snapshot.streams, snapshot_columns(snapshot), time.monotonic(), restart=True)
         if restored.refused or restored.dropped:
-            log.warning("model %r: %d of %d checkpointed streams restored (%d over max_streams; "
-                        "columns that no longer fit the config, reset: %s)", name, restored.streams,
-                        len(snapshot.streams), len(restored.refused), ", ".join(restored.dropped) or "none")
+            log.warning(
+                "model %r: %d of %d checkpointed streams restored (%d over max_streams; "
+                "columns that no longer fit the config, reset: %s)",
+                name,
+                restored.streams,
+                len(snapshot.streams),
+                len(restored.refused),
+                ", ".join(restored.dropped) or "none",
+            )
         self._saved[name] = _token(engine)  # what is on disk already: nothing to write until it steps
         return restored
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.state.format import StateSnapshot
 from runtime.engine.engine import Engine
 from runtime.engine.tracker import WINDOW_COLUMNS
+from runtime.state.format import StateSnapshot
 
 __all__ = ["Restored", "restore_engine", "snapshot_columns", "snapshot_engine", "transfer_state"]
 
@@ -56,7 +56,13 @@ def snapshot_engine(engine: Engine, created: float | None = None) -> StateSnapsh
         if values.dtype == object:  # alert ids: the format takes "<U" strings, "" for none
             columns[name] = np.array(["" if v is None else str(v) for v in values], dtype=np.str_)
     return StateSnapshot(
-        engine.artifact.sha256, streams, states, fixed["last_seq"], fixed["last_ts"], fixed["steps"], columns,
+        engine.artifact.sha256,
+        streams,
+        states,
+        fixed["last_seq"],
+        fixed["last_ts"],
+        fixed["steps"],
+        columns,
         created=time.time() if created is None else created,
     )
 

@@ -110,7 +110,7 @@ class CheckpointWriter:
         except CheckpointError as exc:
             self._failed(str(exc))
             return
-        except Exception as exc:  # noqa: BLE001 — a bug here must not kill the writer thread
+        except Exception as exc:
             log.exception("checkpoint %s: unexpected error", path)
             self._failed(f"{type(exc).__name__}: {exc}")
             return

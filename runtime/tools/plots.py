@@ -47,7 +47,7 @@ def intervals(flags: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index pairs of the runs of True in a bool [T] array."""
     f = np.asarray(flags, dtype=bool).astype(np.int8)
     edges = np.diff(np.concatenate([[0], f, [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=False))
 
 
 def _shade(ax: object, x: np.ndarray, flags: np.ndarray, color: str, alpha: float) -> None:
@@ -80,8 +80,15 @@ def plot_stream(trace: StreamTrace, path: Path | str, *, dpi: int = 90) -> Path:
         if trace.split_at is not None and 0 < trace.split_at < len(x):
             ax.axvline(x[trace.split_at], color="grey", ls="--", lw=0.8)
     if trace.split_at is not None and 0 < trace.split_at < len(x):
-        axes[0].annotate("training | test", (x[trace.split_at], 1.0), xycoords=("data", "axes fraction"),
-                         ha="center", va="bottom", fontsize=7, color="grey")
+        axes[0].annotate(
+            "training | test",
+            (x[trace.split_at], 1.0),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="grey",
+        )
     for i in range(n_feat):
         ax = axes[i]
         if labels is not None:
@@ -110,7 +117,9 @@ def plot_stream(trace: StreamTrace, path: Path | str, *, dpi: int = 90) -> Path:
     rows = [("alert", alerts, _ALERT)] + ([("label", labels, _LABEL)] if labels is not None else [])
     for j, (_, flags, color) in enumerate(rows):
         for start, end in intervals(flags):
-            ax.axvspan(x[start], x[min(end, len(x) - 1)], ymin=j / len(rows) + 0.1, ymax=(j + 1) / len(rows) - 0.1, color=color)
+            ax.axvspan(
+                x[start], x[min(end, len(x) - 1)], ymin=j / len(rows) + 0.1, ymax=(j + 1) / len(rows) - 0.1, color=color
+            )
     ax.set_yticks([(j + 0.5) / len(rows) for j in range(len(rows))], [r[0] for r in rows], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_xlabel(xlabel, fontsize=8)

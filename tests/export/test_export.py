@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from tests.support.export_cases import import_models, save_weights, step_artifact, write_models
 
-from runtime.model.artifact import load_artifact
 from runtime.cli import main
+from runtime.model.artifact import load_artifact
+from tests.support.export_cases import import_models, save_weights, step_artifact, write_models
 
 pytestmark = pytest.mark.torch
 
@@ -73,14 +73,17 @@ def test_fp32_artifact_steps_like_pytorch(
     assert rc == 0
     m = load_artifact(out).manifest
     layers, kind = kwargs["layers"], kwargs["kind"]
-    assert m.input == "x" and m.time_steps == "dynamic" and m.features.count == 3
+    assert m.input == "x"
+    assert m.time_steps == "dynamic"
+    assert m.features.count == 3
     assert [s.input for s in m.state] == (["h0.rnn", "c0.rnn"] if kind == "lstm" else ["h0.rnn"])
     assert all(s.shape == [layers, "batch", 8] and s.batch_axis == 1 for s in m.state)
     last = kwargs.get("last", False)
     assert (m.output_kind, m.output_size, m.task) == (
         ("last", 1, "probability") if last else ("sequence", 3, "forecast")
     )
-    assert [p.gate for p in m.parity] == ["onnx-vs-torch", "stream-vs-sequence"] and all(p.passed for p in m.parity)
+    assert [p.gate for p in m.parity] == ["onnx-vs-torch", "stream-vs-sequence"]
+    assert all(p.passed for p in m.parity)
     graph = onnx.load(out / "model.onnx").graph
     assert sum(n.op_type == kind.upper() for n in graph.node) == layers
 
@@ -115,12 +118,18 @@ def test_factory_spec_and_mixed_lstm_gru_int8(models: Path, tmp_path: Path) -> N
         ("h0.lstm", "hn.lstm", "lstm_h"),
         ("c0.lstm", "cn.lstm", "lstm_c"),
     ]
-    assert m.features.names == ["a", "b", "c", "d"] and m.precision == "int8" and m.quantization == "dynamic"
+    assert m.features.names == ["a", "b", "c", "d"]
+    assert m.precision == "int8"
+    assert m.quantization == "dynamic"
     ops = [n.op_type for n in onnx.load(out / "model.onnx").graph.node]
-    assert ops.count("DynamicQuantizeLSTM") == 1 and ops.count("GRU") == 2 and "LSTM" not in ops
+    assert ops.count("DynamicQuantizeLSTM") == 1
+    assert ops.count("GRU") == 2
+    assert "LSTM" not in ops
     assert any("GRU layer(s) stay float32" in note for note in m.notes)  # said, not hidden
     gate3 = next(p for p in m.parity if p.gate == "quantized-vs-float")
-    assert gate3.passed and not gate3.skipped and "2000 one-step calls" in gate3.detail
+    assert gate3.passed
+    assert not gate3.skipped
+    assert "2000 one-step calls" in gate3.detail
     x = np.random.default_rng(4).standard_normal((1, 30, 4)).astype(np.float32)
     stepped, _ = step_artifact(out, x)
     assert np.max(np.abs(stepped - torch_reference(model, x, time_major=False))) < gate3.tolerance
@@ -129,7 +138,8 @@ def test_factory_spec_and_mixed_lstm_gru_int8(models: Path, tmp_path: Path) -> N
     # probe fails with a hint; with them the (y, state) return value is handled.
     save_weights(models, "Projected5", tmp_path / "p.pt")
     common = ["--model", f"{models}:Projected5", "--weights", str(tmp_path / "p.pt"), "--target", "cpu-fp32"]
-    assert export(*common, "--out", str(tmp_path / "p1")) == 2 and not (tmp_path / "p1").exists()
+    assert export(*common, "--out", str(tmp_path / "p1")) == 2
+    assert not (tmp_path / "p1").exists()
     assert export(*common, "--out", str(tmp_path / "p2"), "--features", "a,b,c,d,e") == 0
     p2 = load_artifact(tmp_path / "p2").manifest
     assert (p2.features.count, p2.output_kind, p2.output_size, p2.task) == (5, "sequence", 5, "forecast")
@@ -164,14 +174,16 @@ def test_example_forecaster_int8_is_small_and_fp32_streams(tmp_path: Path, capsy
         export("--model", spec, "--weights", str(weights), "--target", "cpu-int8", "--out", str(tmp_path / "int8")) == 0
     )
     summary = capsys.readouterr().out
-    assert "quantized-vs-float" in summary and str(tmp_path / "int8" / "model.onnx") in summary
+    assert "quantized-vs-float" in summary
+    assert str(tmp_path / "int8" / "model.onnx") in summary
 
     fp32_size = (tmp_path / "fp32" / "model.onnx").stat().st_size
     int8 = load_artifact(tmp_path / "int8").manifest
     assert int8.sizes == {"model": (tmp_path / "int8" / "model.onnx").stat().st_size, "fp32": fp32_size}
     assert int8.sizes["model"] <= 0.30 * fp32_size
     gate3 = next(p for p in int8.parity if p.gate == "quantized-vs-float")
-    assert gate3.passed and gate3.value < 0.05
+    assert gate3.passed
+    assert gate3.value < 0.05
 
     forecaster = import_models(EXAMPLE / "forecaster.py").Forecaster()
     forecaster.load_state_dict(torch.load(weights, weights_only=True))
@@ -181,10 +193,8 @@ def test_example_forecaster_int8_is_small_and_fp32_streams(tmp_path: Path, capsy
     with torch.no_grad():
         _, (h, c) = forecaster.encoder(torch.from_numpy(x))
     assert np.max(np.abs(stepped - torch_reference(forecaster, x, time_major=False))) < 1e-4
-    assert (
-        np.max(np.abs(final["hn.encoder"] - h.numpy())) < 1e-4
-        and np.max(np.abs(final["cn.encoder"] - c.numpy())) < 1e-4
-    )
+    assert np.max(np.abs(final["hn.encoder"] - h.numpy())) < 1e-4
+    assert np.max(np.abs(final["cn.encoder"] - c.numpy())) < 1e-4
 
 
 def test_gpu_fp16_keeps_float32_io_and_reports_gate3(models: Path, tmp_path: Path) -> None:
@@ -209,11 +219,13 @@ def test_gpu_fp16_keeps_float32_io_and_reports_gate3(models: Path, tmp_path: Pat
     graph = onnx.load(out / "model.onnx").graph
     assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*graph.input, *graph.output])
     lstm_w = {n.input[1] for n in graph.node if n.op_type == "LSTM"}
-    assert lstm_w and all(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer if t.name in lstm_w)
+    assert lstm_w
+    assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer if t.name in lstm_w)
     gate3 = next(p for p in m.parity if p.gate == "quantized-vs-float")
     # Either really evaluated in float16 (onnx.reference or a GPU provider), or recorded as skipped — never a silent pass.
     assert (gate3.passed and gate3.value > 0) or (gate3.skipped and not gate3.passed)
-    assert m.precision == "fp16" and "cpu" not in m.providers
+    assert m.precision == "fp16"
+    assert "cpu" not in m.providers
 
 
 def test_npu_int8_unrolled_qdq_with_calibration(models: Path, tmp_path: Path) -> None:
@@ -241,19 +253,23 @@ def test_npu_int8_unrolled_qdq_with_calibration(models: Path, tmp_path: Path) ->
         == 0
     )
     m = load_artifact(out).manifest
-    assert m.time_steps == 1 and m.features.names == ["a", "b", "c", "d"]
-    assert m.normalization is not None and abs(m.normalization.mean[2] - raw[:, 2].mean()) < 1e-3 * abs(
-        raw[:, 2].mean()
-    )
-    assert m.calibration is not None and m.score.residual_std is not None
+    assert m.time_steps == 1
+    assert m.features.names == ["a", "b", "c", "d"]
+    assert m.normalization is not None
+    assert abs(m.normalization.mean[2] - raw[:, 2].mean()) < 1e-3 * abs(raw[:, 2].mean())
+    assert m.calibration is not None
+    assert m.score.residual_std is not None
     graph = onnx.load(out / "model.onnx").graph
     ops = {n.op_type for n in graph.node}
-    assert not ops & {"LSTM", "GRU"} and {"QuantizeLinear", "DequantizeLinear", "Gemm"} <= ops
+    assert not ops & {"LSTM", "GRU"}
+    assert {"QuantizeLinear", "DequantizeLinear", "Gemm"} <= ops
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
     assert len(int8_weights) >= 2 * 2 + 2 + 1  # GRU ×2 layers, LSTM, head: recurrent weights really are int8
     gates = {p.gate: p for p in m.parity}
-    assert gates["unrolled-vs-torch"].passed and gates["quantized-vs-float"].passed
-    assert gates["quantized-decisions"].passed and gates["quantized-decisions"].metric == "decision agreement"
+    assert gates["unrolled-vs-torch"].passed
+    assert gates["quantized-vs-float"].passed
+    assert gates["quantized-decisions"].passed
+    assert gates["quantized-decisions"].metric == "decision agreement"
 
     x = ((raw[:50] - np.asarray(m.normalization.mean)) / np.asarray(m.normalization.std)).astype(np.float32)[None]
     stepped, _ = step_artifact(out, x)

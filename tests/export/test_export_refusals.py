@@ -7,9 +7,9 @@ import pathlib
 from pathlib import Path
 
 import pytest
-from tests.support.export_cases import save_weights, write_models
 
 from runtime.cli import main
+from tests.support.export_cases import save_weights, write_models
 
 pytestmark = pytest.mark.torch
 
@@ -46,7 +46,10 @@ def test_bidirectional(models: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
         "--out",
         str(out),
     )
-    assert rc == 2 and "bidirectional" in line and "rnn" in line and nothing_left(out)
+    assert rc == 2
+    assert "bidirectional" in line
+    assert "rnn" in line
+    assert nothing_left(out)
 
 
 def test_proj_size(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,7 +66,9 @@ def test_proj_size(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
         "--out",
         str(out),
     )
-    assert rc == 2 and "proj_size=4" in line and nothing_left(out)
+    assert rc == 2
+    assert "proj_size=4" in line
+    assert nothing_left(out)
 
 
 def test_rnn_called_twice(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,7 +85,9 @@ def test_rnn_called_twice(models: Path, tmp_path: Path, capsys: pytest.CaptureFi
         "--out",
         str(out),
     )
-    assert rc == 2 and "called 2 times" in line and nothing_left(out)
+    assert rc == 2
+    assert "called 2 times" in line
+    assert nothing_left(out)
 
 
 def test_non_causal_model_is_caught_by_gate_2(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,7 +104,10 @@ def test_non_causal_model_is_caught_by_gate_2(models: Path, tmp_path: Path, caps
         "--out",
         str(out),
     )
-    assert rc == 2 and "cannot be streamed" in line and "step-by-step" in line and nothing_left(out)
+    assert rc == 2
+    assert "cannot be streamed" in line
+    assert "step-by-step" in line
+    assert nothing_left(out)
 
 
 def test_mismatched_weights_list_the_keys(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,7 +124,8 @@ def test_mismatched_weights_list_the_keys(models: Path, tmp_path: Path, capsys: 
         "--out",
         str(out),
     )
-    assert rc == 2 and "unexpected keys: rnn.bias_hh_l1, rnn.bias_ih_l1, rnn.weight_hh_l1, rnn.weight_ih_l1" in line
+    assert rc == 2
+    assert "unexpected keys: rnn.bias_hh_l1, rnn.bias_ih_l1, rnn.weight_hh_l1, rnn.weight_ih_l1" in line
     assert nothing_left(out)
     save_weights(models, "Seq", tmp_path / "h.pt", hidden=4)
     rc, line = export_err(
@@ -128,7 +139,9 @@ def test_mismatched_weights_list_the_keys(models: Path, tmp_path: Path, capsys: 
         "--out",
         str(out),
     )
-    assert rc == 2 and "shape mismatch" in line and "rnn.weight_ih_l0 (16, 3) vs (32, 3)" in line
+    assert rc == 2
+    assert "shape mismatch" in line
+    assert "rnn.weight_ih_l0 (16, 3) vs (32, 3)" in line
 
 
 class _Payload:
@@ -160,8 +173,11 @@ def test_pickle_payload_weights_are_refused_without_running_them(
         "--out",
         str(out),
     )
-    assert rc == 2 and "weights file holds a pickle payload" in line and "(it references getattr)" in line
-    assert not marker.exists() and nothing_left(out)
+    assert rc == 2
+    assert "weights file holds a pickle payload" in line
+    assert "(it references getattr)" in line
+    assert not marker.exists()
+    assert nothing_left(out)
 
 
 def test_unknown_target_and_npu_without_calibration(
@@ -171,9 +187,13 @@ def test_unknown_target_and_npu_without_calibration(
     out = tmp_path / "art"
     common = ["--model", f"{models}:Seq", "--weights", str(tmp_path / "w.pt"), "--out", str(out)]
     rc, line = export_err(capsys, *common, "--target", "tpu-int4")
-    assert rc == 2 and "unknown export target 'tpu-int4'" in line and "cpu-int8" in line
+    assert rc == 2
+    assert "unknown export target 'tpu-int4'" in line
+    assert "cpu-int8" in line
     rc, line = export_err(capsys, *common, "--target", "npu-int8")
-    assert rc == 2 and "npu-int8 needs --calibration" in line and nothing_left(out)
+    assert rc == 2
+    assert "npu-int8 needs --calibration" in line
+    assert nothing_left(out)
 
 
 def test_failed_gate_exits_1_and_writes_nothing(
@@ -194,7 +214,9 @@ def test_failed_gate_exits_1_and_writes_nothing(
         "--atol-quant",
         "1e-9",
     )
-    assert rc == 1 and "parity gate quantized-vs-float failed" in line and nothing_left(out)
+    assert rc == 1
+    assert "parity gate quantized-vs-float failed" in line
+    assert nothing_left(out)
 
 
 def test_existing_out_needs_force_and_is_replaced_whole(
@@ -215,9 +237,12 @@ def test_existing_out_needs_force_and_is_replaced_whole(
         str(out),
     ]
     rc, line = export_err(capsys, *common)
-    assert rc == 2 and "--force" in line and (out / "stale.txt").exists()
+    assert rc == 2
+    assert "--force" in line
+    assert (out / "stale.txt").exists()
     rc, _ = export_err(capsys, *common, "--force")
-    assert rc == 0 and sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".art")] == []
 
 
@@ -228,14 +253,18 @@ def test_bad_inputs_are_exit_2(models: Path, tmp_path: Path, capsys: pytest.Capt
     assert export_err(capsys, "--model", f"{models}:Nope", *common)[0] == 2
     assert export_err(capsys, "--model", f"{tmp_path / 'missing.py'}:Seq", *common)[0] == 2
     rc, line = export_err(capsys, "--model", f"{models}:Seq", "--model-kwargs", "[1]", *common)
-    assert rc == 2 and "JSON object" in line
+    assert rc == 2
+    assert "JSON object" in line
     rc, line = export_err(
         capsys, "--model", f"{models}:Seq", "--model-kwargs", json.dumps({"hidden": 8}), "--features", "a,b", *common
     )
-    assert rc == 2 and "[batch, time, 2]" in line
+    assert rc == 2
+    assert "[batch, time, 2]" in line
     rc, line = export_err(capsys, "--model", f"{models}:Seq", "--steps", "500", *common)
-    assert rc == 2 and "at least 2000" in line
+    assert rc == 2
+    assert "at least 2000" in line
     (tmp_path / "norm.json").write_text(json.dumps({"features": ["a", "b", "c"], "mean": [0, 0, 0], "std": [1, 0, 1]}))
     rc, line = export_err(capsys, "--model", f"{models}:Seq", "--normalization", str(tmp_path / "norm.json"), *common)
-    assert rc == 2 and "std must be finite and > 0" in line
+    assert rc == 2
+    assert "std must be finite and > 0" in line
     assert nothing_left(out)

@@ -19,7 +19,8 @@ def test_confusion_and_skab_f1() -> None:
     c = confusion(labels, preds)
     assert c == Confusion(tp=4, fp=1, tn=3, fn=2)
     assert c.f1 == pytest.approx(4 / (4 + 1.5))  # TP / (TP + (FP + FN) / 2)
-    assert c.far == pytest.approx(1 / 4) and c.mar == pytest.approx(2 / 6)
+    assert c.far == pytest.approx(1 / 4)
+    assert c.mar == pytest.approx(2 / 6)
 
 
 def test_always_alarm_gives_skabs_baseline() -> None:
@@ -79,7 +80,8 @@ def test_loading_and_split(skab_dir: Path) -> None:
     reduced = load_labelled(skab_dir, 3)
     assert [f.name.split("/")[0] for f in reduced] == ["valve1", "valve2", "other"]
     free = load_anomaly_free(skab_dir)
-    assert len(free) == 9405 and free.anomaly is None
+    assert len(free) == 9405
+    assert free.anomaly is None
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path: Path) -> None:
@@ -93,23 +95,26 @@ def test_missing_data_folder_is_one_clear_error(tmp_path: Path) -> None:
 def test_reduced_eval_through_export_and_engine_is_causal(skab_dir: Path, tmp_path: Path) -> None:
     """Two files, a small model: int8 artifacts, predictions from the Engine, and cutting a
     file short changes none of the earlier predictions (nothing comes from the future)."""
-    from runtime.engine.replay import Recording
+    from exporter.evaluation.report import metrics
     from exporter.evaluation.skab import TRAIN_ROWS, load_labelled
     from exporter.evaluation.skab_eval import PUBLISHED, _two_pass, run_published
-    from exporter.evaluation.report import metrics
+    from runtime.engine.replay import Recording
 
     files = load_labelled(skab_dir, 2)
     config = replace(PUBLISHED, train=replace(PUBLISHED.train, hidden=16, epochs=10))
     result = run_published(files, config, ["cpu-int8"], work=tmp_path, log=lambda _l: None)
     results = result.precisions["cpu-int8"]
     assert [r.name for r in results] == [f.name for f in files]
-    for f, r in zip(files, results):
-        assert r.scores.shape == (len(f),) and r.raised.shape == (len(f),)
-        assert np.isnan(r.scores[0]) and np.isfinite(r.scores[1:]).all()
+    for f, r in zip(files, results, strict=False):
+        assert r.scores.shape == (len(f),)
+        assert r.raised.shape == (len(f),)
+        assert np.isnan(r.scores[0])
+        assert np.isfinite(r.scores[1:]).all()
         assert r.threshold > 0
     m = metrics(files, results)
     assert m["tp"] + m["fp"] + m["tn"] + m["fn"] == sum(len(f) - TRAIN_ROWS for f in files)
-    assert 0.0 <= m["f1"] <= 1.0 and set(m["nab"]) == {"standard", "low_fp", "low_fn"}
+    assert 0.0 <= m["f1"] <= 1.0
+    assert set(m["nab"]) == {"standard", "low_fp", "low_fn"}
 
     f = files[0]
     artifact = tmp_path / f.name / "cpu-int8"
@@ -120,22 +125,42 @@ def test_reduced_eval_through_export_and_engine_is_causal(skab_dir: Path, tmp_pa
 
 
 @pytest.mark.torch
-def test_eval_cli_writes_predictions_json_and_plots(skab_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_cli_writes_predictions_json_and_plots(
+    skab_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from runtime.cli import main
 
     argv = [
-        "eval", "skab", "--data", str(skab_dir), "--files", "2", "--setting", "published", "--target", "cpu-int8",
-        "--predictions-out", str(tmp_path / "pred"), "--json", str(tmp_path / "m.json"), "--plots", str(tmp_path / "plots"),
+        "eval",
+        "skab",
+        "--data",
+        str(skab_dir),
+        "--files",
+        "2",
+        "--setting",
+        "published",
+        "--target",
+        "cpu-int8",
+        "--predictions-out",
+        str(tmp_path / "pred"),
+        "--json",
+        str(tmp_path / "m.json"),
+        "--plots",
+        str(tmp_path / "plots"),
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "Conv-AE" in out and "edgewatch cpu-int8 (published)" in out and "edgewatch cpu-fp32 (published)" in out
+    assert "Conv-AE" in out
+    assert "edgewatch cpu-int8 (published)" in out
+    assert "edgewatch cpu-fp32 (published)" in out
     data = json.loads((tmp_path / "m.json").read_text())
-    assert set(data["metrics"]) == {"cpu-int8", "cpu-fp32"} and data["setting"] == "published"
+    assert set(data["metrics"]) == {"cpu-int8", "cpu-fp32"}
+    assert data["setting"] == "published"
     pred = tmp_path / "pred" / "valve1" / "0.csv"
     lines = pred.read_text().splitlines()
     assert lines[0] == "datetime,prediction"
-    assert len(lines) - 1 == 1147 - 400 and {line.rsplit(",", 1)[1] for line in lines[1:]} <= {"0", "1"}
+    assert len(lines) - 1 == 1147 - 400
+    assert {line.rsplit(",", 1)[1] for line in lines[1:]} <= {"0", "1"}
     assert (tmp_path / "pred" / "valve2" / "0.csv").exists()
     png = tmp_path / "plots" / "valve1" / "0.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -37,7 +37,8 @@ def test_windows_cover_the_tail_and_never_cross_files() -> None:
     b = 1000 + np.arange(12, dtype=np.float32)[:, None]
     w = make_windows([a, b], window=8, stride=5)
     assert w.shape[1:] == (9, 1)
-    assert w[:, -1, 0].max() == 1011 and 29 in w[:, -1, 0]  # both files' last rows are targets
+    assert w[:, -1, 0].max() == 1011
+    assert 29 in w[:, -1, 0]
     assert not ((w < 1000).any(axis=1) & (w >= 1000).any(axis=1)).any()
 
 
@@ -52,20 +53,22 @@ def test_config_is_validated() -> None:
 def test_tiny_training_run_learns_and_starts_gates_at_autocorrelation() -> None:
     import torch
 
-    from exporter.training.reference_model import ForecastLSTM
     from exporter.training.fit import train_forecaster
+    from exporter.training.reference_model import ForecastLSTM
 
     data = _signal(600)
     config = TrainConfig(hidden=8, layers=1, epochs=8, window=32, lr=1e-2, val_fraction=0.2)
     result = train_forecaster([data], ["smooth", "noisy"], config)
-    assert len(result.losses) == 8 and len(result.val_losses) == 8
+    assert len(result.losses) == 8
+    assert len(result.val_losses) == 8
     assert result.val_losses[result.best_epoch - 1] == min(result.val_losses)
     # The model beats predicting the mean (MSE 1 in normalized units) on held-out rows.
     assert min(result.val_losses) < 0.8
     model = ForecastLSTM(**result.kwargs)
     model.load_state_dict(result.state_dict)
     gate = torch.sigmoid(model.gate_logit).detach().numpy()
-    assert gate[0] > 0.8 and gate[1] < 0.3  # smooth channel followed, noisy one not
+    assert gate[0] > 0.8
+    assert gate[1] < 0.3
     x = torch.from_numpy(result.normalization.apply(data))[None]
     with torch.no_grad():
         whole = model(x)
@@ -74,13 +77,20 @@ def test_tiny_training_run_learns_and_starts_gates_at_autocorrelation() -> None:
 
 
 @pytest.mark.torch
-def test_train_cli_writes_files_and_a_working_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_cli_writes_files_and_a_working_export_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv_path = tmp_path / "normal.csv"
     data = _signal(400)
-    lines = ["time;smooth;noisy"] + [f"2024-01-01 00:{i // 60:02d}:{i % 60:02d};{a};{b}" for i, (a, b) in enumerate(data)]
+    lines = ["time;smooth;noisy"] + [
+        f"2024-01-01 00:{i // 60:02d}:{i % 60:02d};{a};{b}" for i, (a, b) in enumerate(data)
+    ]
     csv_path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "model"
-    assert main(["train", "--data", str(csv_path), "--out", str(out), "--hidden", "8", "--layers", "1", "--epochs", "3"]) == 0
+    assert (
+        main(["train", "--data", str(csv_path), "--out", str(out), "--hidden", "8", "--layers", "1", "--epochs", "3"])
+        == 0
+    )
     printed = capsys.readouterr().out
     info = json.loads((out / "model.json").read_text())
     assert info["model"] == "exporter.training.reference_model:ForecastLSTM"
@@ -91,5 +101,6 @@ def test_train_cli_writes_files_and_a_working_export_command(tmp_path: Path, cap
     assert argv[:2] == ["edgewatch", "export"]
     assert main(argv[1:]) == 0
     manifest = json.loads((out / "artifact" / "manifest.json").read_text())
-    assert manifest["precision"] == "int8" and manifest["features"]["names"] == ["smooth", "noisy"]
+    assert manifest["precision"] == "int8"
+    assert manifest["features"]["names"] == ["smooth", "noisy"]
     assert manifest["calibration"]["threshold"] > 0

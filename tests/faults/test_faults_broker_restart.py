@@ -23,8 +23,8 @@ import pytest
 
 from edge_config.schema import AlertPolicy
 from runtime.engine.engine import Outcome
-from runtime.tools.local_broker import start_broker
 from runtime.service import Service
+from runtime.tools.local_broker import start_broker
 from tests.support.fault_helpers import REPO, dedup, reference_run, report
 from tests.support.fault_traffic import AlertLog
 from tests.support.onnx_artifacts import write_persistence_artifact
@@ -79,9 +79,28 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
         alerts = AlertLog(broker.host, broker.port, "fault-a-alerts")
         service = started(Service(gateway_config(broker, art, alerts=POLICY), outcome_hook=seen))
         publisher = subprocess.Popen(
-            [sys.executable, "-m", "tests.fault_traffic", "--port", str(broker.port), "--streams", str(STREAMS),
-             "--seqs", str(SEQS), "--faulty", str(FAULTY), "--rate", str(RATE), "--client-id", "fault-a-pub"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "tests.fault_traffic",
+                "--port",
+                str(broker.port),
+                "--streams",
+                str(STREAMS),
+                "--seqs",
+                str(SEQS),
+                "--faulty",
+                str(FAULTY),
+                "--rate",
+                str(RATE),
+                "--client-id",
+                "fault-a-pub",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         total = STREAMS * SEQS
         restarts, down_s = 0, 0.0
         for k in range(RESTARTS):  # spread over the traffic: 15%, 30%, ... 75% of the messages
@@ -102,8 +121,9 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
         while seen.processed_total() < total and time.monotonic() < deadline:
             time.sleep(0.1)
         reference = reference_run(art, POLICY, STREAMS, range(SEQS), FAULTY)
-        received = alerts.wait_for(lambda got: {(str(d["id"]), str(d["state"])) for d in got} >= reference.alerts,
-                                   timeout=30)
+        received = alerts.wait_for(
+            lambda got: {(str(d["id"]), str(d["state"])) for d in got} >= reference.alerts, timeout=30
+        )
         time.sleep(1.0)  # late duplicates, if any, are counted too
         received = list(alerts.received)
     finally:
@@ -115,34 +135,62 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
             alerts.close()
         broker.stop()
 
-    missing = [(s, q) for s in range(STREAMS) for q in range(SEQS)
-               if q not in {o.message.seq for o in seen.processed.get(f"m{s:03d}", [])}]
+    missing = [
+        (s, q)
+        for s in range(STREAMS)
+        for q in range(SEQS)
+        if q not in {o.message.seq for o in seen.processed.get(f"m{s:03d}", [])}
+    ]
     processed_twice = sum(len(v) for v in seen.processed.values()) - sum(
-        len({o.message.seq for o in v}) for v in seen.processed.values())
+        len({o.message.seq for o in v}) for v in seen.processed.values()
+    )
     deduped = dedup(received)
     lost_alerts = reference.alerts - set(deduped.unique)
     extra_alerts = set(deduped.unique) - reference.alerts
     counters = service.counters.snapshot() if service is not None else None
     bus = service.bus.snapshot() if service is not None else None
-    report(tmp_path, "a_broker_restarts", messages=total, streams=STREAMS, broker_restarts=restarts,
-           broker_down_s=round(down_s, 2), published=pub["published"], republished_by_publisher=pub["republished"],
-           processed=seen.count.get("processed", 0), duplicate_deliveries_skipped=seen.count.get("duplicate", 0),
-           out_of_order=seen.count.get("out-of-order", 0), lost_messages=len(missing),
-           missing_seq_ranges=_ranges(missing), received_by_daemon=counters.received if counters else None,
-           processed_twice=processed_twice, alerts_expected=len(reference.alerts),
-           alert_messages_received=len(received), alert_duplicates=deduped.duplicates,
-           lost_alerts=len(lost_alerts), extra_alerts=len(extra_alerts), id_conflicts=len(deduped.conflicts),
-           daemon_reconnects=bus.connects - 1 if bus else None, stale_acks=bus.stale_acks if bus else None,
-           outgoing_dropped=bus.dropped_outgoing if bus else None,
-           seconds=round(time.monotonic() - started_at, 1))
+    report(
+        tmp_path,
+        "a_broker_restarts",
+        messages=total,
+        streams=STREAMS,
+        broker_restarts=restarts,
+        broker_down_s=round(down_s, 2),
+        published=pub["published"],
+        republished_by_publisher=pub["republished"],
+        processed=seen.count.get("processed", 0),
+        duplicate_deliveries_skipped=seen.count.get("duplicate", 0),
+        out_of_order=seen.count.get("out-of-order", 0),
+        lost_messages=len(missing),
+        missing_seq_ranges=_ranges(missing),
+        received_by_daemon=counters.received if counters else None,
+        processed_twice=processed_twice,
+        alerts_expected=len(reference.alerts),
+        alert_messages_received=len(received),
+        alert_duplicates=deduped.duplicates,
+        lost_alerts=len(lost_alerts),
+        extra_alerts=len(extra_alerts),
+        id_conflicts=len(deduped.conflicts),
+        daemon_reconnects=bus.connects - 1 if bus else None,
+        stale_acks=bus.stale_acks if bus else None,
+        outgoing_dropped=bus.dropped_outgoing if bus else None,
+        seconds=round(time.monotonic() - started_at, 1),
+    )
     for s in range(STREAMS):
         outcomes = sorted(seen.processed[f"m{s:03d}"], key=lambda o: o.message.seq or 0)
         got_out = np.concatenate([o.outputs for o in outcomes if o.outputs is not None])
         got_scores = np.concatenate([o.scores for o in outcomes if o.scores is not None])
         np.testing.assert_array_equal(got_out, reference.outputs[f"m{s:03d}"])
         np.testing.assert_array_equal(got_scores, reference.scores[f"m{s:03d}"])
-    assert restarts == RESTARTS and missing == [] and processed_twice == 0
+    assert restarts == RESTARTS
+    assert missing == []
+    assert processed_twice == 0
     assert seen.count.get("out-of-order", 0) == 0
-    assert lost_alerts == set() and extra_alerts == set() and deduped.conflicts == []
+    assert lost_alerts == set()
+    assert extra_alerts == set()
+    assert deduped.conflicts == []
     assert len(reference.alerts) == FAULTY * len(("raised", "cleared")) * 2  # two fault windows per stream
-    assert counters is not None and counters.alerts_not_sent == 0 and bus is not None and bus.connects >= 1 + RESTARTS
+    assert counters is not None
+    assert counters.alerts_not_sent == 0
+    assert bus is not None
+    assert bus.connects >= 1 + RESTARTS

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from edge_config.schema import ModelConfig, TargetConfig
-from runtime.model.artifact import load_artifact
-from runtime.state.checkpoint import model_checkpoint_path, previous_generation, write_checkpoint
 from runtime.engine.engine import Engine
-from runtime.tools.local_broker import Broker, free_port
 from runtime.ingest.payload import Message
+from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
+from runtime.state.checkpoint import model_checkpoint_path, previous_generation, write_checkpoint
 from runtime.state.transfer import snapshot_engine
+from runtime.tools.local_broker import Broker, free_port
 from tests.support.fault_helpers import Daemon, report, wait_healthy
 from tests.support.onnx_artifacts import write_persistence_artifact
 from tests.support.service_helpers import write_config
@@ -32,8 +32,12 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 def _generations(art: Path, path: Path) -> None:
     """Two real generations for the daemon's model: the previous with 3 streams, the newest with 5."""
     artifact = load_artifact(art)
-    engine = Engine(artifact, create_session(artifact, TargetConfig(type="cpu"), name="m")[0],
-                    ModelConfig(path=art, target="cpu"), name="det")
+    engine = Engine(
+        artifact,
+        create_session(artifact, TargetConfig(type="cpu"), name="m")[0],
+        ModelConfig(path=art, target="cpu"),
+        name="det",
+    )
     for n in (3, 5):
         engine.process([Message(f"s{i}", np.ones((1, 3), np.float32), n, None) for i in range(n)])
         write_checkpoint(path, snapshot_engine(engine))
@@ -79,8 +83,9 @@ def test_corrupt_checkpoints_at_start_fall_back_or_start_fresh(broker: Broker, t
             DAMAGE[previous](previous_generation(path))
         before = {p.name: p.read_bytes() for p in work.iterdir()}
         port = free_port()
-        config = write_config(work / "gw.yaml", broker, art, checkpoint_path=work / "state.ckpt",
-                              metrics_address=f"127.0.0.1:{port}")
+        config = write_config(
+            work / "gw.yaml", broker, art, checkpoint_path=work / "state.ckpt", metrics_address=f"127.0.0.1:{port}"
+        )
         daemon = Daemon(config, work / "serve.log")
         try:
             daemon.start()
@@ -94,8 +99,20 @@ def test_corrupt_checkpoints_at_start_fall_back_or_start_fresh(broker: Broker, t
             assert piece in log, f"{newest}/{previous}: {piece!r} not in\n{log}"
         assert "Traceback" not in log
         after = {p.name: p.read_bytes() for p in work.iterdir() if p.suffix not in (".log", ".yaml")}
-        assert after == {n: b for n, b in before.items()}, "a start and stop without traffic changed the files"
-        results.append({"newest": newest, "previous": previous, "restored": restored,
-                        "log": [line.split(": ", 1)[1] for line in log.splitlines() if "edgewatch.checkpoint" in line]})
-    report(tmp_path, "d_corrupt_checkpoints", starts=len(results), crashes=0, cases=results,
-           seconds=round(time.monotonic() - started_at, 1))
+        assert after == dict(before.items()), "a start and stop without traffic changed the files"
+        results.append(
+            {
+                "newest": newest,
+                "previous": previous,
+                "restored": restored,
+                "log": [line.split(": ", 1)[1] for line in log.splitlines() if "edgewatch.checkpoint" in line],
+            }
+        )
+    report(
+        tmp_path,
+        "d_corrupt_checkpoints",
+        starts=len(results),
+        crashes=0,
+        cases=results,
+        seconds=round(time.monotonic() - started_at, 1),
+    )

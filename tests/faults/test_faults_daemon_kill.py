@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_config.schema import AlertPolicy
-from runtime.state.checkpoint import StateLayout, load_checkpoint, model_checkpoint_path
 from runtime.model.artifact import load_artifact
+from runtime.state.checkpoint import StateLayout, load_checkpoint, model_checkpoint_path
 from runtime.tools.local_broker import Broker, free_port
 from tests.support.fault_helpers import Daemon, dedup, metric, report, wait_healthy
 from tests.support.fault_traffic import AlertLog, ReliablePublisher, stream_items
@@ -59,8 +58,16 @@ def test_five_sigkills_lose_no_message_and_restore_or_count_every_stream(broker:
     port = free_port()
     ckpt = tmp_path / "state" / "state.ckpt"
     ckpt.parent.mkdir()
-    config = write_config(tmp_path / "gw.yaml", broker, art, client_id="fault-b-daemon", alerts=POLICY,
-                          checkpoint_path=ckpt, checkpoint_interval_s=1.0, metrics_address=f"127.0.0.1:{port}")
+    config = write_config(
+        tmp_path / "gw.yaml",
+        broker,
+        art,
+        client_id="fault-b-daemon",
+        alerts=POLICY,
+        checkpoint_path=ckpt,
+        checkpoint_interval_s=1.0,
+        metrics_address=f"127.0.0.1:{port}",
+    )
     layout = StateLayout.from_manifest(load_artifact(art).manifest)
     path = model_checkpoint_path(ckpt, "det")
     daemon = Daemon(config, tmp_path / "serve.log", trace_outcomes=True)
@@ -74,8 +81,9 @@ def test_five_sigkills_lose_no_message_and_restore_or_count_every_stream(broker:
         daemon.start()
         wait_healthy(daemon, port)
         offsets = [0]
-        sender = threading.Thread(target=publisher.publish_paced,
-                                  args=(stream_items(STREAMS, range(SEQS), FAULTY), RATE), daemon=True)
+        sender = threading.Thread(
+            target=publisher.publish_paced, args=(stream_items(STREAMS, range(SEQS), FAULTY), RATE), daemon=True
+        )
         t0 = time.monotonic()
         sender.start()
         scraped = []
@@ -85,16 +93,27 @@ def test_five_sigkills_lose_no_message_and_restore_or_count_every_stream(broker:
             scraped.append(metric(port, "edgewatch_streams_rewarming_total"))
             daemon.kill()  # SIGKILL
             on_disk = load_checkpoint(path, layout)  # what the next start must find
-            checkpoint = {} if on_disk.snapshot is None else dict(
-                zip(on_disk.snapshot.streams, on_disk.snapshot.last_seq.tolist()))
+            checkpoint = (
+                {}
+                if on_disk.snapshot is None
+                else dict(zip(on_disk.snapshot.streams, on_disk.snapshot.last_seq.tolist(), strict=False))
+            )
             offsets.append(len(daemon.text()))
             daemon.start()
             wait_healthy(daemon, port)
-            line = daemon.wait_line(r"(restored (\d+) streams from \S+|streams start fresh: [^\n]*)", 10,
-                                    after=offsets[-1])
+            line = daemon.wait_line(
+                r"(restored (\d+) streams from \S+|streams start fresh: [^\n]*)", 10, after=offsets[-1]
+            )
             restored = int(line.group(2)) if line.group(2) else 0
-            runs.append({"at_s": round(at, 2), "checkpoint_streams": len(checkpoint), "restored": restored,
-                         "checkpoint": checkpoint, "offset": offsets[-1]})
+            runs.append(
+                {
+                    "at_s": round(at, 2),
+                    "checkpoint_streams": len(checkpoint),
+                    "restored": restored,
+                    "checkpoint": checkpoint,
+                    "offset": offsets[-1],
+                }
+            )
             assert restored == len(checkpoint), line.group(0)
             assert metric(port, "edgewatch_streams_restored_total") == restored
         sender.join(duration + 60)
@@ -134,18 +153,38 @@ def test_five_sigkills_lose_no_message_and_restore_or_count_every_stream(broker:
     deduped = dedup(alerts.received)
     raised = {i for i, state in deduped.unique if state == "raised"}
     cleared = {i for i, state in deduped.unique if state == "cleared"}
-    report(tmp_path, "b_daemon_sigkill", messages=STREAMS * SEQS, streams=STREAMS, kills=len(runs),
-           kill_at_s=[r["at_s"] for r in runs], restored_per_start=[r["restored"] for r in runs],
-           rewarming_per_start=rewarming_expected[1:], rewarming_metric_per_run=scraped,
-           deliveries_logged=sum(counts.values()), processed=counts.get("processed", 0),
-           duplicates_skipped=counts.get("duplicate", 0), out_of_order=counts.get("out-of-order", 0),
-           lost_messages=len(missing), alert_messages=len(alerts.received), alert_duplicates=deduped.duplicates,
-           alert_ids=len(raised), raised_ids_never_cleared=len(raised - cleared), id_conflicts=len(deduped.conflicts),
-           seconds=round(time.monotonic() - started_at, 1))
-    assert len(runs) == KILLS and missing == [] and counts.get("out-of-order", 0) == 0
-    assert scraped == rewarming_expected and rewarming_expected[0] == 0
-    assert deduped.conflicts == [] and len(raised) >= FAULTY and cleared <= raised
-    assert final.snapshot is not None and len(final.snapshot.streams) == STREAMS
+    report(
+        tmp_path,
+        "b_daemon_sigkill",
+        messages=STREAMS * SEQS,
+        streams=STREAMS,
+        kills=len(runs),
+        kill_at_s=[r["at_s"] for r in runs],
+        restored_per_start=[r["restored"] for r in runs],
+        rewarming_per_start=rewarming_expected[1:],
+        rewarming_metric_per_run=scraped,
+        deliveries_logged=sum(counts.values()),
+        processed=counts.get("processed", 0),
+        duplicates_skipped=counts.get("duplicate", 0),
+        out_of_order=counts.get("out-of-order", 0),
+        lost_messages=len(missing),
+        alert_messages=len(alerts.received),
+        alert_duplicates=deduped.duplicates,
+        alert_ids=len(raised),
+        raised_ids_never_cleared=len(raised - cleared),
+        id_conflicts=len(deduped.conflicts),
+        seconds=round(time.monotonic() - started_at, 1),
+    )
+    assert len(runs) == KILLS
+    assert missing == []
+    assert counts.get("out-of-order", 0) == 0
+    assert scraped == rewarming_expected
+    assert rewarming_expected[0] == 0
+    assert deduped.conflicts == []
+    assert len(raised) >= FAULTY
+    assert cleared <= raised
+    assert final.snapshot is not None
+    assert len(final.snapshot.streams) == STREAMS
     assert set(final.snapshot.last_seq.tolist()) == {SEQS - 1}
     assert statuses == {b"ok"}  # after the faults cleared, including across restarts
     assert "Traceback" not in text

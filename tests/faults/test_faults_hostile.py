@@ -26,8 +26,8 @@ import pytest
 
 from edge_config.schema import AlertPolicy
 from runtime.engine.engine import Outcome
-from runtime.tools.local_broker import Broker
 from runtime.service import Service
+from runtime.tools.local_broker import Broker
 from tests.support.fault_helpers import reference_run, report
 from tests.support.fault_traffic import ReliablePublisher, stream_items, topic
 from tests.support.service_helpers import gateway_config, started, wait_counters
@@ -115,8 +115,9 @@ def test_5000_hostile_publications_are_counted_exactly_and_change_no_valid_strea
     for item in hostile:  # random places, the valid messages keep their order
         mixed.insert(rng.randrange(len(mixed) + 1), item)
     hook = Hook()
-    config = gateway_config(broker, art, topics=("plant/+/telemetry", "site/#"), alerts=POLICY,
-                            max_payload_bytes=262_144)
+    config = gateway_config(
+        broker, art, topics=("plant/+/telemetry", "site/#"), alerts=POLICY, max_payload_bytes=262_144
+    )
     service = started(Service(config, outcome_hook=hook))
     publisher = ReliablePublisher(broker.host, broker.port, "fault-c-pub")
     try:
@@ -144,15 +145,31 @@ def test_5000_hostile_publications_are_counted_exactly_and_change_no_valid_strea
         np.testing.assert_array_equal(np.concatenate([o.scores for o in outcomes]), reference.scores[f"m{s:03d}"])
         got_alerts |= {(a.id, a.state) for o in outcomes for a in o.alerts}
     reject_lines = [r for r in caplog.records if "rejected a message" in r.getMessage()]
-    report(tmp_path, "c_hostile", valid_messages=len(valid), hostile_publications=len(hostile),
-           hostile_delivered=sum(expected.values()), hostile_not_delivered=len(hostile) - sum(expected.values()),
-           rejected_by_reason=dict(sorted(counters.rejected.items())), received=counters.received,
-           processed=counters.processed, handler_errors=bus.handler_errors, republished=publisher.republished,
-           reject_log_lines=len(reject_lines), alerts=len(got_alerts), publish_seconds=round(seconds, 1),
-           seconds=round(time.monotonic() - started_at, 1))
-    assert alive == (True, "ready") and bus.handler_errors == 0 and publisher.republished == 0
+    report(
+        tmp_path,
+        "c_hostile",
+        valid_messages=len(valid),
+        hostile_publications=len(hostile),
+        hostile_delivered=sum(expected.values()),
+        hostile_not_delivered=len(hostile) - sum(expected.values()),
+        rejected_by_reason=dict(sorted(counters.rejected.items())),
+        received=counters.received,
+        processed=counters.processed,
+        handler_errors=bus.handler_errors,
+        republished=publisher.republished,
+        reject_log_lines=len(reject_lines),
+        alerts=len(got_alerts),
+        publish_seconds=round(seconds, 1),
+        seconds=round(time.monotonic() - started_at, 1),
+    )
+    assert alive == (True, "ready")
+    assert bus.handler_errors == 0
+    assert publisher.republished == 0
     assert counters.rejected == dict(expected)
-    assert counters.processed == len(valid) and counters.skipped == {} and counters.dropped == {}
-    assert got_alerts == reference.alerts and len(reference.alerts) == 2 * FAULTY
+    assert counters.processed == len(valid)
+    assert counters.skipped == {}
+    assert counters.dropped == {}
+    assert got_alerts == reference.alerts
+    assert len(reference.alerts) == 2 * FAULTY
     assert len(reject_lines) <= 2 * len(expected)  # a flood is summarized, not logged per message
     assert set(hook.by_stream) == {f"m{s:03d}" for s in range(STREAMS)}  # no hostile topic made a stream

@@ -22,11 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from runtime.state.checkpoint import StateLayout, load_checkpoint, model_checkpoint_path
 from runtime.model.artifact import load_artifact
+from runtime.state.checkpoint import StateLayout, load_checkpoint, model_checkpoint_path
 from runtime.tools.local_broker import Broker, free_port
-from tests.support.fault_helpers import REPO, Daemon, install_external_data_model, install_model, metric, report, tamper, \
-    wait_healthy
+from tests.support.fault_helpers import (
+    REPO,
+    Daemon,
+    install_external_data_model,
+    install_model,
+    metric,
+    report,
+    tamper,
+    wait_healthy,
+)
 from tests.support.mqtt_helpers import Collector, publish_many
 from tests.support.onnx_artifacts import persistence_forecaster_model, write_lstm_artifact, write_persistence_artifact
 from tests.support.service_helpers import write_config
@@ -42,13 +50,20 @@ def test_a_model_that_fails_verification_stops_the_start_with_exit_2(
     art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0)
     (tamper if damage == "tampered" else install_external_data_model)(art)
     config = write_config(tmp_path / "gw.yaml", broker, art)
-    done = subprocess.run([sys.executable, "-m", "runtime.cli", "serve", "--config", str(config)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "serve", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     # the config check (edge_config.checks) or load_artifact: either names the sha256 mismatch
     expected = "does not match the" if damage == "tampered" else "refers to external data"
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2 and last.startswith("edgewatch serve: error: ") and expected in last, done.stderr
-    assert "Traceback" not in done.stderr and "connected to" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "connected to" not in done.stderr
     report(tmp_path, f"f_start_{damage}", exit_code=done.returncode, message=last)
 
 
@@ -65,8 +80,14 @@ def test_sighup_swaps_verified_models_and_refuses_bad_ones(broker: Broker, tmp_p
     art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0, ewma_alpha=0.5)
     sha_a = load_artifact(art).sha256
     port = free_port()
-    config = write_config(tmp_path / "gw.yaml", broker, art, alerts=POLICY, checkpoint_path=tmp_path / "state.ckpt",
-                          metrics_address=f"127.0.0.1:{port}")
+    config = write_config(
+        tmp_path / "gw.yaml",
+        broker,
+        art,
+        alerts=POLICY,
+        checkpoint_path=tmp_path / "state.ckpt",
+        metrics_address=f"127.0.0.1:{port}",
+    )
     good_config = config.read_text()
     daemon = Daemon(config, tmp_path / "serve.log")
     alerts = Collector(broker, "edgewatch/alerts/#")
@@ -131,19 +152,32 @@ def test_sighup_swaps_verified_models_and_refuses_bad_ones(broker: Broker, tmp_p
         daemon.kill()
         alerts.close()
     log = daemon.text()
-    assert "state kept for 2 streams" in outcomes["swap, same shapes"] and sha_b[:12] in outcomes["swap, same shapes"]
-    assert "does not match the" in outcomes["tampered"] and "sha256" in outcomes["tampered"]
+    assert "state kept for 2 streams" in outcomes["swap, same shapes"]
+    assert sha_b[:12] in outcomes["swap, same shapes"]
+    assert "does not match the" in outcomes["tampered"]
+    assert "sha256" in outcomes["tampered"]
     assert "refers to external data" in outcomes["external data"]
-    assert "max_wiat_ms" in outcomes["invalid config"] and "did you mean 'max_wait_ms'" in outcomes["invalid config"]
+    assert "max_wiat_ms" in outcomes["invalid config"]
+    assert "did you mean 'max_wait_ms'" in outcomes["invalid config"]
     assert "state shapes differ: 2 streams keep their seq and alerts" in outcomes["swap, other shapes"]
-    assert rewarming == 2 and ok == 2 and failed == 3
-    final = load_checkpoint(model_checkpoint_path(tmp_path / "state.ckpt", "det"),
-                            StateLayout.from_manifest(load_artifact(art).manifest))
-    assert final.snapshot is not None and final.snapshot.model_sha256 == sha_c
+    assert rewarming == 2
+    assert ok == 2
+    assert failed == 3
+    final = load_checkpoint(
+        model_checkpoint_path(tmp_path / "state.ckpt", "det"), StateLayout.from_manifest(load_artifact(art).manifest)
+    )
+    assert final.snapshot is not None
+    assert final.snapshot.model_sha256 == sha_c
     assert "Traceback" not in log
-    report(tmp_path, "f_sighup", reloads_ok=int(ok), reloads_refused=int(failed), rewarming_after_shape_change=int(rewarming),
-           lines={k: v.split(": ", 1)[-1][:300] for k, v in outcomes.items()},
-           seconds=round(time.monotonic() - started_at, 1))
+    report(
+        tmp_path,
+        "f_sighup",
+        reloads_ok=int(ok),
+        reloads_refused=int(failed),
+        rewarming_after_shape_change=int(rewarming),
+        lines={k: v.split(": ", 1)[-1][:300] for k, v in outcomes.items()},
+        seconds=round(time.monotonic() - started_at, 1),
+    )
 
 
 def _metrics(port: int) -> list[str]:

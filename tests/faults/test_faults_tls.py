@@ -38,12 +38,18 @@ def _cases(pki: TLSMaterial) -> dict[str, tuple[dict[str, object] | None, Broker
     mutual = BrokerTLS(pki.server.cert, pki.server.key, pki.ca.cert, require_certificate=True)
     client = {"cert_file": str(pki.client.cert), "key_file": str(pki.client.key)}
     return {
-        "wrong-ca": ({"ca_file": str(pki.other_ca.cert), **client}, mutual,
-                     BrokerTLS(pki.other_server.cert, pki.other_server.key, pki.ca.cert, require_certificate=True),
-                     "CERTIFICATE_VERIFY_FAILED"),
-        "no-client-cert": ({"ca_file": str(pki.ca.cert)}, mutual,
-                           BrokerTLS(pki.server.cert, pki.server.key, pki.ca.cert, require_certificate=False),
-                           "client certificate"),
+        "wrong-ca": (
+            {"ca_file": str(pki.other_ca.cert), **client},
+            mutual,
+            BrokerTLS(pki.other_server.cert, pki.other_server.key, pki.ca.cert, require_certificate=True),
+            "CERTIFICATE_VERIFY_FAILED",
+        ),
+        "no-client-cert": (
+            {"ca_file": str(pki.ca.cert)},
+            mutual,
+            BrokerTLS(pki.server.cert, pki.server.key, pki.ca.cert, require_certificate=False),
+            "client certificate",
+        ),
         "plaintext": (None, mutual, None, "TLS-only port"),
     }
 
@@ -66,8 +72,9 @@ def test_tls_refusals_are_logged_once_retried_and_recover(pki: TLSMaterial, tmp_
     art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0)
     port = free_port()
     settings = {"tls": daemon_tls} if daemon_tls else {}
-    config = write_config(tmp_path / "gw.yaml", broker, art, broker_settings=settings,
-                          metrics_address=f"127.0.0.1:{port}")
+    config = write_config(
+        tmp_path / "gw.yaml", broker, art, broker_settings=settings, metrics_address=f"127.0.0.1:{port}"
+    )
     daemon = Daemon(config, tmp_path / "serve.log")
     try:
         daemon.start()
@@ -92,7 +99,16 @@ def test_tls_refusals_are_logged_once_retried_and_recover(pki: TLSMaterial, tmp_
     assert expected in first.group(0), first.group(0)
     # One line per distinct reason (a TLS 1.3 server may refuse during or right after the handshake).
     assert 1 <= len(refused_lines) <= 2 and attempts >= 3, (refused_lines, attempts)
-    assert "Traceback" not in daemon.text() and "connected to 127.0.0.1" in daemon.text()
-    report(tmp_path, f"e_tls_{case}", refused_line=first.group(0).split(": ", 1)[1], error_lines=len(refused_lines),
-           failed_attempts_before_fix=int(attempts),
-           retry_window_s=RETRY_WINDOW_S, crashed=False, recovered_after_fix=True, seconds=recovered_s)
+    assert "Traceback" not in daemon.text()
+    assert "connected to 127.0.0.1" in daemon.text()
+    report(
+        tmp_path,
+        f"e_tls_{case}",
+        refused_line=first.group(0).split(": ", 1)[1],
+        error_lines=len(refused_lines),
+        failed_attempts_before_fix=int(attempts),
+        retry_window_s=RETRY_WINDOW_S,
+        crashed=False,
+        recovered_after_fix=True,
+        seconds=recovered_s,
+    )

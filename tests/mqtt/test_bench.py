@@ -44,17 +44,29 @@ def test_quantile_bound_reads_the_smallest_bucket_holding_the_share() -> None:
 @pytest.mark.mqtt
 def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "runtime.cli", "bench", "--quick", "--json", str(out)], cwd=REPO,
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "bench", "--quick", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Goals" in run.stdout
     r = json.loads(out.read_text())
-    assert r["quick"] is True and "errors" not in r
-    assert r["machine"]["cores"] >= 1 and r["machine"]["versions"]["numpy"] != "missing"
+    assert r["quick"] is True
+    assert "errors" not in r
+    assert r["machine"]["cores"] >= 1
+    assert r["machine"]["versions"]["numpy"] != "missing"
 
     rows = r["engine"]["rows"]
     assert {(x["precision"], x["streams"]) for x in rows if x["samples_per_message"] == 1} >= {
-        ("fp32", 1), ("fp32", 100), ("fp32", 1000), ("fp32", 10_000)}
+        ("fp32", 1),
+        ("fp32", 100),
+        ("fp32", 1000),
+        ("fp32", 10_000),
+    }
     for x in rows:
         assert all(_positive(x[k]) for k in ("steps_per_s", "us_per_step", "decode_us", "engine_us", "ort_us")), x
         assert x["messages"] >= x["streams"]
@@ -68,15 +80,18 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
 
     e = r["e2e"]
     for run_ in (e["single"], e["multi"]):
-        assert run_["lost"] == 0 and run_["processed"] == run_["messages"] == run_["broker_acked"]
-        assert _positive(run_["msg_per_s"]) and run_["samples_per_s"] == pytest.approx(
-            run_["msg_per_s"] * run_["samples_per_message"])
+        assert run_["lost"] == 0
+        assert run_["processed"] == run_["messages"] == run_["broker_acked"]
+        assert _positive(run_["msg_per_s"])
+        assert run_["samples_per_s"] == pytest.approx(run_["msg_per_s"] * run_["samples_per_message"])
     lat = e["latency"]
-    assert lat["lost"] == 0 and lat["matched"] == lat["expected"] > 0
+    assert lat["lost"] == 0
+    assert lat["matched"] == lat["expected"] > 0
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
 
     m = r["memory"]
-    assert m["streams"][0]["streams"] == 10_000 and _positive(m["streams"][0]["bytes_per_stream"])
+    assert m["streams"][0]["streams"] == 10_000
+    assert _positive(m["streams"][0]["bytes_per_stream"])
     assert _positive(m["cold_start"]["ready_s"])
 
     lim = r["limits"]
@@ -84,6 +99,8 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     gemm = 2 * 4 * hidden * (features + hidden) + (layers - 1) * 2 * 4 * hidden * (2 * hidden) + 2 * hidden * features
     assert lim["flop_bound"]["flops_per_step"] == gemm
     assert all(_positive(x["steps_per_s"]) for x in lim["flop_bound"]["rates"])
-    assert _positive(lim["broker_raw"]["msg_per_s"]) and _positive(lim["paho_ceiling"]["msg_per_s"])
+    assert _positive(lim["broker_raw"]["msg_per_s"])
+    assert _positive(lim["paho_ceiling"]["msg_per_s"])
 
-    assert len(r["goals"]) == 8 and all(isinstance(g["met"], bool) for g in r["goals"])
+    assert len(r["goals"]) == 8
+    assert all(isinstance(g["met"], bool) for g in r["goals"])

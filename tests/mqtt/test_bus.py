@@ -24,8 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(broker: Broker | None = None, *, port: int | None = None, **kw: object) -> BrokerConfig:
-    base = {"host": "127.0.0.1", "port": port or (broker.port if broker else 1), "reconnect_min_s": 0.1,
-            "reconnect_max_s": 0.5, "client_id": "bus-test"}
+    base = {
+        "host": "127.0.0.1",
+        "port": port or (broker.port if broker else 1),
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.5,
+        "client_id": "bus-test",
+    }
     return BrokerConfig(**{**base, **kw})
 
 
@@ -80,7 +85,8 @@ def test_last_will_offline_when_the_process_is_killed(broker: Broker) -> None:
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
         wait_retained(broker, "t/available", b"online")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -145,7 +151,8 @@ def test_non_utf8_topic_reaches_the_handler_as_none() -> None:
     msg = mqtt.MQTTMessage(mid=7, topic=b"in/\xff\xfe")
     msg.payload, msg.qos = b"{}", 0
     bus._on_message(bus._client, None, msg)
-    assert sink.items[0].topic is None and sink.items[0].raw_topic == b"in/\xff\xfe"
+    assert sink.items[0].topic is None
+    assert sink.items[0].raw_topic == b"in/\xff\xfe"
     assert bus.snapshot().handler_errors == 0
 
 
@@ -170,8 +177,10 @@ def test_outbox_is_bounded_with_exact_counts_and_drains_after_connecting(tmp_pat
     accepted = sum(bus.publish("t/alerts/x", b"a" * 100, qos=1) for _ in range(25))
     assert accepted == 10
     counters = bus.snapshot()
-    assert counters.dropped_outgoing == 15 and counters.dropped_outgoing_bytes == 15 * (100 + len("t/alerts/x"))
-    assert bus.outbox_messages == 10 and bus.outbox_bytes == 10 * 110
+    assert counters.dropped_outgoing == 15
+    assert counters.dropped_outgoing_bytes == 15 * (100 + len("t/alerts/x"))
+    assert bus.outbox_messages == 10
+    assert bus.outbox_bytes == 10 * 110
 
     broker = Broker("127.0.0.1", port, tmp_path)
     collector: Collector | None = None
@@ -180,7 +189,8 @@ def test_outbox_is_bounded_with_exact_counts_and_drains_after_connecting(tmp_pat
         collector = Collector(broker, "t/alerts/#")
         assert bus.wait_connected(10)
         assert bus.flush(10)
-        assert bus.outbox_bytes == 0 and bus.outbox_messages == 0
+        assert bus.outbox_bytes == 0
+        assert bus.outbox_messages == 0
     finally:
         bus.stop()
         if collector:
@@ -214,9 +224,11 @@ def test_refused_connack_logs_once_retries_and_never_reports_connected(
         while bad.snapshot().connect_failures < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert bad.snapshot().connect_failures >= 3  # it keeps retrying
-        assert not bad.connected and bad.snapshot().connects == 0
+        assert not bad.connected
+        assert bad.snapshot().connects == 0
         refusals = [r for r in caplog.records if "refused" in r.getMessage()]
-        assert len(refusals) == 1 and "Not authorized" in refusals[0].getMessage()
+        assert len(refusals) == 1
+        assert "Not authorized" in refusals[0].getMessage()
         good.start()
         assert good.wait_connected(10)
     finally:
@@ -235,8 +247,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
 
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: TLSMaterial) -> Iterator[Broker]:
-    b = start_broker(tmp_path / "tls-broker",
-                     tls=BrokerTLS(pki.server.cert, pki.server.key, pki.ca.cert, require_certificate=True))
+    b = start_broker(
+        tmp_path / "tls-broker", tls=BrokerTLS(pki.server.cert, pki.server.key, pki.ca.cert, require_certificate=True)
+    )
     yield b
     b.stop()
 
@@ -259,8 +272,12 @@ def test_mutual_tls_connects(tls_broker: Broker, pki: TLSMaterial) -> None:
 
 @pytest.mark.parametrize(
     ("case", "expected"),
-    [("wrong-ca", "CERTIFICATE_VERIFY_FAILED"), ("no-client-cert", "client certificate"),
-     ("foreign-client-cert", ""), ("plaintext", "TLS-only port")],
+    [
+        ("wrong-ca", "CERTIFICATE_VERIFY_FAILED"),
+        ("no-client-cert", "client certificate"),
+        ("foreign-client-cert", ""),
+        ("plaintext", "TLS-only port"),
+    ],
 )
 def test_tls_negatives_are_refused_logged_and_retried(
     tls_broker: Broker, pki: TLSMaterial, caplog: pytest.LogCaptureFixture, case: str, expected: str
@@ -268,8 +285,9 @@ def test_tls_negatives_are_refused_logged_and_retried(
     tls = {
         "wrong-ca": TLSConfig(ca_file=pki.other_ca.cert, cert_file=pki.client.cert, key_file=pki.client.key),
         "no-client-cert": TLSConfig(ca_file=pki.ca.cert),
-        "foreign-client-cert": TLSConfig(ca_file=pki.ca.cert, cert_file=pki.other_client.cert,
-                                         key_file=pki.other_client.key),
+        "foreign-client-cert": TLSConfig(
+            ca_file=pki.ca.cert, cert_file=pki.other_client.cert, key_file=pki.other_client.key
+        ),
         "plaintext": None,
     }[case]
     caplog.set_level(logging.INFO, logger="edgewatch.bus")
@@ -277,17 +295,23 @@ def test_tls_negatives_are_refused_logged_and_retried(
     bus.start()
     try:
         _wait_failures(bus, 2)
-        assert bus.snapshot().connect_failures >= 2 and not bus.connected and bus.snapshot().connects == 0
+        assert bus.snapshot().connect_failures >= 2
+        assert not bus.connected
+        assert bus.snapshot().connects == 0
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert errors and expected in errors[0]
+        assert errors
+        assert expected in errors[0]
         assert len(errors) <= 2  # one line per distinct reason, not one per retry
     finally:
         bus.stop()
 
 
-def test_insecure_skip_verify_is_warned_at_start(tls_broker: Broker, pki: TLSMaterial, caplog: pytest.LogCaptureFixture) -> None:
-    tls = TLSConfig(ca_file=pki.other_ca.cert, cert_file=pki.client.cert, key_file=pki.client.key,
-                    insecure_skip_verify=True)
+def test_insecure_skip_verify_is_warned_at_start(
+    tls_broker: Broker, pki: TLSMaterial, caplog: pytest.LogCaptureFixture
+) -> None:
+    tls = TLSConfig(
+        ca_file=pki.other_ca.cert, cert_file=pki.client.cert, key_file=pki.client.key, insecure_skip_verify=True
+    )
     caplog.set_level(logging.WARNING, logger="edgewatch.bus")
     bus = _bus(_config(tls_broker, tls=tls), Sink())
     bus.start()
@@ -326,7 +350,8 @@ def test_after_reconnecting_the_outbox_is_resent_at_the_inflight_limit(tmp_path:
     try:
         broker.start()
         collector = Collector(broker, "t/x")
-        assert bus.wait_connected(10) and bus.flush(10)
+        assert bus.wait_connected(10)
+        assert bus.flush(10)
         assert 1 <= peak[0] <= 3  # never more than max_inflight unacknowledged, not all 40 at once
         collector.wait_for(lambda m: len(m) == 40)
         assert [int(m.payload) for m in collector.messages] == list(range(40))
@@ -347,7 +372,8 @@ def test_resubscribes_after_the_broker_lost_the_session(broker: Broker) -> None:
         deadline = time.monotonic() + 10
         while bus.snapshot().connects < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert bus.snapshot().connects == 2 and bus.snapshot().disconnects == 1
+        assert bus.snapshot().connects == 2
+        assert bus.snapshot().disconnects == 1
         time.sleep(0.3)  # SUBACK
         publish_many(broker, [("in/after", b"x")])
         assert [m.topic for m in sink.wait(1)] == ["in/after"]

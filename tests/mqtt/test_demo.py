@@ -14,16 +14,24 @@ import numpy as np
 import pytest
 
 from edge_config.errors import EdgewatchError
+from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
 from runtime.model.artifact import load_artifact
 from runtime.tools.demo import command
-from runtime.tools.demo.fleet import DEMO_FLEET, DEMO_STEPS, MAX_DURATION_S, MAX_MACHINES, MODEL_DIR, demo_threshold, fleet
+from runtime.tools.demo.fleet import (
+    DEMO_FLEET,
+    DEMO_STEPS,
+    MAX_DURATION_S,
+    MAX_MACHINES,
+    MODEL_DIR,
+    demo_threshold,
+    fleet,
+)
 from runtime.tools.demo.gateway import input_topic, write_gateway
 from runtime.tools.demo.plotting import PLOTS_MISSING, alert_flags, plots_available
 from runtime.tools.demo.publisher import sample_payload
 from runtime.tools.demo.report import MachineResult
 from runtime.tools.demo.simulator import Machine, simulate
 from runtime.tools.demo.watch import SeenAlert
-from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "runtime.cli"]
@@ -53,8 +61,14 @@ def _row(stdout: str, machine: str) -> str:
 @pytest.mark.mqtt
 def test_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    done = subprocess.run([*CLI, "demo", "--out", str(out), *SHORT], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [*CLI, "demo", "--out", str(out), *SHORT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     text = done.stdout
     assert "demo passed" in text
@@ -67,7 +81,8 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     if plots_available():
         for name in ("pump-3", "pump-1"):
             png = out / f"{name}.png"
-            assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
+            assert png.read_bytes()[:4] == b"\x89PNG"
+            assert png.stat().st_size > 20_000
     else:
         assert PLOTS_MISSING in text
     # The config the demo wrote is a real one, and nothing it started is left running.
@@ -77,8 +92,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.mqtt
-def test_demo_fails_when_a_healthy_pump_alerts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_fails_when_a_healthy_pump_alerts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With the manifest's 99.5% quantile as threshold (what the demo overrides, and why), healthy
     pumps raise short false alerts: the demo must say so and exit 1."""
     monkeypatch.setattr(command, "demo_threshold", lambda m: m.calibration.threshold)
@@ -87,7 +103,8 @@ def test_demo_fails_when_a_healthy_pump_alerts(tmp_path: Path, monkeypatch: pyte
     args = argparse.Namespace(out=tmp_path / "demo", speed=100.0, machines=10, duration=600)
     assert command.run(args) == 1
     text = capsys.readouterr().out
-    assert "demo FAILED" in text and "FALSE ALERT" in text
+    assert "demo FAILED" in text
+    assert "FALSE ALERT" in text
     assert _processes_mentioning(str(tmp_path / "demo" / "gateway.yaml")) == []
 
 
@@ -100,13 +117,28 @@ def test_missing_mosquitto_gives_the_install_hint(monkeypatch: pytest.MonkeyPatc
     assert "bash .ci/setup" in str(caught.value)
 
 
-@pytest.mark.parametrize("option", [["--duration", "200"], ["--duration", str(MAX_DURATION_S + 1)],
-                                    ["--machines", "1"], ["--machines", str(MAX_MACHINES + 1)], ["--speed", "0"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--duration", "200"],
+        ["--duration", str(MAX_DURATION_S + 1)],
+        ["--machines", "1"],
+        ["--machines", str(MAX_MACHINES + 1)],
+        ["--speed", "0"],
+    ],
+)
 def test_options_out_of_range_exit_2_with_one_line(option: list[str], tmp_path: Path) -> None:
-    done = subprocess.run([*CLI, "demo", "--out", str(tmp_path / "d"), *option], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [*CLI, "demo", "--out", str(tmp_path / "d"), *option],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("edgewatch demo: error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("edgewatch demo: error: ")
+    assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
 
 
@@ -119,7 +151,8 @@ def test_fleet_sizes_keep_the_failing_pump() -> None:
     assert fleet(4) == DEMO_FLEET
     for n in (2, 5, MAX_MACHINES):
         machines = fleet(n)
-        assert len(machines) == n and len({m.name for m in machines}) == n
+        assert len(machines) == n
+        assert len({m.name for m in machines}) == n
         assert [m.name for m in machines if m.failure is not None] == ["pump-3"]
     with pytest.raises(ValueError):
         fleet(1)
@@ -130,8 +163,8 @@ def test_fleet_sizes_keep_the_failing_pump() -> None:
 def test_largest_fleet_alerts_on_the_failing_pump_only(duration: int) -> None:
     """What MAX_MACHINES and MAX_DURATION_S promise, at the shortest, default and longest run."""
     from edge_config.schema import ModelConfig, TargetConfig
-    from runtime.engine.replay import Recording, replay
     from runtime.engine.engine import Engine
+    from runtime.engine.replay import Recording, replay
     from runtime.model.session import create_session
 
     artifact = load_artifact(MODEL_DIR)
@@ -149,20 +182,24 @@ def test_largest_fleet_alerts_on_the_failing_pump_only(duration: int) -> None:
 def test_sample_payload_reaches_the_engine_exactly() -> None:
     manifest = load_artifact(MODEL_DIR).manifest
     rec = simulate(Machine("m", seed=1), 5)
-    values, seq, ts = decode_payload(sample_payload(rec, 3), FeatureLayout.from_manifest(manifest),
-                                     PayloadLimits())
+    values, seq, ts = decode_payload(sample_payload(rec, 3), FeatureLayout.from_manifest(manifest), PayloadLimits())
     np.testing.assert_array_equal(values, rec.values[3:4])
-    assert seq == 3 and ts is not None and ts[0] == rec.ts[3]
+    assert seq == 3
+    assert ts is not None
+    assert ts[0] == rec.ts[3]
 
 
 def test_gateway_yaml_loads_with_the_demo_threshold(tmp_path: Path) -> None:
     manifest = load_artifact(MODEL_DIR).manifest
     threshold = demo_threshold(manifest)
-    gw = write_gateway(tmp_path, host="127.0.0.1", port=1884, model_dir=MODEL_DIR, manifest=manifest,
-                       threshold=threshold, z=10.0)
+    gw = write_gateway(
+        tmp_path, host="127.0.0.1", port=1884, model_dir=MODEL_DIR, manifest=manifest, threshold=threshold, z=10.0
+    )
     model = gw.config.models[manifest.name]
-    assert model.threshold == threshold and model.path == tmp_path / "model"
-    assert gw.config.runtime.metrics_address is None and gw.config.broker.port == 1884
+    assert model.threshold == threshold
+    assert model.path == tmp_path / "model"
+    assert gw.config.runtime.metrics_address is None
+    assert gw.config.broker.port == 1884
     assert load_artifact(model.path).manifest.sha256 == manifest.sha256
     assert input_topic("pump-3") == "demo/pump-3/telemetry"
 

@@ -16,8 +16,8 @@ import pytest
 
 from edge_config.schema import AlertPolicy
 from runtime.model.artifact import load_artifact
-from runtime.tools.local_broker import Broker, free_port
 from runtime.service import Service
+from runtime.tools.local_broker import Broker, free_port
 from tests.support.mqtt_helpers import Collector, publish_many, raw_publish, retained
 from tests.support.onnx_artifacts import write_lstm_artifact, write_persistence_artifact
 from tests.support.service_helpers import Outcomes, gateway_config, started, wait_counters
@@ -50,8 +50,11 @@ def test_a_fault_raises_one_alert_and_clears_it_healthy_streams_stay_quiet(broke
         got = alerts.wait_for(lambda m: len(m) >= 2, timeout=10)
         docs = [json.loads(m.payload) for m in got]
         assert [(d["stream"], d["state"]) for d in docs] == [("bad", "raised"), ("bad", "cleared")]
-        assert [m.topic for m in got] == ["edgewatch/alerts/bad"] * 2 and not any(m.retain for m in got)
-        assert docs[0]["id"] == docs[1]["id"] and 20 <= docs[0]["seq"] < 30 and docs[1]["seq"] >= 30
+        assert [m.topic for m in got] == ["edgewatch/alerts/bad"] * 2
+        assert not any(m.retain for m in got)
+        assert docs[0]["id"] == docs[1]["id"]
+        assert 20 <= docs[0]["seq"] < 30
+        assert docs[1]["seq"] >= 30
         assert docs[0]["score"] > docs[0]["threshold"] == 1.0
         assert retained(broker, "edgewatch/status/bad") == b"ok"
         assert retained(broker, "edgewatch/status/m0") == b"ok"
@@ -90,7 +93,9 @@ def test_200_interleaved_streams_match_each_stream_alone(broker: Broker, tmp_pat
                 items.append((f"plant/{s}/telemetry", _sample(t, data[s][t].tolist())))
         publish_many(broker, items)
         snap = wait_counters(service, lambda c: c.processed == len(items))
-        assert snap.steps == len(items) and not snap.rejected and not snap.skipped
+        assert snap.steps == len(items)
+        assert not snap.rejected
+        assert not snap.skipped
         assert service.counters.snapshot().batches < len(items)  # it did batch across streams
         for s in random.Random(3).sample(streams, 40):
             np.testing.assert_allclose(hook.outputs(s), _reference_outputs(artifact, data[s]), atol=1e-5)
@@ -107,8 +112,12 @@ def test_multi_sample_messages_equal_the_same_samples_one_by_one(broker: Broker,
         items = [("plant/single/telemetry", _sample(t, x[t].tolist(), 1000.0 + t)) for t in range(24)]
         t = 0
         for size in (1, 3, 5, 7, 8):
-            items.append(("plant/multi/telemetry",
-                          _sample(t, x[t : t + size].tolist(), [1000.0 + k for k in range(t, t + size)])))
+            items.append(
+                (
+                    "plant/multi/telemetry",
+                    _sample(t, x[t : t + size].tolist(), [1000.0 + k for k in range(t, t + size)]),
+                )
+            )
             t += size
         publish_many(broker, items)
         wait_counters(service, lambda c: c.steps == 48)
@@ -131,10 +140,18 @@ def test_duplicates_and_out_of_order_are_dropped_and_counted(broker: Broker, tmp
         seqs = [0, 1, 2, 3, 2, 10, 3, 7, 11]  # 2 and 3 again: duplicates; 7 behind 10, never seen: late
         publish_many(broker, [("plant/a/telemetry", _sample(s, v)) for s in seqs])
         snap = wait_counters(service, lambda c: c.processed + sum(c.skipped.values()) == len(seqs))
-        assert snap.skipped == {"duplicate": 2, "out-of-order": 1} and snap.processed == 6
+        assert snap.skipped == {"duplicate": 2, "out-of-order": 1}
+        assert snap.processed == 6
         assert [o.status for o in hook.by_stream["a"]] == [
-            "processed", "processed", "processed", "processed", "duplicate", "processed", "duplicate",
-            "out-of-order", "processed",
+            "processed",
+            "processed",
+            "processed",
+            "processed",
+            "duplicate",
+            "processed",
+            "duplicate",
+            "out-of-order",
+            "processed",
         ]
     finally:
         service.stop()
@@ -152,7 +169,7 @@ def test_hostile_input_is_rejected_and_counted_while_other_streams_are_served(br
             ("plant/x/telemetry", b'{"values": [1e999, 1, 2, 3]}'),
             ("plant/x/telemetry", b'{"values": [1, 2, 3]}'),
             ("plant/x/telemetry", b"[" * 100_000 + b"]" * 100_000),
-            ("plant/x/telemetry", b'{"values": [' + b"1" * 5000 + b', 1, 2, 3]}'),
+            ("plant/x/telemetry", b'{"values": [' + b"1" * 5000 + b", 1, 2, 3]}"),
             ("plant/x/telemetry", b'{"values": [1, 2, 3, 4], "values": [1, 2, 3, 4]}'),
             ("plant/x/telemetry", b'{"values": [1, 2, 3, 4], "pad": "' + b"a" * 1_000_000 + b'"}'),
             ("plant/x/telemetry", b"\xff\xfe{}"),
@@ -173,11 +190,21 @@ def test_hostile_input_is_rejected_and_counted_while_other_streams_are_served(br
         publish_many(broker, [("plant/ok/telemetry", _sample(99, good))])
         snap = wait_counters(service, lambda c: c.processed == len(hostile) + 1 and sum(c.rejected.values()) == 13)
         assert snap.rejected == {
-            "not-json": 1, "non-finite": 2, "wrong-arity": 1, "too-deep": 1, "bad-number": 1, "duplicate-key": 1,
-            "too-large": 1, "not-utf8": 1, "stream-id": 3, "topic-not-utf8": 1,
+            "not-json": 1,
+            "non-finite": 2,
+            "wrong-arity": 1,
+            "too-deep": 1,
+            "bad-number": 1,
+            "duplicate-key": 1,
+            "too-large": 1,
+            "not-utf8": 1,
+            "stream-id": 3,
+            "topic-not-utf8": 1,
         }
-        assert snap.received == len(items) + 2 and "x" not in hook.by_stream
-        assert service.bus.snapshot().handler_errors == 0 and service.health() == (True, "ready")
+        assert snap.received == len(items) + 2
+        assert "x" not in hook.by_stream
+        assert service.bus.snapshot().handler_errors == 0
+        assert service.health() == (True, "ready")
     finally:
         service.stop()
 
@@ -190,13 +217,23 @@ def test_control_reset_restarts_a_stream(broker: Broker, tmp_path: Path) -> None
         v = [0.1, 0.2, 0.3, 0.4]
         publish_many(broker, [("plant/a/telemetry", _sample(s, v)) for s in range(5)])
         wait_counters(service, lambda c: c.processed == 5)
-        publish_many(broker, [("edgewatch/control/a/reset", b""), ("edgewatch/control/nobody/reset", b""),
-                              ("edgewatch/control/a/explode", b""), ("plant/a/telemetry", _sample(0, v))])
+        publish_many(
+            broker,
+            [
+                ("edgewatch/control/a/reset", b""),
+                ("edgewatch/control/nobody/reset", b""),
+                ("edgewatch/control/a/explode", b""),
+                ("plant/a/telemetry", _sample(0, v)),
+            ],
+        )
         snap = wait_counters(service, lambda c: c.processed == 6)
-        assert snap.resets == 1 and snap.rejected == {"control-unknown": 1} and not snap.skipped
+        assert snap.resets == 1
+        assert snap.rejected == {"control-unknown": 1}
+        assert not snap.skipped
         # after the reset the stream starts over: the same output as its very first step
         first, again = hook.by_stream["a"][0].outputs, hook.by_stream["a"][-1].outputs
-        assert first is not None and again is not None
+        assert first is not None
+        assert again is not None
         np.testing.assert_allclose(again, first, atol=1e-6)
     finally:
         service.stop()
@@ -205,16 +242,18 @@ def test_control_reset_restarts_a_stream(broker: Broker, tmp_path: Path) -> None
 def test_stats_message_metrics_and_health(broker: Broker, tmp_path: Path) -> None:
     artifact = write_lstm_artifact(tmp_path / "lstm", features=4, threshold=1e6)
     port = free_port()
-    service = started(Service(gateway_config(broker, artifact, stats_interval_s=0.2,
-                                             metrics_address=f"127.0.0.1:{port}")))
+    service = started(
+        Service(gateway_config(broker, artifact, stats_interval_s=0.2, metrics_address=f"127.0.0.1:{port}"))
+    )
     stats = Collector(broker, "edgewatch/stats")
     try:
-        publish_many(broker, [("plant/a/telemetry", _sample(0, [0.1, 0.2, 0.3, 0.4])),
-                              ("plant/a/telemetry", b"oops")])
+        publish_many(broker, [("plant/a/telemetry", _sample(0, [0.1, 0.2, 0.3, 0.4])), ("plant/a/telemetry", b"oops")])
         wait_counters(service, lambda c: c.processed == 1)
         got = stats.wait_for(lambda m: any(json.loads(x.payload)["processed"] == 1 for x in m), timeout=5)
         doc = json.loads(got[-1].payload)
-        assert doc["received"] == 2 and doc["rejected"] == {"not-json": 1} and doc["connected"] is True
+        assert doc["received"] == 2
+        assert doc["rejected"] == {"not-json": 1}
+        assert doc["connected"] is True
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
         assert "edgewatch_messages_received_total 2.0" in text
@@ -245,12 +284,15 @@ def test_queue_policy_counts_exactly_and_acks_what_it_drops(broker: Broker, tmp_
         snap = wait_counters(service, lambda c: c.processed + sum(c.dropped.values()) == n)
         time.sleep(0.3)
         snap = service.counters.snapshot()
-        assert snap.received == n and snap.processed + sum(snap.dropped.values()) == n
+        assert snap.received == n
+        assert snap.processed + sum(snap.dropped.values()) == n
         assert max(depths) <= 2
         if policy == "block":
-            assert snap.processed == n and not snap.dropped
+            assert snap.processed == n
+            assert not snap.dropped
         else:
-            assert snap.dropped.get(policy, 0) > 0 and set(snap.dropped) == {policy}
+            assert snap.dropped.get(policy, 0) > 0
+            assert set(snap.dropped) == {policy}
     finally:
         service.stop()
     # Everything was acknowledged, dropped messages included: the broker redelivers nothing
@@ -272,6 +314,7 @@ def test_idle_streams_are_evicted(broker: Broker, tmp_path: Path) -> None:
         publish_many(broker, [(f"plant/s{i}/telemetry", _sample(0, [0.1, 0.2, 0.3, 0.4])) for i in range(3)])
         wait_counters(service, lambda c: c.processed == 3)
         snap = wait_counters(service, lambda c: c.evicted == 3, timeout=5)
-        assert snap.evicted == 3 and len(service.engines["det"].store) == 0
+        assert snap.evicted == 3
+        assert len(service.engines["det"].store) == 0
     finally:
         service.stop()

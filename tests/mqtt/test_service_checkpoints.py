@@ -13,12 +13,12 @@ import pytest
 
 from edge_config.loading import load_config
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
-from runtime.model.artifact import load_artifact
 from runtime.engine.engine import Engine
-from runtime.tools.local_broker import Broker
 from runtime.ingest.payload import Message
-from runtime.service import Service
+from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
+from runtime.service import Service
+from runtime.tools.local_broker import Broker
 from tests.support.mqtt_helpers import Collector, publish_many, retained
 from tests.support.onnx_artifacts import write_lstm_artifact, write_persistence_artifact
 from tests.support.service_helpers import Outcomes, gateway_config, started, wait_counters, write_config
@@ -33,14 +33,18 @@ def _values(stream: int, seq: int) -> list[float]:
 
 
 def _items(streams: int, seqs: range) -> list[tuple[str, bytes]]:
-    return [(f"plant/s{i}/telemetry", json.dumps({"seq": q, "values": _values(i, q)}).encode())
-            for q in seqs for i in range(streams)]
+    return [
+        (f"plant/s{i}/telemetry", json.dumps({"seq": q, "values": _values(i, q)}).encode())
+        for q in seqs
+        for i in range(streams)
+    ]
 
 
 def test_a_clean_stop_checkpoints_and_the_next_start_continues_every_stream(broker: Broker, tmp_path: Path) -> None:
     art = write_lstm_artifact(tmp_path / "lstm", features=3, hidden=8, threshold=1e6)
-    config = gateway_config(broker, art, checkpoint_path=tmp_path / "state" / "state.ckpt",
-                            checkpoint_interval_s=3600.0)
+    config = gateway_config(
+        broker, art, checkpoint_path=tmp_path / "state" / "state.ckpt", checkpoint_interval_s=3600.0
+    )
     (tmp_path / "state").mkdir()
     first = started(Service(config))
     try:
@@ -48,7 +52,8 @@ def test_a_clean_stop_checkpoints_and_the_next_start_continues_every_stream(brok
         wait_counters(first, lambda c: c.processed == 75)
     finally:
         first.stop()
-    assert first.checkpoints is not None and first.checkpoints.stats().written == 1  # only at the stop
+    assert first.checkpoints is not None
+    assert first.checkpoints.stats().written == 1
     assert (tmp_path / "state" / "state.det.ckpt").is_file()
     hook = Outcomes()
     second = Service(config, outcome_hook=hook)
@@ -61,24 +66,31 @@ def test_a_clean_stop_checkpoints_and_the_next_start_continues_every_stream(brok
     finally:
         second.stop()
     artifact = load_artifact(art)
-    reference = Engine(artifact, create_session(artifact, TargetConfig(type="cpu"), name="r")[0],
-                       ModelConfig(path=art, target="cpu"), name="r")
+    reference = Engine(
+        artifact,
+        create_session(artifact, TargetConfig(type="cpu"), name="r")[0],
+        ModelConfig(path=art, target="cpu"),
+        name="r",
+    )
     for seq in range(50):  # the same samples without a restart
-        out = reference.process([Message(f"s{i}", np.array([_values(i, seq)], np.float32), seq, None)
-                                 for i in range(3)])
+        out = reference.process(
+            [Message(f"s{i}", np.array([_values(i, seq)], np.float32), seq, None) for i in range(3)]
+        )
         if seq >= 25:
             for o in out:
                 hook.by_stream.setdefault("ref-" + o.message.stream, []).append(o)
     for i in range(3):
         np.testing.assert_allclose(hook.outputs(f"s{i}"), hook.outputs(f"ref-s{i}"), rtol=0, atol=1e-5)
     first_after = hook.by_stream["s0"][0]
-    assert first_after.stream_status == "ok" and second.counters.snapshot().rewarming == 0
+    assert first_after.stream_status == "ok"
+    assert second.counters.snapshot().rewarming == 0
 
 
 def test_periodic_checkpoints_skip_unchanged_state_and_show_in_metrics(broker: Broker, tmp_path: Path) -> None:
     art = write_persistence_artifact(tmp_path / "p", features=3, threshold=1e6)
-    service = started(Service(gateway_config(broker, art, checkpoint_path=tmp_path / "state.ckpt",
-                                             checkpoint_interval_s=0.2)))
+    service = started(
+        Service(gateway_config(broker, art, checkpoint_path=tmp_path / "state.ckpt", checkpoint_interval_s=0.2))
+    )
     try:
         publish_many(broker, _items(4, range(5)))
         wait_counters(service, lambda c: c.processed == 20)
@@ -90,7 +102,8 @@ def test_periodic_checkpoints_skip_unchanged_state_and_show_in_metrics(broker: B
         before = service.checkpoints.stats()
         time.sleep(1.0)
         after = service.checkpoints.stats()
-        assert before.written == after.written >= 1 and after.failed == 0
+        assert before.written == after.written >= 1
+        assert after.failed == 0
         text = service.metrics.exposition().decode()
         assert f"edgewatch_checkpoints_written_total {float(after.written)}" in text
         assert f"edgewatch_checkpoint_bytes_total {float(after.bytes)}" in text
@@ -103,8 +116,7 @@ def test_a_failing_checkpoint_write_is_counted_logged_once_and_serving_goes_on(
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     art = write_persistence_artifact(tmp_path / "p", features=3, threshold=1e6)
-    config = gateway_config(broker, art, checkpoint_path=tmp_path / "missing" / "state.ckpt",
-                            checkpoint_interval_s=0.1)
+    config = gateway_config(broker, art, checkpoint_path=tmp_path / "missing" / "state.ckpt", checkpoint_interval_s=0.1)
     service = started(Service(config))
     try:
         for n in range(4):  # state changes every round, so every round tries to write
@@ -113,11 +125,13 @@ def test_a_failing_checkpoint_write_is_counted_logged_once_and_serving_goes_on(
             time.sleep(0.3)
         assert service.checkpoints is not None
         stats = service.checkpoints.stats()
-        assert stats.failed >= 3 and stats.written == 0
+        assert stats.failed >= 3
+        assert stats.written == 0
     finally:
         service.stop()
     errors = [r for r in caplog.records if r.name == "edgewatch.checkpoint" and r.levelname == "ERROR"]
-    assert len(errors) == 1 and "missing" in errors[0].getMessage()
+    assert len(errors) == 1
+    assert "missing" in errors[0].getMessage()
 
 
 def test_eviction_clears_an_open_alert_and_removes_its_retained_status(broker: Broker, tmp_path: Path) -> None:
@@ -126,8 +140,7 @@ def test_eviction_clears_an_open_alert_and_removes_its_retained_status(broker: B
     service = started(Service(gateway_config(broker, art, alerts=policy, idle_ttl_s=1.0)))
     alerts = Collector(broker, "edgewatch/alerts/#")
     try:
-        items = [("plant/loud/telemetry", json.dumps({"seq": q, "values": [5.0 * q, 0, 0]}).encode())
-                 for q in range(3)]
+        items = [("plant/loud/telemetry", json.dumps({"seq": q, "values": [5.0 * q, 0, 0]}).encode()) for q in range(3)]
         items += [("plant/calm/telemetry", json.dumps({"seq": q, "values": [0, 0, 0]}).encode()) for q in range(3)]
         publish_many(broker, items)
         raised = json.loads(alerts.wait_for(lambda m: len(m) >= 1)[0].payload)
@@ -135,9 +148,14 @@ def test_eviction_clears_an_open_alert_and_removes_its_retained_status(broker: B
         got = alerts.wait_for(lambda m: len(m) >= 2, timeout=10)
         cleared = json.loads(got[1].payload)
         jsonschema.validate(cleared, SCHEMA)
-        assert (cleared["id"], cleared["state"], cleared["reason"], cleared["seq"]) == \
-            (raised["id"], "cleared", "evicted", None)
-        assert "reason" not in raised and len(got) == 2  # the calm stream is evicted silently
+        assert (cleared["id"], cleared["state"], cleared["reason"], cleared["seq"]) == (
+            raised["id"],
+            "cleared",
+            "evicted",
+            None,
+        )
+        assert "reason" not in raised
+        assert len(got) == 2
         wait_counters(service, lambda c: c.evicted == 2)
         assert retained(broker, "edgewatch/status/loud") is None
         assert retained(broker, "edgewatch/status/calm") == b"ok"  # no open alert: left as it was
@@ -160,13 +178,15 @@ def test_reload_swaps_a_verified_model_keeps_state_and_a_bad_config_changes_noth
         write_lstm_artifact(art, features=3, hidden=4, layers=1, seed=2, threshold=1e6)  # same shapes
         assert service.reload()
         engine = service.engines["det"]
-        assert engine.artifact.sha256 != old_sha and len(engine.store) == 2
+        assert engine.artifact.sha256 != old_sha
+        assert len(engine.store) == 2
         assert engine.store.last_seq[engine.store.slot("s0")] == 4
         good = path.read_text()
         path.write_text(good.replace('"max_wait_ms": 2.0', '"max_wait_ms": 5.0'))
         with caplog.at_level(logging.INFO, logger="edgewatch.service"):
             assert service.reload()  # nothing to swap; the runtime change is reported, not applied
-        assert service.engines["det"] is engine and service.config.runtime.max_wait_ms == 2.0
+        assert service.engines["det"] is engine
+        assert service.config.runtime.max_wait_ms == 2.0
         assert any("changes to runtime need a restart" in r.getMessage() for r in caplog.records)
         path.write_text(good.replace('"target": "cpu"', '"target": "gpu"'))  # undefined target
         with caplog.at_level(logging.ERROR, logger="edgewatch.service"):
@@ -175,7 +195,9 @@ def test_reload_swaps_a_verified_model_keeps_state_and_a_bad_config_changes_noth
         assert any("reload failed" in r.getMessage() and "gpu" in r.getMessage() for r in caplog.records)
         publish_many(broker, _items(2, range(5, 8)))  # the swapped model serves on, seq continues
         snap = wait_counters(service, lambda c: c.processed == 16)
-        assert snap.skipped == {} and snap.reloads == {"ok": 2, "failed": 1} and snap.restored == 2
+        assert snap.skipped == {}
+        assert snap.reloads == {"ok": 2, "failed": 1}
+        assert snap.restored == 2
     finally:
         service.stop()
 
@@ -198,7 +220,8 @@ def test_reload_tells_systemd_reloading_then_ready(
         path.write_text("streams: [")  # a YAML error: the reload fails, systemd hears READY again
         assert not service.reload()
         first, second = systemd.recv(4096).decode(), systemd.recv(4096).decode()
-        assert first.startswith("RELOADING=1\nMONOTONIC_USEC=") and second.startswith("READY=1\nSTATUS=reload failed")
+        assert first.startswith("RELOADING=1\nMONOTONIC_USEC=")
+        assert second.startswith("READY=1\nSTATUS=reload failed")
     finally:
         service.stop()
         systemd.close()

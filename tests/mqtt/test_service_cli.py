@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge_config.errors import ConfigError
-from runtime.commands import alerts as alerts_cli, replay
+from runtime.commands import alerts as alerts_cli
+from runtime.commands import replay
 from runtime.tools.local_broker import Broker
 from tests.support.mqtt_helpers import Collector, publish_many
 
@@ -35,17 +36,21 @@ def test_read_csv_skips_text_columns_and_parses_iso_ts(tmp_path: Path) -> None:
     stream = replay.read_csv(path)
     assert stream.columns == ("Accelerometer1RMS", "Current", "Pressure", "anomaly")
     assert stream.rows[1] == (0.0277, 1.85, 0.382, 0.0)
-    assert stream.ts is not None and stream.ts[1] - stream.ts[0] == 1.0
+    assert stream.ts is not None
+    assert stream.ts[1] - stream.ts[0] == 1.0
     assert stream.ts[0] == 1583748873.0  # naive dates are read as UTC
     chosen = replay.read_csv(path, ["Pressure", "Current"])
-    assert chosen.columns == ("Pressure", "Current") and chosen.rows[0] == (0.054, 1.84)
+    assert chosen.columns == ("Pressure", "Current")
+    assert chosen.rows[0] == (0.054, 1.84)
 
 
 def test_read_csv_comma_separated_without_ts(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text("a,b\n1,2\n3,4\n")
     stream = replay.read_csv(path)
-    assert stream.columns == ("a", "b") and stream.ts is None and stream.rows == ((1.0, 2.0), (3.0, 4.0))
+    assert stream.columns == ("a", "b")
+    assert stream.ts is None
+    assert stream.rows == ((1.0, 2.0), (3.0, 4.0))
 
 
 @pytest.mark.parametrize(
@@ -71,11 +76,41 @@ def test_replay_publishes_seq_ts_and_chunks(broker: Broker, tmp_path: Path) -> N
     path.write_text(SKAB_LIKE)
     collector = Collector(broker, "plant/#")
     try:
-        args = _args(replay, ["replay", str(path), "--broker", broker.address, "--topic", "plant/m1", "--rate", "0",
-                              "--columns", "Current,Pressure", "--start-seq", "10"])
+        args = _args(
+            replay,
+            [
+                "replay",
+                str(path),
+                "--broker",
+                broker.address,
+                "--topic",
+                "plant/m1",
+                "--rate",
+                "0",
+                "--columns",
+                "Current,Pressure",
+                "--start-seq",
+                "10",
+            ],
+        )
         assert args.func(args) == 0
-        args = _args(replay, ["replay", str(path), "--broker", broker.address, "--topic", "plant/m2", "--rate", "0",
-                              "--columns", "Current,Pressure", "--chunk", "2"])
+        args = _args(
+            replay,
+            [
+                "replay",
+                str(path),
+                "--broker",
+                broker.address,
+                "--topic",
+                "plant/m2",
+                "--rate",
+                "0",
+                "--columns",
+                "Current,Pressure",
+                "--chunk",
+                "2",
+            ],
+        )
         assert args.func(args) == 0
         collector.wait_for(lambda m: len(m) == 5)
         single = [json.loads(p) for p in collector.payloads("plant/m1")]
@@ -83,7 +118,8 @@ def test_replay_publishes_seq_ts_and_chunks(broker: Broker, tmp_path: Path) -> N
         assert single[2] == {"seq": 12, "ts": 1583748875.0, "values": [1.86, 0.71]}
         chunks = [json.loads(p) for p in collector.payloads("plant/m2")]
         assert chunks[0] == {"seq": 0, "ts": [1583748873.0, 1583748874.0], "values": [[1.84, 0.054], [1.85, 0.382]]}
-        assert chunks[1]["seq"] == 2 and chunks[1]["values"] == [[1.86, 0.71]]
+        assert chunks[1]["seq"] == 2
+        assert chunks[1]["values"] == [[1.86, 0.71]]
     finally:
         collector.close()
 
@@ -99,17 +135,31 @@ def test_replay_rate_is_respected(broker: Broker, tmp_path: Path) -> None:
 
 
 def _alert(stream: str, state: str, score: float) -> bytes:
-    return json.dumps({
-        "id": "0123456789abcdef", "stream": stream, "state": state, "score": score, "threshold": 1.5,
-        "started": 1763800000.0, "ts": 1763800001.25, "seq": 42, "model": "m", "model_sha256": "ab" * 32,
-        "top_features": [{"feature": "Pressure", "contribution": 2.5}],
-    }).encode()
+    return json.dumps(
+        {
+            "id": "0123456789abcdef",
+            "stream": stream,
+            "state": state,
+            "score": score,
+            "threshold": 1.5,
+            "started": 1763800000.0,
+            "ts": 1763800001.25,
+            "seq": 42,
+            "model": "m",
+            "model_sha256": "ab" * 32,
+            "top_features": [{"feature": "Pressure", "contribution": 2.5}],
+        }
+    ).encode()
 
 
 def test_format_alert_is_one_readable_line() -> None:
     line = alerts_cli.format_alert(alerts_cli.parse_alert(_alert("L1/press-3", "raised", 4.2)))
-    assert "RAISED" in line and "L1/press-3" in line and "4.200" in line and "Pressure 2.50" in line
-    assert "2025-11-22 08:26:41.250" in line and "\n" not in line
+    assert "RAISED" in line
+    assert "L1/press-3" in line
+    assert "4.200" in line
+    assert "Pressure 2.50" in line
+    assert "2025-11-22 08:26:41.250" in line
+    assert "\n" not in line
 
 
 def _run_alerts(argv: list[str]) -> tuple[threading.Thread, io.StringIO, list[int]]:
@@ -122,15 +172,19 @@ def _run_alerts(argv: list[str]) -> tuple[threading.Thread, io.StringIO, list[in
 
 @pytest.mark.mqtt
 def test_alerts_json_count_skips_foreign_messages(broker: Broker) -> None:
-    thread, out, result = _run_alerts(["--broker", broker.address, "--prefix", "gw", "--stream", "L1/+",
-                                       "--json", "--count", "2", "--timeout", "20"])
+    thread, out, result = _run_alerts(
+        ["--broker", broker.address, "--prefix", "gw", "--stream", "L1/+", "--json", "--count", "2", "--timeout", "20"]
+    )
     time.sleep(0.5)  # subscribed
-    publish_many(broker, [
-        ("gw/alerts/L1/a", b"not json"),
-        ("gw/alerts/L2/b", _alert("L2/b", "raised", 3.0)),  # outside --stream
-        ("gw/alerts/L1/a", _alert("L1/a", "raised", 3.0)),
-        ("gw/alerts/L1/a", _alert("L1/a", "cleared", 0.1)),
-    ])
+    publish_many(
+        broker,
+        [
+            ("gw/alerts/L1/a", b"not json"),
+            ("gw/alerts/L2/b", _alert("L2/b", "raised", 3.0)),  # outside --stream
+            ("gw/alerts/L1/a", _alert("L1/a", "raised", 3.0)),
+            ("gw/alerts/L1/a", _alert("L1/a", "cleared", 0.1)),
+        ],
+    )
     thread.join(20)
     assert result == [0]
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -141,7 +195,8 @@ def test_alerts_json_count_skips_foreign_messages(broker: Broker) -> None:
 def test_alerts_timeout_without_count_reached_exits_1(broker: Broker) -> None:
     thread, out, result = _run_alerts(["--broker", broker.address, "--count", "1", "--timeout", "1"])
     thread.join(10)
-    assert result == [1] and out.getvalue().startswith("time (UTC)")
+    assert result == [1]
+    assert out.getvalue().startswith("time (UTC)")
 
 
 @pytest.mark.mqtt
@@ -156,9 +211,16 @@ def test_alerts_reads_broker_and_prefix_from_the_config(broker: Broker, tmp_path
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
     thread, out, result = _run_alerts(["--config", str(path), "--count", "1", "--timeout", "20"])
     time.sleep(0.5)
-    publish_many(broker, [("edgewatch/alerts/a", _alert("a", "raised", 2.0)),  # the default prefix: not ours
-                          ("site7/alerts/L1/b", _alert("L1/b", "raised", 2.0))])
+    publish_many(
+        broker,
+        [
+            ("edgewatch/alerts/a", _alert("a", "raised", 2.0)),  # the default prefix: not ours
+            ("site7/alerts/L1/b", _alert("L1/b", "raised", 2.0)),
+        ],
+    )
     thread.join(20)
     assert result == [0]
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("time (UTC)") and len(lines) == 2 and "L1/b" in lines[1]
+    assert lines[0].startswith("time (UTC)")
+    assert len(lines) == 2
+    assert "L1/b" in lines[1]

@@ -41,8 +41,14 @@ def gateway(broker: Broker, tmp_path: Path) -> tuple[Path, int]:
 
 def _serve(config: Path, metrics_port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "EDGEWATCH_RUNTIME__METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"}
-    return subprocess.Popen([*CLI, "serve", "--config", str(config)], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*CLI, "serve", "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 30) -> None:
@@ -86,19 +92,37 @@ def _faulty_csv(path: Path) -> Path:
 def test_config_init_serve_replay_alerts_and_mosquitto_sub_see_the_alert(
     broker: Broker, served: subprocess.Popen[str], tmp_path: Path
 ) -> None:
-    watch = subprocess.Popen([*CLI, "alerts", "--broker", broker.address, "--json", "--count", "1", "--timeout", "60"],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sub = subprocess.Popen(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", "edgewatch/alerts/#",
-                            "-C", "1", "-W", "60"], stdout=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [*CLI, "alerts", "--broker", broker.address, "--json", "--count", "1", "--timeout", "60"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", "edgewatch/alerts/#", "-C", "1", "-W", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.0)  # both subscribed
-        replay = _cli("replay", str(_faulty_csv(tmp_path / "faulty.csv")), "--broker", broker.address,
-                      "--topic", "plant/press-1/telemetry", "--rate", "0")
+        replay = _cli(
+            "replay",
+            str(_faulty_csv(tmp_path / "faulty.csv")),
+            "--broker",
+            broker.address,
+            "--topic",
+            "plant/press-1/telemetry",
+            "--rate",
+            "0",
+        )
         assert replay.returncode == 0, replay.stderr
         out, err = watch.communicate(timeout=60)
         assert watch.returncode == 0, err
         alert = json.loads(out.strip().splitlines()[0])
-        assert alert["state"] == "raised" and alert["stream"] == "press-1" and 40 <= alert["seq"] < 55
+        assert alert["state"] == "raised"
+        assert alert["stream"] == "press-1"
+        assert 40 <= alert["seq"] < 55
         seen, _ = sub.communicate(timeout=60)
         assert json.loads(seen)["id"] == alert["id"]
     finally:
@@ -114,7 +138,8 @@ def test_sigterm_drains_says_stopped_and_exits_0(broker: Broker, served: subproc
     assert served.wait(30) == 0
     wait_retained(broker, "edgewatch/available", b"stopped")
     log = served.stdout.read() if served.stdout else ""
-    assert "received SIGTERM" in log and "stopped:" in log
+    assert "received SIGTERM" in log
+    assert "stopped:" in log
 
 
 def test_sigkill_leaves_the_last_will_offline(broker: Broker, served: subprocess.Popen[str]) -> None:

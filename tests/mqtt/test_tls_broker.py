@@ -19,11 +19,11 @@ import pytest
 
 pytest.importorskip("cryptography", reason="TLS test material needs `cryptography` (the dev extra)")
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from runtime.tools.local_broker import Broker, BrokerTLS, start_broker  # noqa: E402
-from tests.support.tls_material import CertPair, TLSMaterial, make_tls_material  # noqa: E402
+from runtime.tools.local_broker import Broker, BrokerTLS, start_broker
+from tests.support.tls_material import CertPair, TLSMaterial, make_tls_material
 
 pytestmark = pytest.mark.mqtt
 
@@ -36,8 +36,9 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
 
 
 def _broker(directory: Path, server: CertPair, material: TLSMaterial, *, mutual: bool) -> Iterator[Broker]:
-    broker = start_broker(directory, tls=BrokerTLS(server.cert, server.key, material.ca.cert,
-                                                   require_certificate=mutual))
+    broker = start_broker(
+        directory, tls=BrokerTLS(server.cert, server.key, material.ca.cert, require_certificate=mutual)
+    )
     try:
         yield broker
     finally:
@@ -157,4 +158,5 @@ def test_plaintext_to_the_tls_port_is_refused(tls_broker: Broker) -> None:
 
 def test_tls_to_a_plaintext_port_fails(broker: Broker, material: TLSMaterial) -> None:
     result = attempt(broker, client_context(material.ca.cert))
-    assert not result.connected and result.error
+    assert not result.connected
+    assert result.error

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from tests.support.onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 
 from edge_config.manifest import MODEL_NAME, read_manifest, sha256_bytes, write_manifest
+from tests.support.onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 
 
 def _rewrite(directory: Path, data: bytes, **changes: object) -> Path:

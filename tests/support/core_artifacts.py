@@ -26,8 +26,8 @@ from edge_config.manifest import (
     sha256_bytes,
     write_manifest,
 )
-from tests.support.onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 from runtime.model.artifact import Artifact, load_artifact
+from tests.support.onnx_artifacts import lstm_forecaster_model, write_lstm_artifact
 
 
 def session(artifact: Artifact) -> ort.InferenceSession:

@@ -127,7 +127,8 @@ def write_models(directory: Path) -> Path:
 
 def import_models(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"_test_user_models_{abs(hash(str(path)))}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

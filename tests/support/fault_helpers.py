@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
-from runtime.model.artifact import load_artifact
 from runtime.engine.engine import Engine
 from runtime.ingest.payload import Message
+from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
 from tests.support.fault_traffic import TS0, values
 
@@ -41,8 +41,14 @@ class Reference:
     """(id, state) of every alert message."""
 
 
-def reference_run(artifact_dir: Path, policy: AlertPolicy, streams: int, seqs: Sequence[int], faulty: int,
-                  skip: Iterable[tuple[int, int]] = ()) -> Reference:
+def reference_run(
+    artifact_dir: Path,
+    policy: AlertPolicy,
+    streams: int,
+    seqs: Sequence[int],
+    faulty: int,
+    skip: Iterable[tuple[int, int]] = (),
+) -> Reference:
     """Step the same samples through a plain Engine, one message per stream and seq, in seq order.
     skip: (stream, seq) left out (what a test sends only as hostile copies)."""
     artifact = load_artifact(artifact_dir)
@@ -53,10 +59,14 @@ def reference_run(artifact_dir: Path, policy: AlertPolicy, streams: int, seqs: S
     scores: dict[str, list[np.ndarray]] = {}
     ref = Reference()
     for q in seqs:
-        batch = [Message(f"m{s:03d}", np.array([values(s, q, s < faulty)], np.float32), q, np.array([TS0 + q]))
-                 for s in range(streams) if (s, q) not in left_out]
+        batch = [
+            Message(f"m{s:03d}", np.array([values(s, q, s < faulty)], np.float32), q, np.array([TS0 + q]))
+            for s in range(streams)
+            if (s, q) not in left_out
+        ]
         for o in engine.process(batch):
-            assert o.outputs is not None and o.scores is not None
+            assert o.outputs is not None
+            assert o.scores is not None
             outs.setdefault(o.message.stream, []).append(o.outputs)
             scores.setdefault(o.message.stream, []).append(o.scores)
             ref.alerts |= {(a.id, a.state) for a in o.alerts}
@@ -117,8 +127,12 @@ class Daemon:
     def start(self) -> subprocess.Popen[bytes]:
         entry = ["-c", SERVE_WITH_OUTCOMES] if self._trace else ["-m", "runtime.cli"]
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *entry, "serve", "--config", str(self.config)], cwd=REPO,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, *entry, "serve", "--config", str(self.config)],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         return self.proc
 
     def text(self) -> str:
@@ -188,6 +202,7 @@ def metric(port: int, name: str) -> float:
 
 
 # --- model files a gateway must refuse --------------------------------------------------------
+
 
 def tamper(directory: Path, offset: int = 200) -> None:
     """Flip one byte of model.onnx in place; the manifest's sha256 no longer matches it."""

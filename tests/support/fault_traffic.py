@@ -62,8 +62,9 @@ class ReliablePublisher:
     _MAX = 60_000  # paho's message ids wrap at 65,535: confirmations are tracked by id
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                                   clean_session=False)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
+        )
         self._client.max_inflight_messages_set(100)
         self._client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         self._acked: set[int] = set()
@@ -93,8 +94,12 @@ class ReliablePublisher:
         self._sent.append((topic_, data, retain, self._client.publish(topic_, data, qos=1, retain=retain).mid))
         self.published += 1
 
-    def publish_paced(self, items: Sequence[tuple[str, bytes] | tuple[str, bytes, bool]], rate: float,
-                      on_progress: Callable[[int], None] | None = None) -> float:
+    def publish_paced(
+        self,
+        items: Sequence[tuple[str, bytes] | tuple[str, bytes, bool]],
+        rate: float,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> float:
         """Publish at `rate` messages/s (a fixed schedule, not as fast as possible); returns seconds."""
         started = time.monotonic()
         chunk = max(1, round(rate * 0.02))
@@ -204,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         publisher.confirm_all(args.timeout)
     finally:
         publisher.close()
-    print(json.dumps({"published": publisher.published, "republished": publisher.republished,
-                      "seconds": round(seconds, 2)}), flush=True)
+    print(
+        json.dumps(
+            {"published": publisher.published, "republished": publisher.republished, "seconds": round(seconds, 2)}
+        ),
+        flush=True,
+    )
     return 0
 
 

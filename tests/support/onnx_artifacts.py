@@ -46,7 +46,10 @@ def lstm_forecaster_model(features: int = 4, hidden: int = 8, layers: int = 2, s
         b = const(f"B{i}", rng.uniform(-scale, scale, (1, 8 * hidden)).astype(np.float32))
         nodes.append(
             helper.make_node(
-                "LSTM", [layer_in, w, r, b, "", f"h0_{i}", f"c0_{i}"], [f"Y{i}", f"hn_{i}", f"cn_{i}"], hidden_size=hidden
+                "LSTM",
+                [layer_in, w, r, b, "", f"h0_{i}", f"c0_{i}"],
+                [f"Y{i}", f"hn_{i}", f"cn_{i}"],
+                hidden_size=hidden,
             )
         )
         nodes.append(helper.make_node("Squeeze", [f"Y{i}", axis1], [f"Ys{i}"]))  # [T, B, H]

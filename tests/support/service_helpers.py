@@ -20,10 +20,10 @@ from edge_config.schema import (
     RuntimeConfig,
     StreamConfig,
 )
-from runtime.ops.counters import CounterSnapshot
 from runtime.engine.engine import Outcome
-from runtime.tools.local_broker import Broker
+from runtime.ops.counters import CounterSnapshot
 from runtime.service import Service
+from runtime.tools.local_broker import Broker
 
 _ids = itertools.count()
 
@@ -39,24 +39,39 @@ def gateway_config(
     rt: dict[str, object] = {"metrics_address": None, "stats_interval_s": None, "max_wait_ms": 2.0}
     rt.update(runtime)
     return GatewayConfig(
-        broker=BrokerConfig(host=broker.host, port=broker.port, client_id=f"svc-{next(_ids)}",
-                            reconnect_min_s=0.1, reconnect_max_s=1.0),
+        broker=BrokerConfig(
+            host=broker.host, port=broker.port, client_id=f"svc-{next(_ids)}", reconnect_min_s=0.1, reconnect_max_s=1.0
+        ),
         streams=[StreamConfig(name="machines", topics=list(topics), model="det")],
         models={"det": ModelConfig(path=artifact, target="cpu", alerts=alerts or AlertPolicy())},
         runtime=RuntimeConfig(**rt),
     )
 
 
-def write_config(path: Path, broker: Broker, artifact: Path, *, client_id: str | None = None,
-                 alerts: dict[str, object] | None = None, topics: tuple[str, ...] = ("plant/+/telemetry",),
-                 broker_settings: dict[str, object] | None = None, **runtime: object) -> Path:
+def write_config(
+    path: Path,
+    broker: Broker,
+    artifact: Path,
+    *,
+    client_id: str | None = None,
+    alerts: dict[str, object] | None = None,
+    topics: tuple[str, ...] = ("plant/+/telemetry",),
+    broker_settings: dict[str, object] | None = None,
+    **runtime: object,
+) -> Path:
     """A gateway config file for `edgewatch serve` / Service(config_path=...): one model "det" on
     `artifact`, metrics off unless runtime says otherwise. JSON is valid YAML."""
     rt: dict[str, object] = {"metrics_address": None, "stats_interval_s": None, "max_wait_ms": 2.0}
     rt.update({k: str(v) if isinstance(v, Path) else v for k, v in runtime.items()})
     doc = {
-        "broker": {"host": broker.host, "port": broker.port, "client_id": client_id or f"svc-{next(_ids)}",
-                   "reconnect_min_s": 0.1, "reconnect_max_s": 1.0, **(broker_settings or {})},
+        "broker": {
+            "host": broker.host,
+            "port": broker.port,
+            "client_id": client_id or f"svc-{next(_ids)}",
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 1.0,
+            **(broker_settings or {}),
+        },
         "streams": [{"name": "machines", "topics": list(topics), "model": "det"}],
         "models": {"det": {"path": str(artifact), "target": "cpu", "alerts": alerts or {}}},
         "runtime": rt,
@@ -86,7 +101,9 @@ class Outcomes:
             return np.concatenate([o.scores for o in self.by_stream[stream] if o.scores is not None])
 
 
-def wait_counters(service: Service, predicate: Callable[[CounterSnapshot], bool], timeout: float = 30.0) -> CounterSnapshot:
+def wait_counters(
+    service: Service, predicate: Callable[[CounterSnapshot], bool], timeout: float = 30.0
+) -> CounterSnapshot:
     deadline = time.monotonic() + timeout
     while True:
         snap = service.counters.snapshot()

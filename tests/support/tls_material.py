@@ -49,8 +49,12 @@ class TLSMaterial:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgewatch tests"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgewatch tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _save(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> CertPair:
@@ -58,8 +62,11 @@ def _save(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCu
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     fd = os.open(pair.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as file:
-        file.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()))
+        file.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return pair
 
 
@@ -82,9 +89,20 @@ def _make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivat
     cert = (
         _builder(_name(common_name), _name(common_name), key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     return cert, key
@@ -93,18 +111,37 @@ def _make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivat
 _Signed = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
-def _make_leaf(common_name: str, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, *,
-               server: bool, names: tuple[x509.GeneralName, ...] = ()) -> _Signed:
+def _make_leaf(
+    common_name: str,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    server: bool,
+    names: tuple[x509.GeneralName, ...] = (),
+) -> _Signed:
     """A leaf certificate; a server's `names` go into its subjectAltName (what clients check)."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         _builder(_name(common_name), ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=True, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                              else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if names:
@@ -128,8 +165,10 @@ def make_tls_material(directory: Path) -> TLSMaterial:
         client=_save(directory, "client", *_make_leaf(client, ca_cert, ca_key, server=False)),
         other_ca=_save(directory, "other-ca", other_cert, other_key),
         other_client=_save(directory, "other-client", *_make_leaf(client, other_cert, other_key, server=False)),
-        wrong_name=_save(directory, "wrong-name",
-                         *_make_leaf("not-this-host.invalid", ca_cert, ca_key, server=True, names=elsewhere)),
-        other_server=_save(directory, "other-server",
-                           *_make_leaf("127.0.0.1", other_cert, other_key, server=True, names=loopback)),
+        wrong_name=_save(
+            directory, "wrong-name", *_make_leaf("not-this-host.invalid", ca_cert, ca_key, server=True, names=elsewhere)
+        ),
+        other_server=_save(
+            directory, "other-server", *_make_leaf("127.0.0.1", other_cert, other_key, server=True, names=loopback)
+        ),
     )

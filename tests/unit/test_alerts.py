@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.core_artifacts import session, write_persistence_artifact
 from edge_config.schema import AlertPolicy, ModelConfig
 from runtime.engine.alerts import Alert, alert_id
 from runtime.engine.engine import Engine
 from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload
+from tests.support.core_artifacts import session, write_persistence_artifact
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -26,26 +26,27 @@ def _schema(name: str) -> dict[str, object]:
 
 
 def _alert(**changes: object) -> Alert:
-    fields: dict[str, object] = dict(
-        id=alert_id("line/1", 42, 1.0, SHA),
-        stream="line/1",
-        state="raised",
-        score=3.5,
-        threshold=1.25,
-        started=1763800000.25,
-        ts=1763800000.25,
-        seq=42,
-        model="press",
-        model_sha256=SHA,
-        top_features=(("Pressure", 2.5), ("Current", 0.75)),
-    )
+    fields: dict[str, object] = {
+        "id": alert_id("line/1", 42, 1.0, SHA),
+        "stream": "line/1",
+        "state": "raised",
+        "score": 3.5,
+        "threshold": 1.25,
+        "started": 1763800000.25,
+        "ts": 1763800000.25,
+        "seq": 42,
+        "model": "press",
+        "model_sha256": SHA,
+        "top_features": (("Pressure", 2.5), ("Current", 0.75)),
+    }
     fields.update(changes)
     return Alert(**fields)  # type: ignore[arg-type]
 
 
 def test_to_json_is_compact_and_ordered() -> None:
     data = _alert().to_json()
-    assert data.startswith(b'{"id":"') and b" " not in data
+    assert data.startswith(b'{"id":"')
+    assert b" " not in data
     doc = json.loads(data)
     order = ["id", "stream", "state", "score", "threshold", "started", "ts", "seq", "model", "model_sha256"]
     order.append("top_features")
@@ -104,8 +105,10 @@ def test_alerts_from_the_engine_validate(tmp_path: Path) -> None:
         for alert in engine.process([message])[0].alerts:
             jsonschema.validate(json.loads(alert.to_json()), schema)
             seen.append(alert)
-    assert [a.state for a in seen][0] == "raised" and [a.state for a in seen][-1] == "cleared"
-    assert "update" in {a.state for a in seen} and len({a.id for a in seen}) == 1
+    assert [a.state for a in seen][0] == "raised"
+    assert [a.state for a in seen][-1] == "cleared"
+    assert "update" in {a.state for a in seen}
+    assert len({a.id for a in seen}) == 1
 
 
 VALID_INPUT = [

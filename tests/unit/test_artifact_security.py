@@ -79,8 +79,14 @@ def test_another_valid_model_in_place_is_refused(artifact: Path) -> None:
 
 def test_model_saved_with_external_data_is_refused(artifact: Path) -> None:
     model = lstm_forecaster_model()
-    onnx.save_model(model, artifact / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        artifact / "model.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     assert (artifact / "model.onnx.data").exists()
     install(artifact, (artifact / "model.onnx").read_bytes())
     refused(artifact, "refers to external data", "self-contained")
@@ -107,13 +113,22 @@ def test_external_initializer_pointing_outside_is_refused(artifact: Path) -> Non
 def test_external_tensor_inside_an_if_subgraph_is_refused(artifact: Path) -> None:
     model = lstm_forecaster_model()
     branch_tensor = _with_external(numpy_helper.from_array(np.zeros(4, np.float32), "hidden_in_branch"))
-    then_graph = helper.make_graph([_const_node("t_out", branch_tensor)], "then", [],
-                                   [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [4])])
-    else_graph = helper.make_graph([_const_node("e_out", numpy_helper.from_array(np.ones(4, np.float32)))], "else",
-                                   [], [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [4])])
+    then_graph = helper.make_graph(
+        [_const_node("t_out", branch_tensor)],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [4])],
+    )
+    else_graph = helper.make_graph(
+        [_const_node("e_out", numpy_helper.from_array(np.ones(4, np.float32)))],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [4])],
+    )
     model.graph.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
-    model.graph.node.append(helper.make_node("If", ["cond"], ["unused"], then_branch=then_graph,
-                                             else_branch=else_graph, name="branch"))
+    model.graph.node.append(
+        helper.make_node("If", ["cond"], ["unused"], then_branch=then_graph, else_branch=else_graph, name="branch")
+    )
     install(artifact, model)
     refused(artifact, "refers to external data", "t_out.value")
 
@@ -130,8 +145,11 @@ def test_external_sparse_initializer_is_refused(artifact: Path) -> None:
 def test_external_tensor_in_a_local_function_is_refused(artifact: Path) -> None:
     model = lstm_forecaster_model()
     tensor = _with_external(numpy_helper.from_array(np.zeros(2, np.float32), "fn_const"))
-    model.functions.append(helper.make_function("edgewatch.test", "Helper", [], ["y"],
-                                                [_const_node("fn_out", tensor)], [helper.make_opsetid("", 17)]))
+    model.functions.append(
+        helper.make_function(
+            "edgewatch.test", "Helper", [], ["y"], [_const_node("fn_out", tensor)], [helper.make_opsetid("", 17)]
+        )
+    )
     install(artifact, model)
     refused(artifact, "refers to external data", "fn_out.value")
 
@@ -169,7 +187,8 @@ def test_file_cut_right_after_the_graph_fails_the_checker(artifact: Path) -> Non
     full = model.SerializeToString()
     del model.opset_import[:]  # opset_import is serialized after the graph
     cut = model.SerializeToString()
-    assert full.startswith(cut) and len(cut) < len(full)
+    assert full.startswith(cut)
+    assert len(cut) < len(full)
     install(artifact, cut)
     refused(artifact, "fails the ONNX checker", "opset_import")
 
@@ -189,10 +208,13 @@ def test_missing_or_unreadable_model(artifact: Path) -> None:
 # --- manifests --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("content", "fragment"), [
-    ({"format": 2}, "manifest format 2 is not supported"),
-    ({"format": "1"}, "manifest format '1' is not supported"),
-])
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ({"format": 2}, "manifest format 2 is not supported"),
+        ({"format": "1"}, "manifest format '1' is not supported"),
+    ],
+)
 def test_manifest_of_another_format_is_refused(artifact: Path, content: dict[str, object], fragment: str) -> None:
     edit_manifest(artifact, **content)
     refused(artifact, fragment)
@@ -245,8 +267,9 @@ def test_a_dynamically_quantized_artifact_still_passes(tmp_path: Path) -> None:
     """The added ONNX checker must accept ORT's contrib ops (DynamicQuantizeLSTM, com.microsoft)."""
     quantization = pytest.importorskip("onnxruntime.quantization")
     artifact = write_lstm_artifact(tmp_path / "a")
-    quantization.quantize_dynamic(str(artifact / "model.onnx"), str(tmp_path / "q.onnx"),
-                                  weight_type=quantization.QuantType.QInt8)
+    quantization.quantize_dynamic(
+        str(artifact / "model.onnx"), str(tmp_path / "q.onnx"), weight_type=quantization.QuantType.QInt8
+    )
     quantized = (tmp_path / "q.onnx").read_bytes()
     assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load_model_from_string(quantized).graph.node}
     install(artifact, quantized)

@@ -24,6 +24,7 @@ import pytest
 
 from edge_config.errors import CheckpointError, EdgewatchError
 from edge_config.manifest import read_manifest
+from runtime.engine.streams import NO_SEQ
 from runtime.state import checkpoint as checkpoint_module
 from runtime.state.checkpoint import (
     LoadResult,
@@ -35,7 +36,6 @@ from runtime.state.checkpoint import (
     write_checkpoint,
 )
 from runtime.state.format import MAGIC, decode_snapshot, encode_snapshot
-from runtime.engine.streams import NO_SEQ
 from tests.support.onnx_artifacts import write_lstm_artifact
 
 SHA = hashlib.sha256(b"model-a").hexdigest()
@@ -69,12 +69,17 @@ def make_snapshot(n: int = 5, *, sha: str = SHA, hidden: int = 8, seed: int = 0)
 
 
 def assert_same(a: StateSnapshot, b: StateSnapshot) -> None:
-    assert a.model_sha256 == b.model_sha256 and a.streams == b.streams and a.created == b.created
-    assert a.states.keys() == b.states.keys() and a.columns.keys() == b.columns.keys()
+    assert a.model_sha256 == b.model_sha256
+    assert a.streams == b.streams
+    assert a.created == b.created
+    assert a.states.keys() == b.states.keys()
+    assert a.columns.keys() == b.columns.keys()
     for name in a.states:
-        assert np.array_equal(a.states[name], b.states[name]) and a.states[name].dtype == b.states[name].dtype
+        assert np.array_equal(a.states[name], b.states[name])
+        assert a.states[name].dtype == b.states[name].dtype
     for name in a.columns:
-        assert np.array_equal(a.columns[name], b.columns[name]) and a.columns[name].dtype == b.columns[name].dtype
+        assert np.array_equal(a.columns[name], b.columns[name])
+        assert a.columns[name].dtype == b.columns[name].dtype
     assert np.array_equal(a.last_seq, b.last_seq)
     assert np.array_equal(a.last_ts, b.last_ts, equal_nan=True)
     assert np.array_equal(a.steps, b.steps)
@@ -100,7 +105,9 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     written = write_checkpoint(tmp_path / "m.ckpt", snapshot)
     assert written.bytes == (tmp_path / "m.ckpt").stat().st_size
     result = load(tmp_path / "m.ckpt")
-    assert result.status == "restored" and result.path == tmp_path / "m.ckpt" and result.skipped == ()
+    assert result.status == "restored"
+    assert result.path == tmp_path / "m.ckpt"
+    assert result.skipped == ()
     assert result.snapshot is not None
     assert_same(result.snapshot, snapshot)
     assert result.snapshot.states["h0.lstm"].flags.writeable  # restorable in place
@@ -114,7 +121,9 @@ def test_round_trip_of_odd_stream_ids_and_no_streams(tmp_path: Path) -> None:
     empty = make_snapshot(0)
     write_checkpoint(tmp_path / "m.ckpt", empty)
     result = load(tmp_path / "m.ckpt")
-    assert result.status == "restored" and result.snapshot is not None and result.snapshot.streams == ()
+    assert result.status == "restored"
+    assert result.snapshot is not None
+    assert result.snapshot.streams == ()
 
 
 def test_the_previous_generation_is_kept(tmp_path: Path) -> None:
@@ -165,7 +174,8 @@ def test_truncated_without_a_previous_generation_starts_fresh(tmp_path: Path) ->
     write_checkpoint(path, make_snapshot())
     path.write_bytes(path.read_bytes()[:-100])
     result = load(path)
-    assert result.status == "fresh" and result.snapshot is None
+    assert result.status == "fresh"
+    assert result.snapshot is None
     assert "length mismatch" in result.reason
 
 
@@ -203,10 +213,12 @@ def test_other_model_starts_fresh_with_the_reason(tmp_path: Path, caplog: pytest
     write_checkpoint(path, make_snapshot(sha=OTHER_SHA, seed=2))
     with caplog.at_level(logging.INFO, logger="edgewatch.checkpoint"):
         result = load(path)
-    assert result.status == "fresh" and len(result.skipped) == 2
+    assert result.status == "fresh"
+    assert len(result.skipped) == 2
     assert all("written by model sha256" in why for _, why in result.skipped)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all("\n" not in r.getMessage() for r in caplog.records)
+    assert len(warnings) == 2
+    assert all("\n" not in r.getMessage() for r in caplog.records)
 
 
 def test_newest_of_another_model_falls_back_to_the_matching_one(tmp_path: Path) -> None:
@@ -228,13 +240,16 @@ def test_newest_of_another_model_falls_back_to_the_matching_one(tmp_path: Path) 
 def test_shape_mismatch_starts_fresh(tmp_path: Path, layout: StateLayout) -> None:
     write_checkpoint(tmp_path / "m.ckpt", make_snapshot())
     result = load_checkpoint(tmp_path / "m.ckpt", layout)
-    assert result.status == "fresh" and "state shapes differ" in result.reason
+    assert result.status == "fresh"
+    assert "state shapes differ" in result.reason
 
 
 def test_missing_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="edgewatch.checkpoint"):
         result = load(tmp_path / "m.ckpt")
-    assert result.status == "fresh" and result.skipped == () and "no checkpoint yet" in result.reason
+    assert result.status == "fresh"
+    assert result.skipped == ()
+    assert "no checkpoint yet" in result.reason
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a first start is normal
     assert load(tmp_path / "no-such-folder" / "m.ckpt").status == "fresh"
 
@@ -245,7 +260,8 @@ def test_only_the_previous_generation_left(tmp_path: Path) -> None:
     older, _ = two_generations(path)
     path.unlink()
     result = load(path)
-    assert result.path == previous_generation(path) and result.snapshot is not None
+    assert result.path == previous_generation(path)
+    assert result.snapshot is not None
     assert_same(result.snapshot, older)
 
 
@@ -253,7 +269,8 @@ def test_a_directory_or_fifo_at_the_path(tmp_path: Path) -> None:
     path = tmp_path / "m.ckpt"
     path.mkdir()
     result = load(path)
-    assert result.status == "fresh" and "not a regular file" in result.reason
+    assert result.status == "fresh"
+    assert "not a regular file" in result.reason
     with pytest.raises(CheckpointError, match="not a regular file"):
         write_checkpoint(path, make_snapshot())
     assert path.is_dir()
@@ -265,7 +282,8 @@ def test_a_directory_or_fifo_at_the_path(tmp_path: Path) -> None:
 def test_oversize_file_is_not_read(tmp_path: Path) -> None:
     write_checkpoint(tmp_path / "m.ckpt", make_snapshot())
     result = load_checkpoint(tmp_path / "m.ckpt", LAYOUT, max_bytes=100)
-    assert result.status == "fresh" and "over the 100-byte limit" in result.reason
+    assert result.status == "fresh"
+    assert "over the 100-byte limit" in result.reason
 
 
 def test_an_unexpected_error_while_reading_still_does_not_escape(
@@ -278,7 +296,8 @@ def test_an_unexpected_error_while_reading_still_does_not_escape(
 
     monkeypatch.setattr(checkpoint_module, "decode_snapshot", broken)
     result = load(tmp_path / "m.ckpt")
-    assert result.status == "fresh" and "MemoryError" in result.reason
+    assert result.status == "fresh"
+    assert "MemoryError" in result.reason
 
 
 def resign(meta: dict[str, object], payload: bytes) -> bytes:
@@ -358,7 +377,7 @@ def test_write_into_a_read_only_folder_keeps_the_generations(tmp_path: Path) -> 
 
 def test_disk_full_during_write_keeps_both_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.ckpt"
-    older, newer = two_generations(path)
+    _older, newer = two_generations(path)
     before = snapshot_of_disk(path)
 
     def full(fd: int) -> None:
@@ -393,7 +412,8 @@ def test_failure_between_the_renames_restores_the_previous(tmp_path: Path, monke
     monkeypatch.undo()
     assert not path.exists()
     result = load(path)
-    assert result.path == previous_generation(path) and result.snapshot is not None
+    assert result.path == previous_generation(path)
+    assert result.snapshot is not None
     assert_same(result.snapshot, newer)
     write_checkpoint(path, make_snapshot(seed=4))  # the next write goes on from there
     assert load(path).snapshot.steps[0] == 400  # type: ignore[union-attr]
@@ -408,7 +428,9 @@ def test_crash_before_the_rename_leaves_a_harmless_temp_file(tmp_path: Path) -> 
     partial = tmp_path / ".m.ckpt.999998.cafebabe.tmp"
     partial.write_bytes(encode_snapshot(make_snapshot(seed=8))[:1000])  # cut mid-write
     result = load(path)
-    assert result.path == path and result.skipped == () and result.snapshot is not None
+    assert result.path == path
+    assert result.skipped == ()
+    assert result.snapshot is not None
     assert_same(result.snapshot, newer)
     write_checkpoint(path, make_snapshot(seed=3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt", "m.ckpt.1"]
@@ -437,8 +459,11 @@ def test_sigkill_at_random_points_of_a_write_loop(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     restored = 0
     for _ in range(8):
-        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(root), str(root / "tests")],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), str(root), str(root / "tests")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             assert child.stdout is not None and child.stdout.readline() == b"ready\n", child.stderr.read()
             time.sleep(float(rng.uniform(0.0, 0.15)))
@@ -447,7 +472,8 @@ def test_sigkill_at_random_points_of_a_write_loop(tmp_path: Path) -> None:
             child.wait(10)
         result = load(path)
         if result.snapshot is None:  # killed before the very first write finished
-            assert result.skipped == () and not path.exists()
+            assert result.skipped == ()
+            assert not path.exists()
             continue
         seed = int(result.snapshot.steps[1] // 100)
         assert_same(result.snapshot, expected[seed])

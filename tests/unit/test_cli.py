@@ -17,7 +17,9 @@ def test_every_command_registers() -> None:
     assert {"export", "train", "eval", "config", "targets", "serve", "alerts", "replay", "demo", "bench"} <= names
 
 
-def test_missing_torch_is_one_line_with_the_install_hint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_torch_is_one_line_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real_import = builtins.__import__
 
     def no_torch(name: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -26,7 +28,9 @@ def test_missing_torch_is_one_line_with_the_install_hint(monkeypatch: pytest.Mon
         return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
-    rc = cli.main(["export", "--model", "m.py:M", "--weights", "w.pt", "--target", "cpu-int8", "--out", "/nonexistent/x"])
+    rc = cli.main(
+        ["export", "--model", "m.py:M", "--weights", "w.pt", "--target", "cpu-int8", "--out", "/nonexistent/x"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err[-1] == (
@@ -37,4 +41,5 @@ def test_missing_torch_is_one_line_with_the_install_hint(monkeypatch: pytest.Mon
 
 def test_help_runs_as_a_module() -> None:
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "--help"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and "serve" in out.stdout
+    assert out.returncode == 0
+    assert "serve" in out.stdout

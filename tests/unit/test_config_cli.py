@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
-from tests.support.onnx_artifacts import write_lstm_artifact
 
 from edge_config.loading import load_config
 from runtime.cli import main
+from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -98,12 +98,14 @@ def test_init_picks_target_from_manifest_and_refuses_a_target_that_cannot_run_it
 ) -> None:
     fp16 = write_fp16_artifact(tmp_path / "fp16")
     code, out, _ = run(capsys, "config", "init", "--broker", "h:1883", "--model", str(fp16), "--topic", "a/+")
-    assert code == 0 and list(yaml.safe_load(out)["targets"]) == ["cuda"]  # gpu-fp16's first provider
+    assert code == 0
+    assert list(yaml.safe_load(out)["targets"]) == ["cuda"]
     int8 = write_int8_artifact(tmp_path / "int8")
     code, out, err = run(
         capsys, "config", "init", "--broker", "h:1883", "--model", str(int8), "--topic", "a/+", "--target", "openvino"
     )
-    assert code == 2 and out == ""
+    assert code == 2
+    assert out == ""
     assert (
         "cannot run on openvino: 'dynamic' quantization on openvino: DynamicQuantizeLSTM has a CPU kernel only" in err
     )
@@ -125,7 +127,9 @@ def test_init_refuses_bad_arguments(
     base = {"--broker": "h:1883", "--model": str(model), "--topic": "a/+"}
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     code, out, err = run(capsys, "config", "init", *[x for kv in base.items() for x in kv])
-    assert code == 2 and out == "" and fragment in err
+    assert code == 2
+    assert out == ""
+    assert fragment in err
 
 
 def test_check_misspelled_key_exit_2_names_key_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,7 +156,8 @@ def test_show_applies_env_and_masks_the_password(
     assert (code, err) == (0, "")
     assert "hunter2-secret" not in shown
     data = yaml.safe_load(shown)
-    assert data["broker"]["password"] == "***" and data["broker"]["port"] == 1999
+    assert data["broker"]["password"] == "***"
+    assert data["broker"]["port"] == 1999
 
 
 def test_show_masks_a_password_read_from_a_secret_file(
@@ -166,7 +171,9 @@ def test_show_masks_a_password_read_from_a_secret_file(
     (creds / "edgewatch-mqtt-password").write_text("from-credentials\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     code, shown, _ = run(capsys, "config", "show", str(tmp_path / "gw.yaml"))
-    assert code == 0 and "from-credentials" not in shown and yaml.safe_load(shown)["broker"]["password"] == "***"
+    assert code == 0
+    assert "from-credentials" not in shown
+    assert yaml.safe_load(shown)["broker"]["password"] == "***"
 
 
 def test_there_are_three_examples() -> None:
@@ -176,7 +183,8 @@ def test_there_are_three_examples() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_passes_check_without_files(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "config", "check", "--no-files", str(example))
-    assert (code, err) == (0, "") and "files not checked" in out
+    assert (code, err) == (0, "")
+    assert "files not checked" in out
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
@@ -184,7 +192,8 @@ def test_example_names_its_missing_model_folder_without_no_files(
     example: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(capsys, "config", "check", str(example))
-    assert code == 2 and re.search(r"models\.\w+\.path: .*/examples/models/[\w-]+ does not exist", err)
+    assert code == 2
+    assert re.search(r"models\.\w+\.path: .*/examples/models/[\w-]+ does not exist", err)
 
 
 # Which artifact each example's model is exported with, and the example's model name.
@@ -204,7 +213,8 @@ def test_example_passes_full_check_with_real_artifacts(
     monkeypatch.setenv(f"EDGEWATCH_MODELS__{model.upper()}__PATH", str(writer(tmp_path / "model")))
     monkeypatch.setenv("EDGEWATCH_RUNTIME__CHECKPOINT_PATH", str(tmp_path / "state.ckpt"))
     code, out, err = run(capsys, "config", "check", str(example))
-    assert (code, err) == (0, "") and "files not checked" not in out
+    assert (code, err) == (0, "")
+    assert "files not checked" not in out
 
 
 @pytest.mark.torch

@@ -7,13 +7,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
-from tests.support.onnx_artifacts import write_lstm_artifact
 
 from edge_config.errors import ConfigError
 from edge_config.loading import load_config
 from edge_config.schema import GatewayConfig, StreamConfig, consistency_problems
 from edge_config.secrets import default_secret_dirs
+from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 GOOD = """\
 broker:
@@ -173,7 +173,8 @@ def test_templates_that_fit_resolve_in_the_runtime(
     stream = StreamConfig(name="s", topics=[topic_filter], stream_id=template, model="m")
     assert consistency_problems(GatewayConfig(streams=[stream], models={"m": {"path": "x", "target": "cpu"}})) == []
     route = StreamIdResolver([stream]).resolve(topic)
-    assert route is not None and route.stream == stream_id
+    assert route is not None
+    assert route.stream == stream_id
 
 
 def test_duplicate_keys_are_refused_at_the_repetition(folder: Path) -> None:
@@ -205,7 +206,8 @@ def test_env_overrides_nested_keys_as_yaml_scalars(folder: Path) -> None:
     assert config.runtime.metrics_address is None
     assert config.models["det"].threshold == 4.5
     assert config.streams[0].topics == ["plant/+/+/telemetry", "plant/+/+/backfill"]
-    assert config.broker.tls is not None and config.broker.tls.min_version == "1.3"
+    assert config.broker.tls is not None
+    assert config.broker.tls.min_version == "1.3"
 
 
 def test_env_problems_name_the_variable(folder: Path) -> None:
@@ -223,13 +225,15 @@ def test_env_problems_name_the_variable(folder: Path) -> None:
 
 def test_password_from_env_is_verbatim(folder: Path) -> None:
     config = load(write(folder, GOOD), environ={"EDGEWATCH_BROKER__PASSWORD": "0123"})  # YAML would make it 123
-    assert config.broker.password is not None and config.broker.password.get_secret_value() == "0123"
+    assert config.broker.password is not None
+    assert config.broker.password.get_secret_value() == "0123"
 
 
 def test_password_file_relative_to_config_and_trailing_newline_dropped(folder: Path) -> None:
     (folder / "mqtt.pw").write_text("s3cret\n")
     config = load(write(folder, GOOD.replace("  port: 1883", "  port: 1883\n  password_file: mqtt.pw")))
-    assert config.broker.password is not None and config.broker.password.get_secret_value() == "s3cret"
+    assert config.broker.password is not None
+    assert config.broker.password.get_secret_value() == "s3cret"
 
 
 def test_password_from_credentials_directory_then_run_secrets(folder: Path) -> None:
@@ -273,10 +277,12 @@ def test_tampered_model_and_broken_manifest(folder: Path) -> None:
     path = write(folder, GOOD)
     (folder / "model" / "model.onnx").write_bytes(b"not the exported model")
     (line,) = problems(path)
-    assert "models.det.path:" in line and "does not match the sha256" in line
+    assert "models.det.path:" in line
+    assert "does not match the sha256" in line
     (folder / "model" / "manifest.json").write_text("{")
     (line,) = problems(path)
-    assert "models.det.path:" in line and "unreadable manifest" in line
+    assert "models.det.path:" in line
+    assert "unreadable manifest" in line
 
 
 def test_int8_model_on_openvino_target_is_refused_with_the_reason(folder: Path) -> None:
@@ -297,7 +303,8 @@ def test_precision_not_accepted_by_target_and_fp16_on_cpu(folder: Path) -> None:
         "    type: cpu", "    type: cpu\n    precisions: [fp32]"
     )
     lines = problems(write(folder, text))  # one line per reason, both at the model's target
-    assert len(lines) == 2 and all(re.match(r".*:12:13: models\.det\.target: ", x) for x in lines)
+    assert len(lines) == 2
+    assert all(re.match(r".*:12:13: models\.det\.target: ", x) for x in lines)
     assert "precision fp16 is not in the target's precisions [fp32]" in lines[0]
     assert "'fp16' quantization on cpu: the CPU provider has no float16 LSTM kernel" in lines[1]
 
@@ -308,7 +315,8 @@ def test_fallback_chain_is_checked_for_every_accelerator(folder: Path) -> None:
         "    type: cpu", "    type: tensorrt\n    fallback_providers: [cuda, openvino]"
     )
     (line,) = problems(write(folder, text))
-    assert "'fp16' quantization on openvino" in line and "tensorrt:" not in line
+    assert "'fp16' quantization on openvino" in line
+    assert "tensorrt:" not in line
 
 
 def test_cpu_is_not_a_fallback_provider(folder: Path) -> None:

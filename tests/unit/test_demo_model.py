@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from edge_config.schema import ModelConfig, TargetConfig
+from runtime.engine.engine import Engine
 from runtime.engine.replay import Recording, replay
 from runtime.model.artifact import load_artifact
+from runtime.model.session import create_session
 from runtime.tools.demo.fleet import DEMO_FLEET, DEMO_STEPS, MODEL_DIR, demo_threshold
 from runtime.tools.demo.simulator import Failure, Machine, simulate
-from runtime.engine.engine import Engine
-from runtime.model.session import create_session
 
 
 def _engine() -> Engine:
@@ -25,8 +25,10 @@ def _engine() -> Engine:
 def test_shipped_artifact_is_small_int8_and_calibrated() -> None:
     artifact = load_artifact(MODEL_DIR)
     m = artifact.manifest
-    assert m.precision == "int8" and m.task == "forecast"
-    assert m.calibration is not None and m.score.residual_std is not None
+    assert m.precision == "int8"
+    assert m.task == "forecast"
+    assert m.calibration is not None
+    assert m.score.residual_std is not None
     assert all(p.passed or p.skipped for p in m.parity)
     assert len(artifact.model_bytes) < 100_000
 

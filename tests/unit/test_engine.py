@@ -10,11 +10,11 @@ import pytest
 
 from edge_config.manifest import Normalization
 from edge_config.schema import AlertPolicy, ModelConfig
-from tests.support.core_artifacts import reference_steps, session, write_persistence_artifact, write_variant
-from runtime.model.artifact import Artifact
 from runtime.engine.engine import Engine, InferenceBackend, Outcome, normalize
-from runtime.ingest.payload import Message
 from runtime.engine.scoring import score_sequence
+from runtime.ingest.payload import Message
+from runtime.model.artifact import Artifact
+from tests.support.core_artifacts import reference_steps, session, write_persistence_artifact, write_variant
 
 F = 4
 NORM = Normalization(mean=[1.0, -2.0, 0.5, 10.0], std=[2.0, 0.5, 1.0, 4.0])
@@ -80,7 +80,7 @@ def test_200_interleaved_streams_equal_each_stream_alone(tmp_path: Path, variant
     for i in range(n_streams):
         cuts = np.cumsum(rng.integers(1, 4, size=steps))
         bounds = [0, *[int(c) for c in cuts if c < steps], steps]
-        queues.append([_msg(f"line/{i}", raw[i, a:b], seq=a) for a, b in zip(bounds[:-1], bounds[1:])])
+        queues.append([_msg(f"line/{i}", raw[i, a:b], seq=a) for a, b in zip(bounds[:-1], bounds[1:], strict=False)])
     order = np.concatenate([np.full(len(q), i) for i, q in enumerate(queues)])
     rng.shuffle(order)
     stream_msgs = [iter(q) for q in queues]
@@ -92,7 +92,8 @@ def test_200_interleaved_streams_equal_each_stream_alone(tmp_path: Path, variant
         size = int(rng.integers(1, 400))
         outcomes.extend(engine.process(messages[position : position + size]))
         position += size
-    assert [o.message for o in outcomes] == messages and all(o.status == "processed" for o in outcomes)
+    assert [o.message for o in outcomes] == messages
+    assert all(o.status == "processed" for o in outcomes)
     per_stream: dict[str, list[Outcome]] = {}
     for o in outcomes:
         per_stream.setdefault(o.message.stream, []).append(o)
@@ -106,7 +107,8 @@ def test_200_interleaved_streams_equal_each_stream_alone(tmp_path: Path, variant
         # Offline scoring of the outputs the engine produced gives exactly the engine's numbers.
         np.testing.assert_array_equal(scores, score_sequence(settings, task, x_norm, _outputs(got)))
         np.testing.assert_allclose(scores, score_sequence(settings, task, x_norm, expected), rtol=1e-4, atol=1e-6)
-    assert engine.counters.steps == n_streams * steps and len(engine.store) == n_streams
+    assert engine.counters.steps == n_streams * steps
+    assert len(engine.store) == n_streams
 
 
 def test_one_ort_call_per_distinct_length_per_round(tmp_path: Path) -> None:
@@ -139,7 +141,7 @@ def test_multi_sample_messages_equal_one_by_one(tmp_path: Path, variant: str) ->
     bounds = [0, *[int(c) for c in np.cumsum(sizes) if c < len(raw)], len(raw)]
     a = [
         o
-        for lo, hi in zip(bounds[:-1], bounds[1:])
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=False)
         for o in chunked.process([_msg("s", raw[lo:hi], seq=lo, ts=list(range(lo, hi)))])
     ]
     b = [o for t in range(len(raw)) for o in single.process([_msg("s", raw[t : t + 1], seq=t, ts=[t])])]
@@ -147,7 +149,8 @@ def test_multi_sample_messages_equal_one_by_one(tmp_path: Path, variant: str) ->
     np.testing.assert_allclose(np.concatenate([o.scores for o in a]), np.concatenate([o.scores for o in b]), rtol=1e-4)
     alerts_a = [(al.id, al.state, al.seq) for o in a for al in o.alerts]
     alerts_b = [(al.id, al.state, al.seq) for o in b for al in o.alerts]
-    assert alerts_a == alerts_b and [s for _, s, _ in alerts_a] == ["raised", "cleared"]
+    assert alerts_a == alerts_b
+    assert [s for _, s, _ in alerts_a] == ["raised", "cleared"]
 
 
 def _faulty(
@@ -178,11 +181,13 @@ def test_injected_fault_raises_one_alert_and_clears_it(tmp_path: Path) -> None:
                 statuses[o.message.stream].append(o.stream_status)
     bad = alerts.pop("plant/bad")
     assert [state for state, _ in bad] == ["raised", "cleared"]
-    assert 150 <= bad[0][1] <= 155 and 200 < bad[1][1] <= 240  # type: ignore[operator]
+    assert 150 <= bad[0][1] <= 155
+    assert 200 < bad[1][1] <= 240
     assert all(not a for a in alerts.values()), {k: v for k, v in alerts.items() if v}
     assert statuses["plant/bad"] == ["warming-up", "ok", "alert", "ok"]
     assert all(s == ["warming-up", "ok"] for name, s in statuses.items() if name != "plant/bad")
-    assert engine.counters.alerts_raised == 1 and engine.counters.alerts_cleared == 1
+    assert engine.counters.alerts_raised == 1
+    assert engine.counters.alerts_cleared == 1
 
 
 def test_duplicates_and_out_of_order_are_dropped_and_counted(tmp_path: Path) -> None:
@@ -192,10 +197,13 @@ def test_duplicates_and_out_of_order_are_dropped_and_counted(tmp_path: Path) -> 
     first = engine.process([_msg("s", raw[t], seq=t) for t in range(10)])
     again = engine.process([_msg("s", raw[t], seq=t) for t in (3, 9, 12, 11)])
     assert [o.status for o in again] == ["duplicate", "duplicate", "processed", "out-of-order"]
-    assert [o.steps for o in again] == [0, 0, 1, 0] and again[0].outputs is None
+    assert [o.steps for o in again] == [0, 0, 1, 0]
+    assert again[0].outputs is None
     # seq 10-14 overlaps: 10 was never seen (late), 11 was seen late before, 12 processed → keep 13, 14
     overlap = engine.process([_msg("s", raw[10:15], seq=10), _msg("s", raw[14], seq=14)])
-    assert overlap[0].status == "processed" and overlap[0].steps == 2 and overlap[1].status == "duplicate"
+    assert overlap[0].status == "processed"
+    assert overlap[0].steps == 2
+    assert overlap[1].status == "duplicate"
     c = engine.counters
     assert (c.duplicate_samples, c.out_of_order_samples, c.gaps) == (2 + 2 + 1, 1 + 1, 1)
     sess = session(artifact)
@@ -222,7 +230,8 @@ def test_seq_gap_resets_state_when_configured(tmp_path: Path) -> None:
         fresh, carried_on = reference_steps(sess, artifact, raw[5:]), reference_steps(sess, artifact, raw)[5:]
         expected = fresh if on_gap == "reset" else carried_on
         np.testing.assert_allclose(after.outputs, expected, atol=1e-5)
-        assert engine.counters.gaps == 1 and engine.counters.resets == (on_gap == "reset")
+        assert engine.counters.gaps == 1
+        assert engine.counters.resets == (on_gap == "reset")
         assert (after.stream_status == "warming-up") == (on_gap == "reset") or after.stream_status is None
 
 
@@ -238,7 +247,10 @@ def test_time_gaps_between_and_inside_messages(tmp_path: Path) -> None:
     np.testing.assert_allclose(first, reference_steps(sess, artifact, raw[:5]), atol=1e-5)
     np.testing.assert_allclose(second, reference_steps(sess, artifact, raw[5:7]), atol=1e-5)
     np.testing.assert_allclose(c.outputs[1:], reference_steps(sess, artifact, raw[7:]), atol=1e-5)
-    assert engine.counters.gaps == 2 and engine.counters.resets == 2 and b.steps == 3 and c.steps == 3
+    assert engine.counters.gaps == 2
+    assert engine.counters.resets == 2
+    assert b.steps == 3
+    assert c.steps == 3
 
 
 def test_arrival_gap_on_the_monotonic_clock(tmp_path: Path) -> None:
@@ -248,7 +260,8 @@ def test_arrival_gap_on_the_monotonic_clock(tmp_path: Path) -> None:
     engine.process([_msg("s", x, received=0.0), _msg("s", x, received=3.0)])
     assert engine.counters.gaps == 0
     engine.process([_msg("s", x, received=9.0)])
-    assert engine.counters.gaps == 1 and engine.store.steps[engine.store.slot("s")] == 1
+    assert engine.counters.gaps == 1
+    assert engine.store.steps[engine.store.slot("s")] == 1
 
 
 def test_seq_restart_is_accepted_with_a_fresh_state(tmp_path: Path) -> None:
@@ -257,7 +270,8 @@ def test_seq_restart_is_accepted_with_a_fresh_state(tmp_path: Path) -> None:
     engine = _engine(artifact, threshold=1.0)
     engine.process([_msg("s", raw[:2], seq=5000)])
     restarted = engine.process([_msg("s", raw[2:], seq=0)])[0]
-    assert restarted.status == "processed" and engine.counters.seq_restarts == 1
+    assert restarted.status == "processed"
+    assert engine.counters.seq_restarts == 1
     np.testing.assert_allclose(restarted.outputs, reference_steps(session(artifact), artifact, raw[2:]), atol=1e-5)
     assert engine.process([_msg("s", raw[:1], seq=1)])[0].status == "duplicate"
     strict = _engine(artifact, threshold=1.0, seq_restart_window=None)
@@ -270,9 +284,11 @@ def test_reset_command(tmp_path: Path) -> None:
     raw = np.random.default_rng(18).standard_normal((6, F)).astype(np.float32)
     engine = _engine(artifact, threshold=1.0)
     engine.process([_msg("s", raw[:3], seq=100)])
-    assert engine.reset("s") and not engine.reset("unknown")
+    assert engine.reset("s")
+    assert not engine.reset("unknown")
     after = engine.process([_msg("s", raw[3:], seq=0)])[0]  # any seq is accepted after a reset
-    assert after.status == "processed" and after.stream_status is None  # still warming up, as before
+    assert after.status == "processed"
+    assert after.stream_status is None
     np.testing.assert_allclose(after.outputs, reference_steps(session(artifact), artifact, raw[3:]), atol=1e-5)
 
 
@@ -284,9 +300,12 @@ def test_idle_streams_are_evicted_on_the_injected_clock(tmp_path: Path) -> None:
     x = np.random.default_rng(19).standard_normal((2, F)).astype(np.float32)
     engine.process([_msg("old", x[0], seq=7, received=0.0), _msg("new", x[0], seq=7, received=8.0)])
     now[0] = 15.0
-    assert [e.stream for e in engine.evict_idle()] == ["old"] and "old" not in engine.store and "new" in engine.store
+    assert [e.stream for e in engine.evict_idle()] == ["old"]
+    assert "old" not in engine.store
+    assert "new" in engine.store
     again = engine.process([_msg("old", x[1], seq=1, received=15.0)])[0]  # a fresh stream: seq 1 is fine
-    assert again.status == "processed" and again.stream_status == "warming-up"
+    assert again.status == "processed"
+    assert again.stream_status == "warming-up"
     np.testing.assert_allclose(again.outputs, reference_steps(session(artifact), artifact, x[1:]), atol=1e-5)
     assert engine.counters.evicted == 1
 
@@ -297,14 +316,16 @@ def test_streams_beyond_max_streams_are_refused(tmp_path: Path) -> None:
     x = np.ones((1, F))
     outcomes = engine.process([_msg("a", x), _msg("b", x), _msg("c", x), _msg("a", x)])
     assert [o.status for o in outcomes] == ["processed", "processed", "refused", "processed"]
-    assert outcomes[2].outputs is None and engine.counters.refused_messages == 1
+    assert outcomes[2].outputs is None
+    assert engine.counters.refused_messages == 1
 
 
 def test_probability_scores_are_the_output(tmp_path: Path) -> None:
     artifact = write_variant(tmp_path, task="probability")
     engine = _engine(artifact, threshold=0.5)
     o = engine.process([_msg("s", np.random.default_rng(20).standard_normal((5, F)))])[0]
-    assert o.outputs is not None and o.outputs.shape == (5, 1)
+    assert o.outputs is not None
+    assert o.outputs.shape == (5, 1)
     np.testing.assert_array_equal(o.scores, o.outputs[:, 0].astype(np.float64))
 
 

@@ -12,8 +12,8 @@ import pytest
 from edge_config.errors import ConfigError, PayloadError
 from edge_config.manifest import Features, Manifest, read_manifest
 from edge_config.schema import RuntimeConfig
-from tests.support.onnx_artifacts import write_lstm_artifact
 from runtime.ingest.payload import REASONS, FeatureLayout, Message, PayloadLimits, decode_payload
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 LIMITS = PayloadLimits()
 
@@ -34,15 +34,22 @@ def _named_manifest(manifest: Manifest, names: list[str]) -> Manifest:
 
 def test_positional_single_sample(layout: FeatureLayout) -> None:
     values, seq, ts = decode_payload(b'{"seq": 42, "ts": 1763800000.25, "values": [0.1, 2, -3.5, 4e3]}', layout, LIMITS)
-    assert values.dtype == np.float32 and values.shape == (1, 4) and values.flags.c_contiguous
+    assert values.dtype == np.float32
+    assert values.shape == (1, 4)
+    assert values.flags.c_contiguous
     np.testing.assert_array_equal(values, np.array([[0.1, 2, -3.5, 4e3]], dtype=np.float32))
-    assert seq == 42 and type(seq) is int
-    assert ts is not None and ts.dtype == np.float64 and ts.tolist() == [1763800000.25]
+    assert seq == 42
+    assert type(seq) is int
+    assert ts is not None
+    assert ts.dtype == np.float64
+    assert ts.tolist() == [1763800000.25]
 
 
 def test_seq_and_ts_are_optional(layout: FeatureLayout) -> None:
     values, seq, ts = decode_payload(b'{"values": [1, 2, 3, 4]}', layout, LIMITS)
-    assert values.shape == (1, 4) and seq is None and ts is None
+    assert values.shape == (1, 4)
+    assert seq is None
+    assert ts is None
 
 
 def test_named_sample_takes_the_manifest_order(layout: FeatureLayout) -> None:
@@ -54,7 +61,9 @@ def test_several_samples(layout: FeatureLayout) -> None:
     payload = b'{"seq": 7, "ts": [10, 10.5, 11], "values": [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]}'
     values, seq, ts = decode_payload(payload, layout, LIMITS)
     np.testing.assert_array_equal(values, np.arange(1, 13, dtype=np.float32).reshape(3, 4))
-    assert seq == 7 and ts is not None and ts.tolist() == [10, 10.5, 11]
+    assert seq == 7
+    assert ts is not None
+    assert ts.tolist() == [10, 10.5, 11]
 
 
 def test_several_named_samples(layout: FeatureLayout) -> None:
@@ -92,7 +101,10 @@ def test_limits_from_runtime_config() -> None:
 
 def test_message_defaults() -> None:
     m = Message("s", np.zeros((1, 4), np.float32), None, None)
-    assert m.mid == 0 and m.token is None and m.received > 0 and m.received_wall > 1e9
+    assert m.mid == 0
+    assert m.token is None
+    assert m.received > 0
+    assert m.received_wall > 1e9
 
 
 HOSTILE = [
@@ -152,7 +164,8 @@ def test_hostile_payload_is_rejected_with_its_reason(layout: FeatureLayout, reas
     with pytest.raises(PayloadError) as err:
         decode_payload(payload, layout, LIMITS)
     assert err.value.reason == reason, err.value.detail
-    assert reason in REASONS and err.value.detail
+    assert reason in REASONS
+    assert err.value.detail
 
 
 def test_every_reason_is_exercised() -> None:
@@ -182,7 +195,7 @@ def test_one_megabyte_payload(layout: FeatureLayout) -> None:
 def test_brackets_inside_keys_are_not_nesting(manifest: Manifest) -> None:
     names = ["a[[[[[[[[[[", "b{{{{{{{{{{", "c]]", 'd\\"[[[[[[[[[[']
     layout = FeatureLayout.from_manifest(_named_manifest(manifest, names))
-    payload = json.dumps({"values": [dict(zip(names, [1, 2, 3, 4]))] * 20}).encode()
+    payload = json.dumps({"values": [dict(zip(names, [1, 2, 3, 4], strict=False))] * 20}).encode()
     values, _, _ = decode_payload(payload, layout, LIMITS)
     assert values.shape == (20, 4)
 
@@ -222,9 +235,11 @@ def test_mutated_payloads_raise_only_payload_errors(layout: FeatureLayout) -> No
             assert exc.reason in REASONS
             outcomes["rejected"] += 1
         else:
-            assert values.dtype == np.float32 and np.isfinite(values).all()
+            assert values.dtype == np.float32
+            assert np.isfinite(values).all()
             outcomes["ok"] += 1
-    assert outcomes["ok"] > 0 and outcomes["rejected"] > 0
+    assert outcomes["ok"] > 0
+    assert outcomes["rejected"] > 0
 
 
 def test_reject_reasons_are_documented() -> None:

@@ -10,7 +10,6 @@ import pytest
 from edge_config.errors import ConfigError
 from edge_config.manifest import Calibration, Manifest, ScoreSettings, read_manifest
 from edge_config.schema import AlertPolicy, ModelConfig
-from tests.support.onnx_artifacts import write_lstm_artifact
 from runtime.engine.alerts import Alert, alert_id
 from runtime.engine.scoring import (
     AlertTracker,
@@ -21,6 +20,7 @@ from runtime.engine.scoring import (
     score_sequence,
 )
 from runtime.engine.streams import StateStore
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 FORECAST = ScoreSettings(kind="forecast-error", ewma_alpha=0.3, residual_std=[0.5, 2.0, 1.0])
 
@@ -44,7 +44,9 @@ def test_score_sequence_follows_the_formula() -> None:
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((40, 3)).astype(np.float32), rng.standard_normal((40, 3)).astype(np.float32)
     scores = score_sequence(FORECAST, "forecast", x, y)
-    assert scores.dtype == np.float64 and scores.shape == (40,) and np.isnan(scores[0])
+    assert scores.dtype == np.float64
+    assert scores.shape == (40,)
+    assert np.isnan(scores[0])
     np.testing.assert_allclose(scores[1:], _by_hand(FORECAST, x, y)[1:], rtol=1e-12)
 
 
@@ -110,13 +112,18 @@ def test_calibrate_residual_std_and_threshold() -> None:
     y[:-1] = x[1:] + noise[1:]
     base = ScoreSettings(kind="forecast-error", ewma_alpha=0.2)
     settings, calibration = calibrate(base, "forecast", x, y, quantile=0.99, warmup=5, source="unit")
-    assert settings.kind == "forecast-error" and settings.ewma_alpha == 0.2
+    assert settings.kind == "forecast-error"
+    assert settings.ewma_alpha == 0.2
     rs = settings.residual_std
-    assert rs is not None and rs[0] == pytest.approx(0.5, rel=0.05) and rs[1] == pytest.approx(2.0, rel=0.05)
+    assert rs is not None
+    assert rs[0] == pytest.approx(0.5, rel=0.05)
+    assert rs[1] == pytest.approx(2.0, rel=0.05)
     assert rs[2] == 1e-3  # the floor: a perfectly predicted feature cannot blow up the score
     scores = score_sequence(settings, "forecast", x, y)[5:]
     assert calibration.threshold == pytest.approx(float(np.quantile(scores, 0.99)))
-    assert calibration.steps == len(scores) and calibration.method == "quantile:0.99" and calibration.source == "unit"
+    assert calibration.steps == len(scores)
+    assert calibration.method == "quantile:0.99"
+    assert calibration.source == "unit"
     assert calibration.score_mean == pytest.approx(float(scores.mean()))
 
 
@@ -128,7 +135,8 @@ def test_calibrate_segments_and_probability() -> None:
     assert calibration.steps == 3 * 99  # each segment starts a fresh stream: its first step has no score
     probs = [rng.uniform(size=(100, 1)).astype(np.float32)]
     settings, calibration = calibrate(ScoreSettings(kind="probability"), "probability", xs[:1], probs, quantile=0.5)
-    assert settings.residual_std is None and calibration.threshold == pytest.approx(float(np.median(probs[0])))
+    assert settings.residual_std is None
+    assert calibration.threshold == pytest.approx(float(np.median(probs[0])))
 
 
 def test_threshold_resolution(tmp_path: Path) -> None:
@@ -164,6 +172,7 @@ def _feed(
     """One stream's scores, step by step; returns (step, alert)."""
     out = []
     for t, score in enumerate(scores):
+
         def locate(row: int, t: int = t) -> tuple[int | None, float]:
             return start + t, 1000.0 + start + t
 
@@ -181,8 +190,12 @@ def test_raise_after_k_of_n_and_clear_after_m() -> None:
     assert [(t, a.state) for t, a in events] == [(9, "raised"), (17, "cleared")]
     raised, cleared = events[0][1], events[1][1]
     assert raised.id == cleared.id == alert_id("s0", 9, 1009.0, SHA)
-    assert raised.started == cleared.started == 1009.0 and cleared.ts == 1017.0 and cleared.seq == 17
-    assert raised.score == 2.0 and raised.threshold == 1.0 and raised.top_features == (("f", 0.5),)
+    assert raised.started == cleared.started == 1009.0
+    assert cleared.ts == 1017.0
+    assert cleared.seq == 17
+    assert raised.score == 2.0
+    assert raised.threshold == 1.0
+    assert raised.top_features == (("f", 0.5),)
     assert not tracker.is_raised(int(slots[0]))
 
 
@@ -193,7 +206,8 @@ def test_nothing_during_warmup_and_nan_is_not_a_step() -> None:
     assert _feed(tracker, slots, [float("nan")], start=5) == []
     events = _feed(tracker, slots, [9.0], start=6)
     assert [a.state for _, a in events] == ["raised"]
-    assert tracker.status_changes(slots) == [(0, "alert")] and tracker.status_changes(slots) == []
+    assert tracker.status_changes(slots) == [(0, "alert")]
+    assert tracker.status_changes(slots) == []
 
 
 def test_status_ok_then_alert_then_ok() -> None:
@@ -237,4 +251,5 @@ def test_threshold_must_be_finite() -> None:
 def test_calibration_object_shape() -> None:
     # Calibration is the manifest's own type: what calibrate returns can be written as-is.
     _, calibration = calibrate(ScoreSettings(kind="probability"), "probability", np.zeros((3, 1)), np.ones((3, 1)))
-    assert isinstance(calibration, Calibration) and calibration.threshold == 1.0
+    assert isinstance(calibration, Calibration)
+    assert calibration.threshold == 1.0

@@ -35,7 +35,8 @@ def test_absent_socket_is_a_no_op() -> None:
     assert not notifier.enabled
     assert notifier.ready("up") is False
     pinger = WatchdogPinger.from_env(notifier, env={"WATCHDOG_USEC": "1000000"})
-    assert pinger.period_s is None and pinger.maybe_ping() is False
+    assert pinger.period_s is None
+    assert pinger.maybe_ping() is False
 
 
 def test_ready_status_stopping_over_a_path_socket(listener: tuple[socket.socket, str]) -> None:
@@ -47,7 +48,9 @@ def test_ready_status_stopping_over_a_path_socket(listener: tuple[socket.socket,
     assert _received(sock) == ["STATUS=1200 streams"]
     assert notifier.reloading()
     fields = _received(sock)
-    assert fields[0] == "RELOADING=1" and fields[1].startswith("MONOTONIC_USEC=") and int(fields[1].split("=")[1]) > 0
+    assert fields[0] == "RELOADING=1"
+    assert fields[1].startswith("MONOTONIC_USEC=")
+    assert int(fields[1].split("=")[1]) > 0
     assert notifier.stopping()
     assert _received(sock) == ["STOPPING=1"]
     notifier.close()

@@ -39,7 +39,8 @@ def test_metrics_read_exact_counters_and_health_follows_the_service() -> None:
         assert 'edgewatch_messages_rejected_total{reason="not-json"} 2.0' in text
         assert 'edgewatch_messages_rejected_total{reason="stream-id"} 1.0' in text
         assert 'edgewatch_alerts_total{state="raised"} 1.0' in text
-        assert "edgewatch_outgoing_dropped_total 3.0" in text and "edgewatch_outbox_bytes 120.0" in text
+        assert "edgewatch_outgoing_dropped_total 3.0" in text
+        assert "edgewatch_outbox_bytes 120.0" in text
         assert "edgewatch_step_latency_seconds_bucket" in text
         assert _get(server.port, "/healthz") == (503, "not connected\n")
         state["ok"] = True
@@ -52,7 +53,8 @@ def test_metrics_read_exact_counters_and_health_follows_the_service() -> None:
 def test_two_services_have_separate_registries() -> None:
     a, b = Metrics(), Metrics()
     a.queue_depth.set(3)
-    assert b"edgewatch_queue_depth 0.0" in b.exposition() and b"edgewatch_queue_depth 3.0" in a.exposition()
+    assert b"edgewatch_queue_depth 0.0" in b.exposition()
+    assert b"edgewatch_queue_depth 3.0" in a.exposition()
 
 
 @pytest.mark.parametrize("bad", ["9108", "host:", ":80", "h:99999", "h:x"])
@@ -80,9 +82,11 @@ def test_counters_merge_adds_a_batch_delta() -> None:
 
     counters = ServiceCounters()
     counters.add_reason("skipped", "duplicate")
-    counters.merge(CounterSnapshot(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1},
-                                   alerts={"raised": 1}))
+    counters.merge(
+        CounterSnapshot(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1}, alerts={"raised": 1})
+    )
     counters.merge(CounterSnapshot(processed=1, steps=1))
     snap = counters.snapshot()
     assert (snap.processed, snap.steps) == (4, 8)
-    assert snap.skipped == {"duplicate": 3, "out-of-order": 1} and snap.alerts == {"raised": 1}
+    assert snap.skipped == {"duplicate": 3, "out-of-order": 1}
+    assert snap.alerts == {"raised": 1}

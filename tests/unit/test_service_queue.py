@@ -39,7 +39,9 @@ def test_block_waits_for_room_and_loses_nothing() -> None:
         assert len(q) <= 2
         got += q.get_batch(1, 0, 0.1)
     t.join(5)
-    assert got == list(range(50)) and done.is_set() and q.blocked_s > 0
+    assert got == list(range(50))
+    assert done.is_set()
+    assert q.blocked_s > 0
 
 
 def test_close_releases_a_blocked_put() -> None:
@@ -86,5 +88,6 @@ def test_reject_log_says_a_flood_once_then_summarises(caplog: pytest.LogCaptureF
     log("not-json", "Expecting value", "plant/a/telemetry")
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
-    assert "\x1b" not in lines[1] and "\\x1b" in lines[1]
+    assert "\x1b" not in lines[1]
+    assert "\\x1b" in lines[1]
     assert lines[2].endswith("(+999 more since the last line)")

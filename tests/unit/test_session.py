@@ -10,8 +10,6 @@ from typing import TypeVar
 import numpy as np
 import onnxruntime as ort
 import pytest
-from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
-from tests.support.onnx_artifacts import write_lstm_artifact
 
 import runtime.model.session as session_module
 from edge_config.errors import TargetError
@@ -19,6 +17,8 @@ from edge_config.manifest import read_manifest, write_manifest
 from edge_config.schema import TargetConfig
 from runtime.model.artifact import Artifact, load_artifact
 from runtime.model.session import CPU, create_session, session_options
+from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -53,19 +53,24 @@ def feeds(batch: int, steps: int, seed: int = 1) -> dict[str, np.ndarray]:
 def test_cpu_session_report(fp32: Artifact) -> None:
     session, report = create_session(fp32, TargetConfig(type="cpu"), name="det")
     assert report.name == "det"
-    assert report.flavour in ("onnxruntime", "onnxruntime-openvino") and report.version == ort.__version__
-    assert report.requested_provider == CPU and report.provider_chain == (CPU,)
+    assert report.flavour in ("onnxruntime", "onnxruntime-openvino")
+    assert report.version == ort.__version__
+    assert report.requested_provider == CPU
+    assert report.provider_chain == (CPU,)
     assert report.nodes_by_provider == {CPU: LSTM_GRAPH}
     assert report.assignment_source == "graph-assignment-info"
     assert (report.policy_met, report.off_chain_nodes, report.warnings) == (True, 0, ())
     assert report.warmup_ms > 0
     y, hn, cn = session.run(None, feeds(3, 5))
-    assert y.shape == (3, 5, 4) and hn.shape == cn.shape == (2, 3, 8)
+    assert y.shape == (3, 5, 4)
+    assert hn.shape == cn.shape == (2, 3, 8)
 
 
 def test_no_target_means_plain_cpu(fp32: Artifact) -> None:
     _, report = create_session(fp32, None)
-    assert report.name == "test-lstm" and report.provider_chain == (CPU,) and report.fallback == "allow-cpu"
+    assert report.name == "test-lstm"
+    assert report.provider_chain == (CPU,)
+    assert report.fallback == "allow-cpu"
 
 
 def test_session_is_built_from_verified_bytes_not_the_path(fp32: Artifact) -> None:
@@ -91,7 +96,8 @@ def test_int8_runs_on_cpu_with_its_cpu_only_kernel(tmp_path: Path) -> None:
     _, report = create_session(
         load_artifact(write_int8_artifact(tmp_path / "int8")), TargetConfig(type="cpu", fallback="strict")
     )
-    assert report.nodes_by_provider[CPU]["DynamicQuantizeLSTM"] == 2 and list(report.nodes_by_provider) == [CPU]
+    assert report.nodes_by_provider[CPU]["DynamicQuantizeLSTM"] == 2
+    assert list(report.nodes_by_provider) == [CPU]
 
 
 def test_precision_that_does_not_suit_the_target_is_refused_before_ort(tmp_path: Path) -> None:
@@ -115,8 +121,10 @@ def test_strict_refuses_when_the_requested_provider_is_absent(fp32: Artifact) ->
 
 def test_allow_cpu_runs_without_the_provider_and_says_where_nodes_went(fp32: Artifact) -> None:
     _, report = create_session(fp32, TargetConfig(type="tensorrt", fallback_providers=["cuda"]))
-    assert report.provider_chain == (CPU,) and report.policy_met
-    assert report.nodes_by_provider == {CPU: LSTM_GRAPH} and report.off_chain_nodes == 12
+    assert report.provider_chain == (CPU,)
+    assert report.policy_met
+    assert report.nodes_by_provider == {CPU: LSTM_GRAPH}
+    assert report.off_chain_nodes == 12
     assert any("TensorrtExecutionProvider is not available" in w for w in report.warnings)
     assert any("CUDAExecutionProvider is not available" in w for w in report.warnings)
     assert any(
@@ -153,7 +161,9 @@ def test_openvino_runs_every_node_including_the_lstms(fp32: Artifact, fallback: 
     _, report = create_session(fp32, TargetConfig(type="openvino", fallback=fallback, options={"device_type": "CPU"}))
     assert report.flavour == "onnxruntime-openvino"
     assert report.nodes_by_provider == {OPENVINO: LSTM_GRAPH}
-    assert report.policy_met and report.off_chain_nodes == 0 and report.warnings == ()
+    assert report.policy_met
+    assert report.off_chain_nodes == 0
+    assert report.warnings == ()
 
 
 @needs_openvino
@@ -186,9 +196,8 @@ def test_openvino_reports_and_refuses_a_cpu_only_node(tmp_path: Path) -> None:
     artifact = load_artifact(directory)
     _, report = create_session(artifact, TargetConfig(type="openvino"))
     assert report.nodes_by_provider[CPU]["DynamicQuantizeLSTM"] == 2
-    assert OPENVINO in report.nodes_by_provider and report.off_chain_nodes == sum(
-        report.nodes_by_provider[CPU].values()
-    )
+    assert OPENVINO in report.nodes_by_provider
+    assert report.off_chain_nodes == sum(report.nodes_by_provider[CPU].values())
     assert any(
         "the recurrent nodes of test-lstm run on CPU, not on OpenVINOExecutionProvider" in w for w in report.warnings
     )

@@ -19,10 +19,12 @@ def _means(kind: str, **kw: object) -> tuple[np.ndarray, np.ndarray]:
 def test_deterministic_shapes_and_labels() -> None:
     m = Machine("m", seed=3, failure=Failure("valve-closing", start_s=100))
     a, b = simulate(m, 200), simulate(m, 200)
-    assert a.values.shape == (200, 8) and a.values.dtype == np.float32
+    assert a.values.shape == (200, 8)
+    assert a.values.dtype == np.float32
     np.testing.assert_array_equal(a.values, b.values)
     assert np.all(np.diff(a.ts) == 1.0)
-    assert a.labels[:100].sum() == 0 and a.labels[100:].all()
+    assert a.labels[:100].sum() == 0
+    assert a.labels[100:].all()
     assert not np.array_equal(simulate(Machine("m", seed=4), 200).values, a.values[:200])
 
 
@@ -31,7 +33,8 @@ def test_healthy_levels_look_like_skab() -> None:
     mean, std = v.mean(axis=0), v.std(axis=0)
     assert 0.15 < mean[col["Accelerometer1RMS"]] < 0.3
     assert 1.5 < mean[col["Current"]] < 3.5
-    assert 215 < mean[col["Voltage"]] < 245 and 4 < std[col["Voltage"]] < 15
+    assert 215 < mean[col["Voltage"]] < 245
+    assert 4 < std[col["Voltage"]] < 15
     assert 28 < mean[col["Volume Flow RateRMS"]] < 36
     assert np.all(v[:, col["Volume Flow RateRMS"]] == np.round(v[:, col["Volume Flow RateRMS"]]))  # whole l/min
     # Temperatures are smooth: their step-to-step change is far below their spread.
@@ -59,7 +62,9 @@ def test_cavitation_brings_vibration_bursts_and_pressure_fluctuation() -> None:
 @pytest.mark.parametrize("channel", ["Pressure", "Thermocouple"])
 def test_sensor_drift_moves_one_reading_only(channel: str) -> None:
     healthy = simulate(Machine("m", seed=5), 900).values
-    drift = simulate(Machine("m", seed=5, failure=Failure("sensor-drift", start_s=300, ramp_s=120, channel=channel)), 900).values
+    drift = simulate(
+        Machine("m", seed=5, failure=Failure("sensor-drift", start_s=300, ramp_s=120, channel=channel)), 900
+    ).values
     changed = np.flatnonzero(np.abs(drift - healthy).max(axis=0) > 0)
     assert changed.tolist() == [col[channel]]
     np.testing.assert_array_equal(drift[:300], healthy[:300])

@@ -15,14 +15,14 @@ import pytest
 
 from edge_config.errors import CheckpointError
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
-from runtime.model.artifact import load_artifact
-from runtime.state.checkpoint import CheckpointWrite, load_checkpoint, write_checkpoint
-from runtime.state.format import StateLayout, StateSnapshot
-from runtime.state.writer import CheckpointWriter
 from runtime.engine.engine import Engine
 from runtime.ingest.payload import Message
+from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
+from runtime.state.checkpoint import CheckpointWrite, load_checkpoint, write_checkpoint
+from runtime.state.format import StateLayout, StateSnapshot
 from runtime.state.transfer import restore_engine, snapshot_columns, snapshot_engine, transfer_state
+from runtime.state.writer import CheckpointWriter
 from tests.support.onnx_artifacts import write_lstm_artifact, write_persistence_artifact
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "schemas" / "alert.schema.json").read_text())
@@ -36,8 +36,9 @@ class Clock:
         return self.now
 
 
-def engine_for(directory: Path, *, alerts: AlertPolicy | None = None, clock: Clock | None = None,
-               idle_ttl_s: float = 3600.0) -> Engine:
+def engine_for(
+    directory: Path, *, alerts: AlertPolicy | None = None, clock: Clock | None = None, idle_ttl_s: float = 3600.0
+) -> Engine:
     artifact = load_artifact(directory)
     session, _ = create_session(artifact, TargetConfig(type="cpu"), name="m")
     model = ModelConfig(path=directory, target="cpu", alerts=alerts or AlertPolicy())
@@ -46,15 +47,18 @@ def engine_for(directory: Path, *, alerts: AlertPolicy | None = None, clock: Clo
 
 def messages(streams: list[str], seqs: range, rng: np.random.Generator, features: int = 4) -> list[list[Message]]:
     """One batch per seq, one message per stream; values fixed by rng."""
-    return [[Message(s, rng.normal(size=(1, features)).astype(np.float32), q, None, 0.0, 1.7e9 + q) for s in streams]
-            for q in seqs]
+    return [
+        [Message(s, rng.normal(size=(1, features)).astype(np.float32), q, None, 0.0, 1.7e9 + q) for s in streams]
+        for q in seqs
+    ]
 
 
 def outputs(engine: Engine, batches: list[list[Message]]) -> dict[str, list[np.ndarray]]:
     got: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         for o in engine.process(batch):
-            assert o.status == "processed" and o.outputs is not None
+            assert o.status == "processed"
+            assert o.outputs is not None
             got.setdefault(o.message.stream, []).append(o.outputs)
     return got
 
@@ -68,10 +72,10 @@ def test_a_snapshot_round_trip_through_a_file_continues_exactly(tmp_path: Path) 
     write_checkpoint(path, snapshot_engine(reference))
     expected = outputs(reference, batches[20:])
     loaded = load_checkpoint(path, StateLayout.from_manifest(reference.artifact.manifest))
-    assert loaded.snapshot is not None and set(loaded.snapshot.streams) == {"a", "b", "c"}
+    assert loaded.snapshot is not None
+    assert set(loaded.snapshot.streams) == {"a", "b", "c"}
     restarted = engine_for(art)
-    restored = restore_engine(restarted, loaded.snapshot.streams, snapshot_columns(loaded.snapshot), 0.0,
-                              restart=True)
+    restored = restore_engine(restarted, loaded.snapshot.streams, snapshot_columns(loaded.snapshot), 0.0, restart=True)
     assert (restored.streams, restored.model_state, restored.dropped) == (3, True, ())
     got = outputs(restarted, batches[20:])
     for stream in "abc":  # same state, same next inputs: the same outputs (no gap: nothing re-warms)
@@ -91,8 +95,10 @@ def test_after_a_restart_a_gap_rewarms_the_stream_and_is_counted(tmp_path: Path)
     outcomes = restarted.process([batches[30][0], batches[20][1]])
     assert [o.status for o in outcomes] == ["processed", "processed"]
     steps = restarted.store.steps
-    assert steps[restarted.store.slot("a")] == 1 and steps[restarted.store.slot("b")] == 21
-    assert restarted.counters.rewarming == 1 and restarted.counters.gaps == 1
+    assert steps[restarted.store.slot("a")] == 1
+    assert steps[restarted.store.slot("b")] == 21
+    assert restarted.counters.rewarming == 1
+    assert restarted.counters.gaps == 1
 
 
 def test_a_reload_keeps_state_across_same_shapes_and_rewarms_other_shapes(tmp_path: Path) -> None:
@@ -109,9 +115,11 @@ def test_a_reload_keeps_state_across_same_shapes_and_rewarms_other_shapes(tmp_pa
     np.testing.assert_array_equal(kept.store.column("h0.lstm")[:, slot], before)
     other = engine_for(bigger)
     carried = transfer_state(old, other)
-    assert (carried.streams, carried.model_state) == (2, False) and other.counters.rewarming == 2
+    assert (carried.streams, carried.model_state) == (2, False)
+    assert other.counters.rewarming == 2
     slot = other.store.slot("a")
-    assert other.store.steps[slot] == 0 and other.store.last_seq[slot] == 9  # seq tracking kept
+    assert other.store.steps[slot] == 0
+    assert other.store.last_seq[slot] == 9
     assert not other.store.column("h0.lstm")[:, slot].any()
 
 
@@ -121,7 +129,8 @@ def test_a_changed_raise_window_drops_the_window_columns_together(tmp_path: Path
     outputs(old, messages(["a"], range(5), np.random.default_rng(4)))
     new = engine_for(art, alerts=AlertPolicy(raise_k=2, raise_n=3))
     carried = transfer_state(old, new)
-    assert carried.dropped == ("alert.above", "alert.pos", "alert.ring") and carried.model_state
+    assert carried.dropped == ("alert.above", "alert.pos", "alert.ring")
+    assert carried.model_state
 
 
 def test_a_new_stream_first_seen_mid_sequence_is_rewarming(tmp_path: Path) -> None:
@@ -136,8 +145,9 @@ def test_a_new_stream_first_seen_mid_sequence_is_rewarming(tmp_path: Path) -> No
 def test_an_evicted_stream_with_an_open_alert_gets_a_cleared_with_reason_evicted(tmp_path: Path) -> None:
     art = write_persistence_artifact(tmp_path / "p", features=3, threshold=1.0, ewma_alpha=1.0)
     clock = Clock()
-    engine = engine_for(art, alerts=AlertPolicy(raise_k=1, raise_n=1, clear_m=3, warmup_steps=0), clock=clock,
-                        idle_ttl_s=10.0)
+    engine = engine_for(
+        art, alerts=AlertPolicy(raise_k=1, raise_n=1, clear_m=3, warmup_steps=0), clock=clock, idle_ttl_s=10.0
+    )
     raised = []
     for seq, v in enumerate([0.0, 5.0]):  # a jump of 5: score 25/3 > 1
         for name in ("loud", "quiet"):
@@ -148,21 +158,29 @@ def test_an_evicted_stream_with_an_open_alert_gets_a_cleared_with_reason_evicted
     clock.now = 11.0
     evictions = engine.evict_idle(wall_now=1.7e9 + 11)
     by_stream = {e.stream: e.cleared for e in evictions}
-    assert set(by_stream) == {"loud", "quiet"} and by_stream["quiet"] is None
+    assert set(by_stream) == {"loud", "quiet"}
+    assert by_stream["quiet"] is None
     cleared = by_stream["loud"]
-    assert cleared is not None and (cleared.state, cleared.reason, cleared.id) == ("cleared", "evicted", raised[0].id)
-    assert cleared.ts == 1.7e9 + 11 and cleared.seq is None and cleared.score == raised[0].score
+    assert cleared is not None
+    assert (cleared.state, cleared.reason, cleared.id) == ("cleared", "evicted", raised[0].id)
+    assert cleared.ts == 1.7e9 + 11
+    assert cleared.seq is None
+    assert cleared.score == raised[0].score
     doc = json.loads(cleared.to_json())
     jsonschema.validate(doc, SCHEMA)
-    assert doc["reason"] == "evicted" and "reason" not in json.loads(raised[0].to_json())
-    assert len(engine.store) == 0 and engine.counters.alerts_cleared == 1
+    assert doc["reason"] == "evicted"
+    assert "reason" not in json.loads(raised[0].to_json())
+    assert len(engine.store) == 0
+    assert engine.counters.alerts_cleared == 1
 
 
 # --- the background writer --------------------------------------------------------------------
 
+
 def _snapshot(n: int = 1) -> StateSnapshot:
-    return StateSnapshot("0" * 64, tuple(f"s{i}" for i in range(n)), {}, np.zeros(n, np.int64), np.zeros(n),
-                         np.zeros(n, np.int64))
+    return StateSnapshot(
+        "0" * 64, tuple(f"s{i}" for i in range(n)), {}, np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64)
+    )
 
 
 def test_the_writer_keeps_one_pending_snapshot_per_file_and_writes_the_newest(tmp_path: Path) -> None:
@@ -183,7 +201,8 @@ def test_the_writer_keeps_one_pending_snapshot_per_file_and_writes_the_newest(tm
     release.set()
     assert writer.close(10)
     stats = writer.stats()
-    assert written == [1, 3] and (stats.written, stats.superseded, stats.failed) == (2, 1, 0)
+    assert written == [1, 3]
+    assert (stats.written, stats.superseded, stats.failed) == (2, 1, 0)
     assert stats.bytes == stats.last_bytes + path.with_name("x.ckpt.1").stat().st_size
 
 
@@ -209,5 +228,6 @@ def test_a_failing_disk_is_counted_logged_once_and_recovery_logged(
     stats = writer.stats()
     assert (stats.failed, stats.written) == (5, 1)
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and "No space left on device" in errors[0].getMessage()
+    assert len(errors) == 1
+    assert "No space left on device" in errors[0].getMessage()
     assert any("work again" in r.getMessage() for r in caplog.records)

@@ -23,8 +23,10 @@ def _fill(store: StateStore, slot: int, value: float) -> None:
 
 def test_slabs_have_the_graph_layout() -> None:
     store = StateStore(SPECS, max_streams=100, initial_capacity=4)
-    assert store.column("h0.lstm").shape == (2, 4, 3) and store.column("h0.lstm").dtype == np.float32
-    assert store.steps.shape == (4,) and store.last_seq.tolist() == [NO_SEQ] * 4
+    assert store.column("h0.lstm").shape == (2, 4, 3)
+    assert store.column("h0.lstm").dtype == np.float32
+    assert store.steps.shape == (4,)
+    assert store.last_seq.tolist() == [NO_SEQ] * 4
 
 
 def test_growth_doubles_and_keeps_every_column() -> None:
@@ -42,9 +44,12 @@ def test_growth_doubles_and_keeps_every_column() -> None:
     h = store.column("h0.lstm")
     assert h.shape == (2, 16, 3)
     for i in range(9):  # nothing lost in the copies
-        assert (h[:, i] == i + 1).all() and (store.column("c0.lstm")[:, i] == -(i + 1)).all()
-        assert (store.column("extra")[i] == i).all() and store.last_seq[i] == 100 + i
-    assert (h[:, 9:] == 0).all() and np.isnan(store.column("extra")[9:]).all()  # new slots start at the fill
+        assert (h[:, i] == i + 1).all()
+        assert (store.column("c0.lstm")[:, i] == -(i + 1)).all()
+        assert (store.column("extra")[i] == i).all()
+        assert store.last_seq[i] == 100 + i
+    assert (h[:, 9:] == 0).all()
+    assert np.isnan(store.column("extra")[9:]).all()
 
 
 def test_freed_slot_is_reused_and_reset() -> None:
@@ -54,23 +59,32 @@ def test_freed_slot_is_reused_and_reset() -> None:
     assert a is not None
     _fill(store, a, 5.0)
     store.steps[a], store.last_seq[a], store.last_ts[a] = 7, 99, 123.0
-    assert store.release("a") and not store.release("a")
-    assert "a" not in store and len(store) == 1
+    assert store.release("a")
+    assert not store.release("a")
+    assert "a" not in store
+    assert len(store) == 1
     c = store.open("c", 1.0)
     assert c == a  # the free list hands the freed slot out again
-    assert (store.column("h0.lstm")[:, c] == 0).all() and store.steps[c] == 0
-    assert store.last_seq[c] == NO_SEQ and np.isnan(store.last_ts[c]) and store.last_seen[c] == 1.0
-    assert store.stream_of(c) == "c" and store.slots == {"b": 1, "c": 0}
+    assert (store.column("h0.lstm")[:, c] == 0).all()
+    assert store.steps[c] == 0
+    assert store.last_seq[c] == NO_SEQ
+    assert np.isnan(store.last_ts[c])
+    assert store.last_seen[c] == 1.0
+    assert store.stream_of(c) == "c"
+    assert store.slots == {"b": 1, "c": 0}
 
 
 def test_max_streams_is_a_cap_and_refusals_are_counted() -> None:
     store = StateStore(SPECS, max_streams=5, initial_capacity=2)
     slots = [store.open(f"s{i}", 0.0) for i in range(5)]
-    assert slots == [0, 1, 2, 3, 4] and store.capacity == 5  # 2 → 4 → 5, never beyond the cap
-    assert store.open("one-too-many", 0.0) is None and store.refused == 1
+    assert slots == [0, 1, 2, 3, 4]
+    assert store.capacity == 5
+    assert store.open("one-too-many", 0.0) is None
+    assert store.refused == 1
     assert store.open("s3", 0.0) == 3  # known streams still get their slot
     store.release("s0")
-    assert store.open("now-fits", 0.0) == 0 and store.refused == 1
+    assert store.open("now-fits", 0.0) == 0
+    assert store.refused == 1
 
 
 def test_gather_scatter_with_fancy_indexing() -> None:
@@ -82,7 +96,8 @@ def test_gather_scatter_with_fancy_indexing() -> None:
     store.scatter(slots, {"hn.lstm": new_h, "cn.lstm": -new_h})
     feeds = store.gather(np.array([3, 4]))
     assert set(feeds) == {"h0.lstm", "c0.lstm"}
-    assert feeds["h0.lstm"].flags.c_contiguous and feeds["h0.lstm"].shape == (2, 2, 3)
+    assert feeds["h0.lstm"].flags.c_contiguous
+    assert feeds["h0.lstm"].shape == (2, 2, 3)
     np.testing.assert_array_equal(feeds["h0.lstm"], new_h[:, [2, 0]])
     np.testing.assert_array_equal(feeds["c0.lstm"], -new_h[:, [2, 0]])
     assert (store.column("h0.lstm")[:, [0, 2, 5]] == 0).all()
@@ -95,10 +110,13 @@ def test_reset_model_keeps_stream_scope() -> None:
     _fill(store, slot, 3.0)
     store.steps[slot], store.last_seq[slot], store.seq_window[slot] = 9, 41, 7
     store.reset_model(np.array([slot]))
-    assert (store.column("h0.lstm")[:, slot] == 0).all() and store.steps[slot] == 0
-    assert store.last_seq[slot] == 41 and store.seq_window[slot] == 7
+    assert (store.column("h0.lstm")[:, slot] == 0).all()
+    assert store.steps[slot] == 0
+    assert store.last_seq[slot] == 41
+    assert store.seq_window[slot] == 7
     store.forget_sequence(slot)
-    assert store.last_seq[slot] == NO_SEQ and store.seq_window[slot] == 0
+    assert store.last_seq[slot] == NO_SEQ
+    assert store.seq_window[slot] == 0
 
 
 def test_evict_idle_on_an_injected_clock() -> None:
@@ -108,7 +126,8 @@ def test_evict_idle_on_an_injected_clock() -> None:
     assert store.evict_idle(now=100.0, ttl=60.0) == ["old"]
     assert store.evict_idle(now=100.0, ttl=60.0) == []
     assert sorted(store.evict_idle(now=1000.0, ttl=60.0)) == ["mid", "new"]
-    assert len(store) == 0 and store.evicted == 3
+    assert len(store) == 0
+    assert store.evicted == 3
     assert store.open("again", 1000.0) is not None
 
 
@@ -131,8 +150,10 @@ def test_export_restore_round_trip() -> None:
         store.column("ids")[slot] = f"id{i}" if i != 1 else None
     store.release("b")
     streams, columns = store.export()
-    assert streams == ("a", "c") and "last_seen" not in columns  # monotonic values do not travel
-    assert columns["h0.lstm"].shape == (2, 2, 3) and columns["last_seq"].tolist() == [0, 20]
+    assert streams == ("a", "c")
+    assert "last_seen" not in columns
+    assert columns["h0.lstm"].shape == (2, 2, 3)
+    assert columns["last_seq"].tolist() == [0, 20]
     columns["ids"] = np.array(["" if v is None else v for v in columns["ids"]])  # as a checkpoint stores it
     fresh = StateStore(SPECS, max_streams=10, initial_capacity=1)
     fresh.add_column("ids", (), object, None, scope="stream")
@@ -140,9 +161,12 @@ def test_export_restore_round_trip() -> None:
     assert fresh.restore(streams, columns, now=50.0) == []
     for name, value in (("a", 1.0), ("c", 3.0)):
         slot = fresh.slot(name)
-        assert slot is not None and (fresh.column("h0.lstm")[:, slot] == value).all()
-        assert (fresh.column("c0.lstm")[:, slot] == -value).all() and fresh.last_seen[slot] == 50.0
-    assert fresh.column("ids")[fresh.slot("a")] == "id0" and fresh.last_seq[fresh.slot("c")] == 20
+        assert slot is not None
+        assert (fresh.column("h0.lstm")[:, slot] == value).all()
+        assert (fresh.column("c0.lstm")[:, slot] == -value).all()
+        assert fresh.last_seen[slot] == 50.0
+    assert fresh.column("ids")[fresh.slot("a")] == "id0"
+    assert fresh.last_seq[fresh.slot("c")] == 20
 
 
 def test_restore_refuses_what_does_not_fit() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
-from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
-from tests.support.onnx_artifacts import write_lstm_artifact
 
 from runtime.cli import main
 from runtime.commands.targets import node_table
+from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
+from tests.support.onnx_artifacts import write_lstm_artifact
 
 OPENVINO = "OpenVINOExecutionProvider"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -46,10 +46,10 @@ def test_node_table() -> None:
 def test_lists_flavour_providers_and_presets(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys)
     assert code == 0
-    assert re.search(rf"^onnxruntime: onnxruntime(-openvino)? {re.escape(ort.__version__)}$", out, re.M)
-    assert re.search(r"^available providers: .*CPUExecutionProvider", out, re.M)
+    assert re.search(rf"^onnxruntime: onnxruntime(-openvino)? {re.escape(ort.__version__)}$", out, re.MULTILINE)
+    assert re.search(r"^available providers: .*CPUExecutionProvider", out, re.MULTILINE)
     for preset in ("cpu-fp32", "cpu-int8", "gpu-fp16", "openvino-fp32", "npu-int8"):
-        assert re.search(rf"^  {preset} ", out, re.M)
+        assert re.search(rf"^  {preset} ", out, re.MULTILINE)
 
 
 def test_the_expected_provider_of_this_environment_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,21 +57,23 @@ def test_the_expected_provider_of_this_environment_is_listed(capsys: pytest.Capt
     instead of quietly skipping every OpenVINO test."""
     expected = os.environ.get("EDGEWATCH_EXPECT_PROVIDER", "CPUExecutionProvider")
     _, out = run(capsys)
-    assert expected in re.search(r"^available providers: (.*)$", out, re.M).group(1).split(", ")  # type: ignore[union-attr]
+    assert expected in re.search(r"^available providers: (.*)$", out, re.MULTILINE).group(1).split(", ")  # type: ignore[union-attr]
 
 
 def test_model_table_on_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "--model", str(write_lstm_artifact(tmp_path / "m")), "--target", "cpu")
     assert code == 0
-    assert re.search(r"^  op type\s+CPUExecutionProvider$", out, re.M)
-    assert re.search(r"^  LSTM\s+2$", out, re.M) and re.search(r"^  total\s+12$", out, re.M)
-    assert re.search(r"^warm-up: \d+\.\d\d ms$", out, re.M)
+    assert re.search(r"^  op type\s+CPUExecutionProvider$", out, re.MULTILINE)
+    assert re.search(r"^  LSTM\s+2$", out, re.MULTILINE)
+    assert re.search(r"^  total\s+12$", out, re.MULTILINE)
+    assert re.search(r"^warm-up: \d+\.\d\d ms$", out, re.MULTILINE)
     assert out.rstrip().endswith("fallback policy allow-cpu: met")
 
 
 def test_int8_model_shows_its_cpu_only_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(capsys, "--model", str(write_int8_artifact(tmp_path / "m")))  # default: the manifest's cpu
-    assert code == 0 and re.search(r"^  DynamicQuantizeLSTM\s+2$", out, re.M)
+    assert code == 0
+    assert re.search(r"^  DynamicQuantizeLSTM\s+2$", out, re.MULTILINE)
 
 
 def test_strict_target_without_its_provider_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,7 +100,7 @@ def test_config_targets_are_listed_with_their_chain(capsys: pytest.CaptureFixtur
         r"^  jetson: TensorrtExecutionProvider → CUDAExecutionProvider "
         r"\(fallback allow-cpu, precisions fp16\) — missing here: ",
         out,
-        re.M,
+        re.MULTILINE,
     )
 
 
@@ -114,8 +116,10 @@ def test_intel_example_target_on_this_machine(
     )
     if HAVE_OPENVINO:
         assert code == 0, out
-        assert re.search(rf"^  op type\s+{OPENVINO}$", out, re.M) and re.search(r"^  LSTM\s+2$", out, re.M)
-        assert "fallback policy strict: met" in out and any((tmp_path / "cache").iterdir())
+        assert re.search(rf"^  op type\s+{OPENVINO}$", out, re.MULTILINE)
+        assert re.search(r"^  LSTM\s+2$", out, re.MULTILINE)
+        assert "fallback policy strict: met" in out
+        assert any((tmp_path / "cache").iterdir())
     else:
         assert code == 1
         assert "fallback policy NOT met: test-lstm: OpenVINOExecutionProvider is not available" in out
@@ -135,4 +139,5 @@ def test_jetson_example_without_a_gpu_refuses_the_fp16_model(
 def test_unknown_target_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = write_lstm_artifact(tmp_path / "m")
     code, out = run(capsys, "--config", str(EXAMPLES / "gateway-x86.yaml"), "--model", str(model), "--target", "gpu")
-    assert code == 2 and "--target 'gpu' is not a target of the config (targets: cpu)" in out
+    assert code == 2
+    assert "--target 'gpu' is not a target of the config (targets: cpu)" in out

@@ -40,14 +40,17 @@ def test_default_id_is_the_wildcard_levels() -> None:
     assert _id(r, "plant/L1/press-3/telemetry") == "L1/press-3"
     assert _id(r, "site/a/b/c") == "a/b/c"
     assert _id(r, "other/x") is None
-    assert r.matches("plant/L1/x/telemetry") and not r.matches("plant/L1/x/status")
+    assert r.matches("plant/L1/x/telemetry")
+    assert not r.matches("plant/L1/x/status")
     assert r.filters == ["plant/+/+/telemetry", "site/#"]
 
 
 def test_filter_without_wildcard_uses_the_stream_name() -> None:
     r = StreamIdResolver([_stream("machine1/data", name="press-1")])
     route = r.resolve("machine1/data")
-    assert route is not None and route.stream == "press-1" and route.config.name == "press-1"
+    assert route is not None
+    assert route.stream == "press-1"
+    assert route.config.name == "press-1"
 
 
 def test_template_keeps_named_levels_in_order() -> None:
@@ -58,7 +61,8 @@ def test_template_keeps_named_levels_in_order() -> None:
 def test_first_matching_stream_wins() -> None:
     first, second = _stream("a/+", name="first"), _stream("a/#", name="second")
     route = StreamIdResolver([first, second]).resolve("a/x")
-    assert route is not None and route.config is first
+    assert route is not None
+    assert route.config is first
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a small run (< 60 s) that checks everything works")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
-    p.add_argument("--workdir", type=Path, metavar="DIR",
-                   help="keep artifacts and broker logs here (default: a temp dir)")
+    p.add_argument(
+        "--workdir", type=Path, metavar="DIR", help="keep artifacts and broker logs here (default: a temp dir)"
+    )
     p.set_defaults(func=run)
 
 

@@ -74,19 +74,35 @@ def _topic(stream: str, partition: int) -> bytes:
     return f"bench/p{partition}/{stream}/telemetry".encode()
 
 
-def _config(broker: Broker, artifact: Path, partition: int, *, qos: int, alerts: AlertPolicy | None,
-            threshold: float | None, protocol: str = "5") -> GatewayConfig:
+def _config(
+    broker: Broker,
+    artifact: Path,
+    partition: int,
+    *,
+    qos: int,
+    alerts: AlertPolicy | None,
+    threshold: float | None,
+    protocol: str = "5",
+) -> GatewayConfig:
     return GatewayConfig(
-        broker=BrokerConfig(host=broker.host, port=broker.port, client_id=f"bench-svc-{partition}", input_qos=qos,
-                            protocol=protocol, reconnect_min_s=0.1, reconnect_max_s=1.0),
+        broker=BrokerConfig(
+            host=broker.host,
+            port=broker.port,
+            client_id=f"bench-svc-{partition}",
+            input_qos=qos,
+            protocol=protocol,
+            reconnect_min_s=0.1,
+            reconnect_max_s=1.0,
+        ),
         streams=[StreamConfig(name="plant", topics=[f"bench/p{partition}/+/+/telemetry"], model="ref")],
         models={"ref": ModelConfig(path=artifact, target="cpu", threshold=threshold, alerts=alerts or AlertPolicy())},
         runtime=RuntimeConfig(metrics_address=None, stats_interval_s=None, topic_prefix=PREFIX),
     )
 
 
-def flood_packets(work: Path, name: str, streams: list[tuple[int, str]], rounds: int, samples: int, qos: int,
-             partitions: int) -> list[Path]:
+def flood_packets(
+    work: Path, name: str, streams: list[tuple[int, str]], rounds: int, samples: int, qos: int, partitions: int
+) -> list[Path]:
     """One packet file per partition: message k of every stream of the partition, round-robin."""
     workload = Workload(samples=samples)
     files = []
@@ -101,9 +117,17 @@ def flood_packets(work: Path, name: str, streams: list[tuple[int, str]], rounds:
 
 
 @contextlib.contextmanager
-def service_processes(broker: Broker, artifact: Path, work: Path, expect: list[int], *, qos: int = 1,
-              alerts: AlertPolicy | None = None, threshold: float | None = None,
-              protocol: str = "5") -> Iterator[list[LineProcess]]:
+def service_processes(
+    broker: Broker,
+    artifact: Path,
+    work: Path,
+    expect: list[int],
+    *,
+    qos: int = 1,
+    alerts: AlertPolicy | None = None,
+    threshold: float | None = None,
+    protocol: str = "5",
+) -> Iterator[list[LineProcess]]:
     """One service process per partition (expect[j] messages for partition j), all ready."""
     procs = []
     try:
@@ -120,8 +144,9 @@ def service_processes(broker: Broker, artifact: Path, work: Path, expect: list[i
             proc.stop()
 
 
-def publish(broker: Broker, files: list[Path], *, qos: int, rate: float = 0.0,
-             times: list[Path] | None = None) -> list[LineProcess]:
+def publish(
+    broker: Broker, files: list[Path], *, qos: int, rate: float = 0.0, times: list[Path] | None = None
+) -> list[LineProcess]:
     """One publisher process per packet file, connected and told to go (rate: msg/s over all)."""
     pubs = []
     for j, path in enumerate(files):
@@ -138,8 +163,18 @@ def publish(broker: Broker, files: list[Path], *, qos: int, rate: float = 0.0,
     return pubs
 
 
-def measure_throughput(artifact: Path, work: Path, *, streams: int, messages: int, samples: int = 1,
-                       services: int = 1, qos: int = 1, protocol: str = "5", label: str = "") -> E2ERate:
+def measure_throughput(
+    artifact: Path,
+    work: Path,
+    *,
+    streams: int,
+    messages: int,
+    samples: int = 1,
+    services: int = 1,
+    qos: int = 1,
+    protocol: str = "5",
+    label: str = "",
+) -> E2ERate:
     """Flood `messages` (round-robin over `streams`) through `services` partitioned service processes."""
     work.mkdir(parents=True, exist_ok=True)
     names = list(enumerate(stream_names(streams)))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.ingest.payload import Message, decode_payload
 from runtime.tools.bench.engines import BenchEngine
 from runtime.tools.bench.workload import Workload, stream_names
-from runtime.ingest.payload import Message, decode_payload
 
 __all__ = ["MAX_BATCH", "EngineRate", "measure_engine", "ort_alone_us"]
 
@@ -66,7 +66,7 @@ def _run_round(
         payloads = [workload.payload(i, k) for i in range(start, stop)]  # the broker's bytes: not timed
         t0 = perf()
         messages = []
-        for i, payload in zip(range(start, stop), payloads):
+        for i, payload in zip(range(start, stop), payloads, strict=False):
             values, seq, ts = decode_payload(payload, layout, limits)
             messages.append(Message(names[i], values, seq, ts, clock(), wall()))
         t1 = perf()

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
-from runtime.model.artifact import Artifact, load_artifact
 from runtime.engine.engine import Engine, InferenceBackend
 from runtime.ingest.payload import FeatureLayout, PayloadLimits
+from runtime.model.artifact import Artifact, load_artifact
 from runtime.model.session import create_session
 
 __all__ = ["BENCH_ALERTS", "BenchEngine", "open_engine"]

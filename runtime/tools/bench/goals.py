@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Goal", "ratios", "judge"]
+__all__ = ["Goal", "judge", "ratios"]
 
 
 @dataclass(frozen=True)
@@ -97,35 +97,96 @@ def judge(result: dict[str, Any]) -> list[Goal]:
     largest = max(memory.get("streams", []), key=lambda s: s["streams"], default=None)
     paho = _get(result, "limits", "paho_ceiling", "msg_per_s")
     broker = _get(result, "limits", "broker_raw", "msg_per_s")
-    where = _fmt("per step {:.1f} µs = decode {:.1f} + engine {:.1f} (ORT alone {:.1f})",
-                 engine.get("us_per_step"), engine.get("decode_us"), engine.get("engine_us"), engine.get("ort_us"))
+    where = _fmt(
+        "per step {:.1f} µs = decode {:.1f} + engine {:.1f} (ORT alone {:.1f})",
+        engine.get("us_per_step"),
+        engine.get("decode_us"),
+        engine.get("engine_us"),
+        engine.get("ort_us"),
+    )
     lost = flood.get("lost")
     nan = float("nan")
-    value: Callable[[Any], float] = lambda v: nan if v is None else float(v)  # noqa: E731
+    value: Callable[[Any], float] = lambda v: nan if v is None else float(v)
     goals = [
-        Goal("engine vs PyTorch per message, 1,000 streams", r["engine_vs_torch"], 50, "x", False,
-             _fmt("torch {:.0f} µs/message; ", _get(result, "baselines", "torch", "us_per_step")) + where,
-             skipped=_get(result, "baselines", "torch_skipped") or ""),
-        Goal("engine vs ORT per message, 1,000 streams", r["engine_vs_ort"], 12, "x", False,
-             _fmt("ORT per message {:.1f} µs; ", _get(result, "baselines", "ort", "us_per_step")) + where),
-        Goal("stateful step vs 50-sample window, one ORT call per message each", r["stateful_vs_window50"], 10, "x",
-             False, _fmt("ORT per message {:.1f} µs vs window {:.1f} µs; ORT's own cost per call at batch 1: "
-                         "{:.1f} µs",
-                         _get(result, "baselines", "ort", "us_per_step"),
-                         _get(result, "baselines", "window50", "us_per_step"), _engine_row_1(result, "ort_us"))),
-        Goal("stateful step as the engine runs it (1,000 streams) vs 50-sample window", r["engine_vs_window50"], 10,
-             "x", False, where),
-        Goal("end to end, QoS 1, 1,000 streams, zero loss", value(flood.get("msg_per_s")) if lost == 0 else nan,
-             20_000, "msg/s", False,
-             _fmt("lost {}; paho ack-only ceiling {:,.0f} msg/s; broker raw {:,.0f} msg/s", lost, paho, broker)),
-        Goal("p99 publish → alert at 2,000 msg/s", value(latency.get("p99_ms")) if latency.get("lost") == 0 else nan,
-             20, "ms", True, _fmt("p50 {:.1f} ms, max {:.1f} ms, {:,} of {:,} alerts matched", latency.get("p50_ms"),
-                                 latency.get("max_ms"), latency.get("matched"), latency.get("expected"))),
-        Goal("RSS per idle stream (growth over 10,000 streams)", value(per_10k and per_10k["bytes_per_stream"]),
-             2048, "B", True, _fmt("{:,} streams: {:,.0f} B/stream", largest and largest["streams"],
-                                   largest and largest["bytes_per_stream"])),
-        Goal("ready: load_artifact + create_session + warm-up", value(_get(memory, "cold_start", "ready_s")) * 1000,
-             1000, "ms", True,
-             _fmt("the interpreter's imports before it: {:.0f} ms", _ms(_get(memory, "cold_start", "imports_s")))),
+        Goal(
+            "engine vs PyTorch per message, 1,000 streams",
+            r["engine_vs_torch"],
+            50,
+            "x",
+            False,
+            _fmt("torch {:.0f} µs/message; ", _get(result, "baselines", "torch", "us_per_step")) + where,
+            skipped=_get(result, "baselines", "torch_skipped") or "",
+        ),
+        Goal(
+            "engine vs ORT per message, 1,000 streams",
+            r["engine_vs_ort"],
+            12,
+            "x",
+            False,
+            _fmt("ORT per message {:.1f} µs; ", _get(result, "baselines", "ort", "us_per_step")) + where,
+        ),
+        Goal(
+            "stateful step vs 50-sample window, one ORT call per message each",
+            r["stateful_vs_window50"],
+            10,
+            "x",
+            False,
+            _fmt(
+                "ORT per message {:.1f} µs vs window {:.1f} µs; ORT's own cost per call at batch 1: {:.1f} µs",
+                _get(result, "baselines", "ort", "us_per_step"),
+                _get(result, "baselines", "window50", "us_per_step"),
+                _engine_row_1(result, "ort_us"),
+            ),
+        ),
+        Goal(
+            "stateful step as the engine runs it (1,000 streams) vs 50-sample window",
+            r["engine_vs_window50"],
+            10,
+            "x",
+            False,
+            where,
+        ),
+        Goal(
+            "end to end, QoS 1, 1,000 streams, zero loss",
+            value(flood.get("msg_per_s")) if lost == 0 else nan,
+            20_000,
+            "msg/s",
+            False,
+            _fmt("lost {}; paho ack-only ceiling {:,.0f} msg/s; broker raw {:,.0f} msg/s", lost, paho, broker),
+        ),
+        Goal(
+            "p99 publish → alert at 2,000 msg/s",
+            value(latency.get("p99_ms")) if latency.get("lost") == 0 else nan,
+            20,
+            "ms",
+            True,
+            _fmt(
+                "p50 {:.1f} ms, max {:.1f} ms, {:,} of {:,} alerts matched",
+                latency.get("p50_ms"),
+                latency.get("max_ms"),
+                latency.get("matched"),
+                latency.get("expected"),
+            ),
+        ),
+        Goal(
+            "RSS per idle stream (growth over 10,000 streams)",
+            value(per_10k and per_10k["bytes_per_stream"]),
+            2048,
+            "B",
+            True,
+            _fmt(
+                "{:,} streams: {:,.0f} B/stream",
+                largest and largest["streams"],
+                largest and largest["bytes_per_stream"],
+            ),
+        ),
+        Goal(
+            "ready: load_artifact + create_session + warm-up",
+            value(_get(memory, "cold_start", "ready_s")) * 1000,
+            1000,
+            "ms",
+            True,
+            _fmt("the interpreter's imports before it: {:.0f} ms", _ms(_get(memory, "cold_start", "imports_s"))),
+        ),
     ]
     return goals

@@ -56,7 +56,7 @@ def _subscriber(broker: Broker, out: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("mosquitto_sub")
     if binary is None:
         raise RuntimeError("mosquitto_sub is not installed (apt-get install mosquitto-clients)")
-    handle = open(out, "wb")  # noqa: SIM115 (closed with the process)
+    handle = open(out, "wb")
     proc = subprocess.Popen(
         [binary, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", f"{PREFIX}/alerts/#", "-F", "%U %p"],
         stdout=handle,

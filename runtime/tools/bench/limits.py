@@ -32,7 +32,7 @@ from runtime.tools.local_broker import start_broker
 __all__ = ["BrokerRate", "FlopBound", "GemmRate", "broker_raw_rate", "flop_bound", "flops_per_step", "paho_ceiling"]
 
 _LINES_PER_PUB = 50_000
-_BLAS_ENV = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+_BLAS_ENV = dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"), "1")
 
 
 @dataclass(frozen=True)
@@ -85,15 +85,17 @@ def _gemm_seconds(shapes: list[tuple[int, int]], batch: int, min_seconds: float)
     import numpy as np
 
     rng = np.random.default_rng(0)
-    pairs = [(rng.standard_normal((batch, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
-             for k, n in shapes]
+    pairs = [
+        (rng.standard_normal((batch, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32))
+        for k, n in shapes
+    ]
     outs = [np.empty((batch, n), np.float32) for _, n in shapes]
     best, spent = float("inf"), 0.0
     reps = max(1, 2000 // batch)
     while spent < min_seconds:
         start = time.perf_counter()
         for _ in range(reps):
-            for (a, b), out in zip(pairs, outs):
+            for (a, b), out in zip(pairs, outs, strict=False):
                 np.matmul(a, b, out=out)
         took = time.perf_counter() - start
         spent += took
@@ -109,8 +111,14 @@ def _gemm_child(shapes: list[tuple[int, int]], batches: list[int], min_seconds: 
         "print(json.dumps({b: _gemm_seconds([tuple(x) for x in s], b, %r) for b in bs}))"
     ) % (cpu, min_seconds)
     env = {**os.environ, **_BLAS_ENV}  # one BLAS thread: the bound of one core
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(shapes), json.dumps(batches)], capture_output=True,
-                         text=True, env=env, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(shapes), json.dumps(batches)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    ).stdout
     return {int(k): float(v) for k, v in json.loads(out).items()}
 
 
@@ -139,13 +147,22 @@ def broker_raw_rate(work: Path, *, messages: int, publishers: int = 2) -> Broker
     broker = start_broker(work / "broker")
     try:
         port = str(broker.port)
-        sub = subprocess.Popen([sub_bin, "-p", port, "-q", "1", "-t", "raw/#", "-C", str(total)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sub = subprocess.Popen(
+            [sub_bin, "-p", port, "-q", "1", "-t", "raw/#", "-C", str(total)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.3)  # its SUBACK
         start = time.monotonic()
-        pubs = [subprocess.Popen([pub_bin, "-p", port, "-q", "1", "-t", f"raw/{j}", "-l"], stdin=open(path, "rb"),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for j, path in enumerate(lines)]
+        pubs = [
+            subprocess.Popen(
+                [pub_bin, "-p", port, "-q", "1", "-t", f"raw/{j}", "-l"],
+                stdin=open(path, "rb"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for j, path in enumerate(lines)
+        ]
         for pub in pubs:
             pub.wait(120)
         try:
@@ -183,4 +200,3 @@ def paho_ceiling(work: Path, *, messages: int, streams: int = 1000) -> BrokerRat
         broker.stop()
     seconds = got["done_at"] - sent["first_send"]
     return BrokerRate("paho subscriber, ack only (Python client ceiling), QoS 1", total, seconds, total / seconds)
-

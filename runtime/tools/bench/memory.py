@@ -23,15 +23,15 @@ import time
 
 _T0 = time.monotonic()  # before the heavy imports below
 
-import gc  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import gc
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from runtime.tools.bench.machine import rss_bytes  # noqa: E402
+from runtime.tools.bench.machine import rss_bytes
 
 __all__ = ["ColdStart", "StreamMemory", "main"]
 
@@ -71,11 +71,11 @@ def _step_new_streams(engine: object, start: int, count: int, features: int) -> 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     directory, counts = Path(args[0]), [int(c) for c in args[1:]]
-    import onnxruntime  # noqa: F401  (its import is part of a cold start)
+    import onnxruntime
 
     from edge_config.schema import ModelConfig, TargetConfig
-    from runtime.model.artifact import load_artifact
     from runtime.engine.engine import Engine
+    from runtime.model.artifact import load_artifact
     from runtime.model.session import create_session
 
     t_imports = time.monotonic()
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     t_loaded = time.monotonic()
     session, _ = create_session(artifact, TargetConfig(type="cpu", intra_op_threads=1), name="bench")
     t_session = time.monotonic()
-    engine = Engine(artifact, session, ModelConfig(path=directory, target="cpu"), name="bench",
-                    max_streams=max(counts) * 2)
+    engine = Engine(
+        artifact, session, ModelConfig(path=directory, target="cpu"), name="bench", max_streams=max(counts) * 2
+    )
     t_ready = time.monotonic()
     cold = ColdStart(
         imports_s=t_imports - _T0,

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             state["last"] = now
             done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5,
-                         manual_ack=True)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5, manual_ack=True
+    )
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = 65535

@@ -110,7 +110,7 @@ def _build_without_torch(work: Path) -> ReferenceModels:
 
 def torch_available() -> bool:
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return False
     return True

@@ -30,8 +30,7 @@ def _machine(r: dict[str, Any]) -> list[str]:
         f"edgewatch bench{' --quick' if r['quick'] else ''} — {r['started']}, {r.get('seconds', 0):.0f} s",
         f"machine: {m['cpu_model']}, {m['cores']} cores, {m['platform']}; Python {m['python']}; {versions}; "
         f"mosquitto {m['mosquitto']}",
-        f"load average (1 min) before {before:.2f}, after {after:.2f} — other work on the machine makes "
-        "figures noisy",
+        f"load average (1 min) before {before:.2f}, after {after:.2f} — other work on the machine makes figures noisy",
         f"model: {r['model']['source']}",
         *(f"note: {n}" for n in r["model"]["notes"]),
     ]
@@ -64,13 +63,19 @@ def _engine(r: dict[str, Any]) -> list[str]:
     b = r.get("baselines", {})
     single = bound_at(1)
     out.append("   baselines, fp32, one message per call, same process and core:")
-    labels = {"torch": "(a) PyTorch module per message", "ort": "(b) ORT session.run per message",
-              "window50": "(c) window of 50, re-run per message", "window200": "(c) window of 200, re-run per message"}
+    labels = {
+        "torch": "(a) PyTorch module per message",
+        "ort": "(b) ORT session.run per message",
+        "window50": "(c) window of 50, re-run per message",
+        "window200": "(c) window of 200, re-run per message",
+    }
     for key, label in labels.items():
         x = b.get(key)
         if x:
-            out.append(f"   {label:<40}{_n(x['steps_per_s']):>9} msg/s{_n(x['us_per_step'], 1):>9} µs"
-                       f"   {_pct(x['steps_per_s'], single)} of the batch-1 FLOP bound")
+            out.append(
+                f"   {label:<40}{_n(x['steps_per_s']):>9} msg/s{_n(x['us_per_step'], 1):>9} µs"
+                f"   {_pct(x['steps_per_s'], single)} of the batch-1 FLOP bound"
+            )
         elif key == "torch" and b.get("torch_skipped"):
             out.append(f"   {label:<40} skipped: {b['torch_skipped']}")
     q = ratios(r)
@@ -90,8 +95,14 @@ def _e2e(r: dict[str, Any]) -> list[str]:
     lim = r.get("limits", {})
     broker = (lim.get("broker_raw") or {}).get("msg_per_s")
     paho = (lim.get("paho_ceiling") or {}).get("msg_per_s")
-    engine = next((x for x in r.get("engine", {}).get("rows", [])
-                   if x["precision"] == "fp32" and x["streams"] == 1000 and x["samples_per_message"] == 1), None)
+    engine = next(
+        (
+            x
+            for x in r.get("engine", {}).get("rows", [])
+            if x["precision"] == "fp32" and x["streams"] == 1000 and x["samples_per_message"] == 1
+        ),
+        None,
+    )
     out = [
         "2. End to end: publisher process → mosquitto (127.0.0.1) → service process(es), QoS 1",
         f"   {'run':<56}{'messages':>9}{'msg/s':>9}{'samples/s':>11}{'lost':>6}{'batch':>7}"
@@ -105,8 +116,10 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f"{_pct(x['msg_per_s'], paho):>15}"
         )
     if engine and e.get("single"):
-        out.append(f"   1-sample end to end = {_pct(e['single']['msg_per_s'], engine['steps_per_s'])} of the engine's "
-                   "one-core rate at 1,000 streams (section 1)")
+        out.append(
+            f"   1-sample end to end = {_pct(e['single']['msg_per_s'], engine['steps_per_s'])} of the engine's "
+            "one-core rate at 1,000 streams (section 1)"
+        )
     lat = e.get("latency")
     if lat:
         out.append(
@@ -128,14 +141,18 @@ def _memory(r: dict[str, Any]) -> list[str]:
     state = m.get("state_bytes_per_stream")
     out = ["3. Memory and start (fresh process)"]
     for s in m["streams"]:
-        out.append(f"   {s['streams']:>8,} idle streams: RSS +{s['rss_growth_bytes'] / 2**20:,.1f} MiB = "
-                   f"{s['bytes_per_stream']:,.0f} B/stream (the recurrent state itself: {state} B = "
-                   f"{_pct(state, s['bytes_per_stream'])})")
+        out.append(
+            f"   {s['streams']:>8,} idle streams: RSS +{s['rss_growth_bytes'] / 2**20:,.1f} MiB = "
+            f"{s['bytes_per_stream']:,.0f} B/stream (the recurrent state itself: {state} B = "
+            f"{_pct(state, s['bytes_per_stream'])})"
+        )
     c = m["cold_start"]
-    out.append(f"   ready {c['ready_s'] * 1000:,.0f} ms = load_artifact {c['load_artifact_s'] * 1000:,.0f} + "
-               f"create_session with warm-up {c['create_session_s'] * 1000:,.0f} + "
-               f"Engine {c['engine_s'] * 1000:,.1f} ms "
-               f"(imports before it: {c['imports_s'] * 1000:,.0f} ms)")
+    out.append(
+        f"   ready {c['ready_s'] * 1000:,.0f} ms = load_artifact {c['load_artifact_s'] * 1000:,.0f} + "
+        f"create_session with warm-up {c['create_session_s'] * 1000:,.0f} + "
+        f"Engine {c['engine_s'] * 1000:,.1f} ms "
+        f"(imports before it: {c['imports_s'] * 1000:,.0f} ms)"
+    )
     return out
 
 
@@ -144,8 +161,9 @@ def _limits(r: dict[str, Any]) -> list[str]:
     if not lim:
         return ["4. Limits: not measured"]
     f = lim["flop_bound"]
-    rates = ", ".join(f"batch {x['batch']:,}: {x['gflops']:.1f} GFLOP/s → {_n(x['steps_per_s'])} steps/s"
-                      for x in f["rates"])
+    rates = ", ".join(
+        f"batch {x['batch']:,}: {x['gflops']:.1f} GFLOP/s → {_n(x['steps_per_s'])} steps/s" for x in f["rates"]
+    )
     return [
         "4. Limits (measured in this run)",
         f"   FLOP bound, one core: {f['flops_per_step']:,} FLOP per stream-step (GEMMs); numpy float32 GEMM on the "
@@ -163,14 +181,27 @@ def _goals(r: dict[str, Any]) -> list[str]:
         if g.skipped:
             out.append(f"   n/a    {g.name}: not measured ({g.skipped})")
             continue
-        out.append(f"   {'met   ' if g.met else 'MISSED'} {g.name}: {_n(g.value, 1)} {g.unit} (goal {sign} "
-                   f"{_n(g.target, 0 if g.target >= 10 else 1)} {g.unit})" + (f" — {g.context}" if g.context else ""))
+        out.append(
+            f"   {'met   ' if g.met else 'MISSED'} {g.name}: {_n(g.value, 1)} {g.unit} (goal {sign} "
+            f"{_n(g.target, 0 if g.target >= 10 else 1)} {g.unit})" + (f" — {g.context}" if g.context else "")
+        )
     return out
 
 
 def format_report(result: dict[str, Any]) -> str:
-    lines = [*_machine(result), "", *_engine(result), "", *_e2e(result), "", *_memory(result), "",
-             *_limits(result), "", *_goals(result)]
+    lines = [
+        *_machine(result),
+        "",
+        *_engine(result),
+        "",
+        *_e2e(result),
+        "",
+        *_memory(result),
+        "",
+        *_limits(result),
+        "",
+        *_goals(result),
+    ]
     for name, error in result.get("errors", {}).items():
         lines.append(f"ERROR in {name}: {error}")
     return "\n".join(lines)

@@ -54,8 +54,19 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(engine_s=0.1, baseline_s=0.15, e2e_messages=4000, multi_messages=500, partitions=(), protocols=(),
-             latency_s=2.0, memory_counts=(10_000,), gemm_s=0.05, broker_messages=10_000, paho_messages=4000)
+QUICK = Plan(
+    engine_s=0.1,
+    baseline_s=0.15,
+    e2e_messages=4000,
+    multi_messages=500,
+    partitions=(),
+    protocols=(),
+    latency_s=2.0,
+    memory_counts=(10_000,),
+    gemm_s=0.05,
+    broker_messages=10_000,
+    paho_messages=4000,
+)
 
 
 def _section(result: dict[str, Any], name: str, say: Say, fn: Callable[[], Any]) -> None:
@@ -84,10 +95,12 @@ def _engine(ref: ReferenceModels, plan: Plan, say: Say) -> dict[str, Any]:
             say(f"  {precision} {streams:>6} streams: {rate.steps_per_s:>9,.0f} steps/s")
             rows.append(_asdict(rate))
     # what lifts the per-message costs: several samples per message share them
-    rate = measure_engine(open_engine(ref.fp32), "fp32", plan.e2e_streams, min_seconds=plan.engine_s,
-                          samples=plan.multi_samples)
-    say(f"  fp32 {plan.e2e_streams:>6} streams, {plan.multi_samples} samples/message: "
-        f"{rate.steps_per_s:>9,.0f} steps/s")
+    rate = measure_engine(
+        open_engine(ref.fp32), "fp32", plan.e2e_streams, min_seconds=plan.engine_s, samples=plan.multi_samples
+    )
+    say(
+        f"  fp32 {plan.e2e_streams:>6} streams, {plan.multi_samples} samples/message: {rate.steps_per_s:>9,.0f} steps/s"
+    )
     rows.append(_asdict(rate))
     return {"rows": rows}
 
@@ -134,25 +147,34 @@ def _e2e(ref: ReferenceModels, plan: Plan, work: Path, say: Say) -> dict[str, An
     single = e2e.measure_throughput(ref.fp32, work / "single", streams=plan.e2e_streams, messages=plan.e2e_messages)
     out["single"] = _asdict(single)
     say(f"  1 sample/message: {single.msg_per_s:,.0f} msg/s, lost {single.lost}")
-    multi = e2e.measure_throughput(ref.fp32, work / "multi", streams=plan.e2e_streams, messages=plan.multi_messages,
-                                   samples=plan.multi_samples)
+    multi = e2e.measure_throughput(
+        ref.fp32, work / "multi", streams=plan.e2e_streams, messages=plan.multi_messages, samples=plan.multi_samples
+    )
     out["multi"] = _asdict(multi)
     say(f"  {plan.multi_samples} samples/message: {multi.samples_per_s:,.0f} samples/s, lost {multi.lost}")
     out["protocols"] = []
     for protocol in plan.protocols:
-        other = e2e.measure_throughput(ref.fp32, work / f"mqtt{protocol}", streams=plan.e2e_streams,
-                                       messages=plan.e2e_messages, protocol=protocol)
+        other = e2e.measure_throughput(
+            ref.fp32, work / f"mqtt{protocol}", streams=plan.e2e_streams, messages=plan.e2e_messages, protocol=protocol
+        )
         out["protocols"].append(_asdict(other))
         say(f"  MQTT {protocol}: {other.msg_per_s:,.0f} msg/s, lost {other.lost}")
     out["partitioned"] = []
     for services in plan.partitions:
         for protocol in ("5", *plan.protocols):
-            part = e2e.measure_throughput(ref.fp32, work / f"part{services}-{protocol}", streams=plan.e2e_streams,
-                                          messages=plan.e2e_messages, services=services, protocol=protocol)
+            part = e2e.measure_throughput(
+                ref.fp32,
+                work / f"part{services}-{protocol}",
+                streams=plan.e2e_streams,
+                messages=plan.e2e_messages,
+                services=services,
+                protocol=protocol,
+            )
             out["partitioned"].append(_asdict(part))
             say(f"  {services} service processes, MQTT {protocol}: {part.msg_per_s:,.0f} msg/s, lost {part.lost}")
-    lat = latency.measure_latency(ref.fp32, work / "latency", streams=plan.e2e_streams, rate=plan.latency_rate,
-                                  seconds=plan.latency_s)
+    lat = latency.measure_latency(
+        ref.fp32, work / "latency", streams=plan.e2e_streams, rate=plan.latency_rate, seconds=plan.latency_s
+    )
     out["latency"] = _asdict(lat)
     say(f"  latency at {plan.latency_rate:,.0f} msg/s: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms")
     return out
@@ -182,8 +204,12 @@ def run_bench(*, quick: bool, work: Path, say: Say) -> dict[str, Any]:
     }
     say("[reference model]")
     ref = prepare_reference(work / "models")
-    result["model"] = {"source": ref.source, "notes": list(ref.notes), "fp32": str(ref.fp32),
-                       "int8": str(ref.int8) if ref.int8 else None}
+    result["model"] = {
+        "source": ref.source,
+        "notes": list(ref.notes),
+        "fp32": str(ref.fp32),
+        "int8": str(ref.int8) if ref.int8 else None,
+    }
     with pinned_to_one_cpu() as cpu:
         result["pinned_cpu"] = cpu
         _section(result, "engine", say, lambda: _engine(ref, plan, say))

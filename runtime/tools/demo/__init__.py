@@ -25,14 +25,25 @@ def register(subparsers: Any) -> None:
         "(one pump's valve starts closing), print the alerts as they arrive and a summary per machine, "
         "write plots, and shut everything down. Exit 0 only if the failing pump alerted and no healthy one did.",
     )
-    p.add_argument("--out", type=Path, default=Path("edgewatch-demo"),
-                   help="folder for gateway.yaml, the model copy, logs and plots (default ./edgewatch-demo)")
-    p.add_argument("--speed", type=float, default=30.0,
-                   help="simulated seconds per wall second; each machine sends one sample per simulated second "
-                        "(default 30)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("edgewatch-demo"),
+        help="folder for gateway.yaml, the model copy, logs and plots (default ./edgewatch-demo)",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=30.0,
+        help="simulated seconds per wall second; each machine sends one sample per simulated second (default 30)",
+    )
     p.add_argument("--machines", type=int, default=4, help="pumps in the fleet, one of them failing (2..20, default 4)")
-    p.add_argument("--duration", type=int, default=None,
-                   help="simulated seconds (300..3600, default 600; the failure begins at t=240s)")
+    p.add_argument(
+        "--duration",
+        type=int,
+        default=None,
+        help="simulated seconds (300..3600, default 600; the failure begins at t=240s)",
+    )
     p.set_defaults(func=_run)
 
 

@@ -31,8 +31,7 @@ from runtime.tools.demo.watch import SeenAlert, Watcher
 
 __all__ = ["MOSQUITTO_MISSING", "require_mosquitto", "run"]
 
-MOSQUITTO_MISSING = ("mosquitto is not installed: apt-get install -y mosquitto mosquitto-clients "
-                     "(or run bash .ci/setup)")
+MOSQUITTO_MISSING = "mosquitto is not installed: apt-get install -y mosquitto mosquitto-clients (or run bash .ci/setup)"
 _SBIN_MOSQUITTO = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
 _ONLINE_TIMEOUT_S = 30.0
 _HANDSHAKE_TIMEOUT_S = 15.0
@@ -87,8 +86,10 @@ def _plan(args: argparse.Namespace) -> _Plan:
     onset = failing.failure.start_s
     duration = DEMO_STEPS if args.duration is None else args.duration
     if not onset + 60 <= duration <= MAX_DURATION_S:
-        raise ConfigError(f"--duration must be {onset + 60}..{MAX_DURATION_S} simulated seconds "
-                          f"(the failure begins at t={onset}s), not {duration}")
+        raise ConfigError(
+            f"--duration must be {onset + 60}..{MAX_DURATION_S} simulated seconds "
+            f"(the failure begins at t={onset}s), not {duration}"
+        )
     if not args.speed > 0:
         raise ConfigError(f"--speed must be > 0 simulated seconds per wall second, not {args.speed}")
     if args.out.exists() and not args.out.is_dir():
@@ -102,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console(time.monotonic())
     plan = _plan(args)
     require_mosquitto()
-    console.line(f"edgewatch demo: {len(plan.machines)} simulated pumps, {plan.duration} s of simulated time at "
-                 f"{plan.speed:g}x (about {plan.duration / plan.speed:.0f} s of streaming); {plan.failing.name}'s "
-                 f"{plan.failure.kind.replace('-', ' ')} begins at t={plan.failure.start_s}s")
+    console.line(
+        f"edgewatch demo: {len(plan.machines)} simulated pumps, {plan.duration} s of simulated time at "
+        f"{plan.speed:g}x (about {plan.duration / plan.speed:.0f} s of streaming); {plan.failing.name}'s "
+        f"{plan.failure.kind.replace('-', ' ')} begins at t={plan.failure.start_s}s"
+    )
     out: Path = args.out
     with ExitStack() as cleanup:
         rig = _bring_up(plan, out, console, cleanup)
@@ -131,12 +134,21 @@ def _bring_up(plan: _Plan, out: Path, console: Console, cleanup: ExitStack) -> _
         raise EdgewatchError(str(exc)) from None
     cleanup.callback(broker.stop)
     console.line(f"  broker     mosquitto on {broker.address} (private; conf and log in {out / 'broker'})")
-    gateway = write_gateway(out, host=broker.host, port=broker.port, model_dir=MODEL_DIR, manifest=manifest,
-                            threshold=threshold, z=THRESHOLD_Z)
+    gateway = write_gateway(
+        out,
+        host=broker.host,
+        port=broker.port,
+        model_dir=MODEL_DIR,
+        manifest=manifest,
+        threshold=threshold,
+        z=THRESHOLD_Z,
+    )
     console.line(f"  config     {gateway.path} (model {gateway.model_name}, int8, copied to {out / 'model'})")
-    console.line(f"  threshold  {threshold:.3f} (mean + {THRESHOLD_Z:g} std of healthy calibration scores), set in "
-                 f"{gateway.path.name} over the manifest's {gateway.manifest_threshold:.3f}: that 99.5% quantile "
-                 "makes healthy pumps raise short false alerts")
+    console.line(
+        f"  threshold  {threshold:.3f} (mean + {THRESHOLD_Z:g} std of healthy calibration scores), set in "
+        f"{gateway.path.name} over the manifest's {gateway.manifest_threshold:.3f}: that 99.5% quantile "
+        "makes healthy pumps raise short false alerts"
+    )
     prefix = gateway.config.runtime.topic_prefix
     topics = {m.name: input_topic(m.name) for m in plan.machines}
     publisher = FleetPublisher(gateway.config.broker, plan.recordings, topics)
@@ -149,13 +161,16 @@ def _bring_up(plan: _Plan, out: Path, console: Console, cleanup: ExitStack) -> _
     if not watcher.wait(lambda: "online" in watcher.available(), _ONLINE_TIMEOUT_S, _alive(daemon)):
         console.error(daemon.log_tail())
         raise EdgewatchError(f"the daemon did not come online (exit {daemon.exit_code()}); log: {daemon.log}")
-    console.line(f"  daemon     edgewatch serve --config {gateway.path} (pid {pid}, log {daemon.log}): "
-                 f"'online' on {prefix}/available after {console.elapsed():.1f} s")
+    console.line(
+        f"  daemon     edgewatch serve --config {gateway.path} (pid {pid}, log {daemon.log}): "
+        f"'online' on {prefix}/available after {console.elapsed():.1f} s"
+    )
     publisher.connect()
     cleanup.callback(publisher.close)
     _handshake(publisher, watcher, list(topics))
-    console.line(f"  streaming  {TOPIC_FILTER}, 1 JSON sample per machine per simulated second; "
-                 f"alerts on {prefix}/alerts/#")
+    console.line(
+        f"  streaming  {TOPIC_FILTER}, 1 JSON sample per machine per simulated second; alerts on {prefix}/alerts/#"
+    )
     return _Rig(gateway, publisher, watcher, daemon)
 
 
@@ -172,8 +187,9 @@ def _handshake(publisher: FleetPublisher, watcher: Watcher, names: list[str]) ->
     missing = list(names)
     while missing:
         if time.monotonic() > deadline:
-            raise EdgewatchError(f"the daemon did not answer the first sample of {', '.join(missing)} "
-                                 f"within {_HANDSHAKE_TIMEOUT_S:.0f}s")
+            raise EdgewatchError(
+                f"the daemon did not answer the first sample of {', '.join(missing)} within {_HANDSHAKE_TIMEOUT_S:.0f}s"
+            )
         publisher.publish_step(0, missing)
         watcher.wait(lambda: all(n in watcher.status() for n in missing), 0.5)
         missing = [n for n in names if n not in watcher.status()]
@@ -186,17 +202,27 @@ def _stream(rig: _Rig, plan: _Plan, console: Console) -> None:
 
     def before_step(step: int) -> None:
         if step == plan.failure.start_s:
-            console.event(plan.failing.name, "(truth)", step, f"the {plan.failure.kind.replace('-', ' ')} begins; "
-                          "nobody tells the daemon")
+            console.event(
+                plan.failing.name,
+                "(truth)",
+                step,
+                f"the {plan.failure.kind.replace('-', ' ')} begins; nobody tells the daemon",
+            )
         if step % every == 0:
             if rig.daemon.exit_code() is not None:  # no point streaming on: say why now
                 console.error(rig.daemon.log_tail())
-                raise EdgewatchError(f"the daemon exited ({rig.daemon.exit_code()}) while the fleet streamed; "
-                                     f"log: {rig.daemon.log}")
+                raise EdgewatchError(
+                    f"the daemon exited ({rig.daemon.exit_code()}) while the fleet streamed; log: {rig.daemon.log}"
+                )
             states = list(rig.watcher.status().values())
             counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
-            console.event("fleet", "progress", step, f"{sum(rig.publisher.sent.values())} samples sent; daemon's "
-                          f"last stats: {rig.watcher.processed()} processed; status: {counts}")
+            console.event(
+                "fleet",
+                "progress",
+                step,
+                f"{sum(rig.publisher.sent.values())} samples sent; daemon's "
+                f"last stats: {rig.watcher.processed()} processed; status: {counts}",
+            )
 
     rig.publisher.stream(1, plan.speed, before_step)
     rig.publisher.confirm()
@@ -212,8 +238,10 @@ def _shut_down(rig: _Rig, plan: _Plan, console: Console) -> _Ending:
     stopped = watcher.wait(lambda: watcher.available()[-1:] == ["stopped"], _STOPPED_TIMEOUT_S)
     prefix = watcher.prefix
     console.line()
-    console.line(f"the daemon processed {processed} of {expected} samples; SIGTERM → exit {code}, "
-                 f"{'stopped' if stopped else 'NOT stopped'} on {prefix}/available")
+    console.line(
+        f"the daemon processed {processed} of {expected} samples; SIGTERM → exit {code}, "
+        f"{'stopped' if stopped else 'NOT stopped'} on {prefix}/available"
+    )
     alerts = watcher.alerts()
     results = machine_results(plan.machines, alerts, rig.publisher.sent, watcher.status())
     return _Ending(processed, expected, code, stopped, results, alerts)
@@ -225,7 +253,7 @@ def _plots(console: Console, out: Path, gateway: DemoGateway, plan: _Plan, alert
         return
     shown = [plan.failing, next(m for m in plan.machines if m.failure is None)]
     paths = write_plots(out, gateway.config, gateway.model_name, shown, plan.recordings, alerts, gateway.threshold)
-    for machine, path in zip(shown, paths):
+    for machine, path in zip(shown, paths, strict=False):
         what = "failing: true failure in red" if machine.failure else "healthy"
         console.line(f"plot: {path}  ({what}; sensors, score vs threshold, published alerts in orange)")
 
@@ -241,6 +269,7 @@ def _verdict(console: Console, plan: _Plan, rig: _Rig, ending: _Ending) -> int:
     if problems:
         console.line(f"demo FAILED after {took:.1f} s: " + "; ".join(problems))
         return 1
-    console.line(f"demo passed in {took:.1f} s: {plan.failing.name} alerted after its failure began, "
-                 "no healthy pump alerted")
+    console.line(
+        f"demo passed in {took:.1f} s: {plan.failing.name} alerted after its failure began, no healthy pump alerted"
+    )
     return 0

@@ -57,6 +57,10 @@ class Console:
         latency = f", latency {(alert.received - sent) * 1000:.0f} ms" if math.isfinite(sent) else ""
         sign = ">" if alert.score > alert.threshold else "<="
         top = ", ".join(f"{name} {share:.2f}" for name, share in alert.top)
-        self.event(alert.stream, alert.state.upper(), alert.seq,
-                   f"score {alert.score:.2f} {sign} threshold {alert.threshold:.2f}{latency}"
-                   + (f"; top: {top}" if top else ""))
+        self.event(
+            alert.stream,
+            alert.state.upper(),
+            alert.seq,
+            f"score {alert.score:.2f} {sign} threshold {alert.threshold:.2f}{latency}"
+            + (f"; top: {top}" if top else ""),
+        )

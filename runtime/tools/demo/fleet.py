@@ -13,7 +13,14 @@ from edge_config.manifest import Manifest
 from runtime.tools.demo.simulator import Failure, Machine
 
 __all__ = [
-    "DEMO_FLEET", "DEMO_STEPS", "MAX_DURATION_S", "MAX_MACHINES", "MODEL_DIR", "THRESHOLD_Z", "demo_threshold", "fleet",
+    "DEMO_FLEET",
+    "DEMO_STEPS",
+    "MAX_DURATION_S",
+    "MAX_MACHINES",
+    "MODEL_DIR",
+    "THRESHOLD_Z",
+    "demo_threshold",
+    "fleet",
 ]
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"

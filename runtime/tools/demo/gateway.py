@@ -15,7 +15,7 @@ from edge_config.loading import load_config
 from edge_config.manifest import Manifest
 from edge_config.schema import GatewayConfig
 
-__all__ = ["DemoGateway", "TOPIC_FILTER", "input_topic", "write_gateway"]
+__all__ = ["TOPIC_FILTER", "DemoGateway", "input_topic", "write_gateway"]
 
 TOPIC_FILTER = "demo/+/telemetry"
 """The `+` level is the machine name, so it becomes the stream id (pump-1, pump-2, …)."""
@@ -91,10 +91,18 @@ def write_gateway(
         shutil.rmtree(target)
     shutil.copytree(model_dir, target)
     path = out / CONFIG_NAME
-    path.write_text(_TEMPLATE.format(
-        config_name=path, host=host, port=port, topic_filter=TOPIC_FILTER, model_name=manifest.name,
-        manifest_threshold=manifest.calibration.threshold, threshold=threshold, z=z,
-    ))
+    path.write_text(
+        _TEMPLATE.format(
+            config_name=path,
+            host=host,
+            port=port,
+            topic_filter=TOPIC_FILTER,
+            model_name=manifest.name,
+            manifest_threshold=manifest.calibration.threshold,
+            threshold=threshold,
+            z=z,
+        )
+    )
     # No environment overrides: an EDGEWATCH_* variable left in the user's shell must not change
     # the demo (the daemon is started without them too).
     config = load_config(path, environ={})

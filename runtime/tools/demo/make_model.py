@@ -48,7 +48,9 @@ def _write_csv(path: Path, values: np.ndarray) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.tools.demo.make_model", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.tools.demo.make_model", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=32)
@@ -57,14 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from exporter.pipeline import ExportRequest, run_export
     from exporter.progress import ProgressBar
-    from exporter.training.reference_model import SPEC
     from exporter.training.fit import TrainConfig, train_forecaster, write_training_output
+    from exporter.training.reference_model import SPEC
 
     started = time.monotonic()
-    config = TrainConfig(hidden=args.hidden, layers=1, epochs=args.epochs, window=64, stride=16, lr=5e-3, seed=args.seed)
+    config = TrainConfig(
+        hidden=args.hidden, layers=1, epochs=args.epochs, window=64, stride=16, lr=5e-3, seed=args.seed
+    )
     bar = ProgressBar(config.epochs, "train")
     result = train_forecaster(
-        healthy_fleet(TRAIN_SEEDS, HOUR), SENSORS, config, progress=lambda d, n, loss: bar.update(d, f"held-out mse {loss:.4f}")
+        healthy_fleet(TRAIN_SEEDS, HOUR),
+        SENSORS,
+        config,
+        progress=lambda d, n, loss: bar.update(d, f"held-out mse {loss:.4f}"),
     )
     print(f"trained in {result.seconds:.0f}s (kept epoch {result.best_epoch})", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="edgewatch-demo-model-") as tmp:

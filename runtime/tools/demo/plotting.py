@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_config.schema import GatewayConfig
+from runtime.ingest.payload import Message
 from runtime.tools.demo.simulator import SENSORS, Machine, Recording
 from runtime.tools.demo.watch import SeenAlert
-from runtime.ingest.payload import Message
 
 __all__ = ["PLOTS_MISSING", "alert_flags", "plots_available", "replay_scores", "write_plots"]
 
@@ -51,8 +51,8 @@ def alert_flags(alerts: Sequence[SeenAlert], steps: int) -> np.ndarray:
 def replay_scores(config: GatewayConfig, model_name: str, recordings: Mapping[str, Recording]) -> dict[str, np.ndarray]:
     """float64 [T] score per sample of each recording, from a fresh Engine built as the daemon
     builds its own (NaN where the scorer has no prediction yet: the first sample)."""
-    from runtime.model.artifact import load_artifact
     from runtime.engine.engine import Engine
+    from runtime.model.artifact import load_artifact
     from runtime.model.session import create_session
 
     model = config.models[model_name]
@@ -63,8 +63,14 @@ def replay_scores(config: GatewayConfig, model_name: str, recordings: Mapping[st
     steps = min(len(r.values) for r in recordings.values())
     for step in range(steps):
         batch = [
-            Message(stream=name, values=rec.values[step : step + 1], seq=step, ts=rec.ts[step : step + 1],
-                    received=float(rec.ts[step]), received_wall=float(rec.ts[step]))
+            Message(
+                stream=name,
+                values=rec.values[step : step + 1],
+                seq=step,
+                ts=rec.ts[step : step + 1],
+                received=float(rec.ts[step]),
+                received_wall=float(rec.ts[step]),
+            )
             for name, rec in recordings.items()
         ]
         for outcome in engine.process(batch):
@@ -101,9 +107,20 @@ def write_plots(
     for machine in machines:
         rec = recordings[machine.name]
         flags = alert_flags([a for a in alerts if a.stream == machine.name], len(rec.values))
-        note = (f"model {model_name} (int8), threshold {threshold:.2f}; orange: alerts the daemon published on MQTT; "
-                f"score recomputed by the same engine")
-        trace = StreamTrace(_title(machine, flags), rec.values, SENSORS, scores[machine.name], threshold, flags,
-                            labels=rec.labels, ts=rec.ts, note=note)
+        note = (
+            f"model {model_name} (int8), threshold {threshold:.2f}; orange: alerts the daemon published on MQTT; "
+            f"score recomputed by the same engine"
+        )
+        trace = StreamTrace(
+            _title(machine, flags),
+            rec.values,
+            SENSORS,
+            scores[machine.name],
+            threshold,
+            flags,
+            labels=rec.labels,
+            ts=rec.ts,
+            note=note,
+        )
         paths.append(plot_stream(trace, out / f"{machine.name}.png"))
     return paths

@@ -31,9 +31,8 @@ def sample_payload(recording: Recording, step: int) -> bytes:
     """The JSON message of one machine's sample `step`."""
     # str(float32) is the shortest text that reads back as the same float32: the daemon sees
     # exactly the simulated value, in a short payload.
-    values = {name: float(str(v)) for name, v in zip(SENSORS, recording.values[step])}
-    return json.dumps({"seq": step, "ts": float(recording.ts[step]), "values": values},
-                      separators=(",", ":")).encode()
+    values = {name: float(str(v)) for name, v in zip(SENSORS, recording.values[step], strict=False)}
+    return json.dumps({"seq": step, "ts": float(recording.ts[step]), "values": values}, separators=(",", ":")).encode()
 
 
 class FleetPublisher:
@@ -51,8 +50,12 @@ class FleetPublisher:
         """time.monotonic() at which step i was published (the first time), for latencies."""
         self._pending: list[mqtt.MQTTMessageInfo] = []
         self._broker = broker
-        self._client = make_client(broker.model_copy(update={"session_expiry_s": 0}), "edgewatch-demo-fleet",
-                                   manual_ack=False, max_inflight=100)
+        self._client = make_client(
+            broker.model_copy(update={"session_expiry_s": 0}),
+            "edgewatch-demo-fleet",
+            manual_ack=False,
+            max_inflight=100,
+        )
 
     def connect(self) -> None:
         try:

@@ -41,15 +41,17 @@ class MachineResult:
         return True, f"ok: failure caught {self.raised_at[0] - self.onset} s after onset"
 
 
-def machine_results(fleet: Sequence[Machine], alerts: Sequence[SeenAlert], sent: Mapping[str, int],
-                    status: Mapping[str, str]) -> list[MachineResult]:
+def machine_results(
+    fleet: Sequence[Machine], alerts: Sequence[SeenAlert], sent: Mapping[str, int], status: Mapping[str, str]
+) -> list[MachineResult]:
     results = []
     for machine in fleet:
         mine = [a for a in alerts if a.stream == machine.name]
         raised = tuple(a.seq if a.seq is not None else -1 for a in mine if a.state == "raised")
         cleared = sum(a.state == "cleared" for a in mine)
-        results.append(MachineResult(machine, sent.get(machine.name, 0), raised, cleared,
-                                     status.get(machine.name, "-")))
+        results.append(
+            MachineResult(machine, sent.get(machine.name, 0), raised, cleared, status.get(machine.name, "-"))
+        )
     return results
 
 
@@ -59,7 +61,19 @@ def format_summary(results: Sequence[MachineResult]) -> str:
     for r in results:
         f = r.machine.failure
         first = f"t={r.raised_at[0]}s" if r.raised_at else "-"
-        rows.append((r.machine.name, f"{f.kind} from t={f.start_s}s" if f else "-", str(r.samples),
-                     str(len(r.raised_at)), str(r.cleared), first, r.status, r.verdict()[1]))
+        rows.append(
+            (
+                r.machine.name,
+                f"{f.kind} from t={f.start_s}s" if f else "-",
+                str(r.samples),
+                str(len(r.raised_at)),
+                str(r.cleared),
+                first,
+                r.status,
+                r.verdict()[1],
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows
+    )

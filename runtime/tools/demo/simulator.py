@@ -142,7 +142,9 @@ def simulate(machine: Machine, steps: int, *, t0: float = 1_700_000_000.0) -> Re
     # Winding temperature follows I² slowly around a machine-specific level; water warms slower.
     base_temp = 80.0 + 6.0 * rng.random()
     temperature = _lag(base_temp + 14.0 * (current / 2.4) ** 2 - 14.0, 300.0, base_temp) + _ar1(rng, steps, 0.98, 0.15)
-    thermocouple = 25.0 + 2.0 * rng.random() + _lag(0.4 * (current / 2.4) ** 2, 1800.0, 0.4) + _ar1(rng, steps, 0.995, 0.03)
+    thermocouple = (
+        25.0 + 2.0 * rng.random() + _lag(0.4 * (current / 2.4) ** 2, 1800.0, 0.4) + _ar1(rng, steps, 0.995, 0.03)
+    )
 
     # Vibration grows off the best-efficiency flow; cavitation adds bursts (bubble collapse).
     off_design = np.abs(1.0 - q)

@@ -60,8 +60,9 @@ class Watcher:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         # A throw-away session: nothing should be queued for this viewer once it is gone.
-        self._client = make_client(broker.model_copy(update={"session_expiry_s": 0}), "edgewatch-demo-watch",
-                                   manual_ack=False)
+        self._client = make_client(
+            broker.model_copy(update={"session_expiry_s": 0}), "edgewatch-demo-watch", manual_ack=False
+        )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -102,8 +103,9 @@ class Watcher:
                 try:
                     line = parse_alert(payload)
                     seq = json.loads(line.raw).get("seq")
-                    alert = SeenAlert(line.stream, line.state, seq, line.score, line.threshold, line.top,
-                                      time.monotonic())
+                    alert = SeenAlert(
+                        line.stream, line.state, seq, line.score, line.threshold, line.top, time.monotonic()
+                    )
                     self._heard.alerts.append(alert)
                 except (ValueError, KeyError, TypeError) as exc:
                     self._heard.bad.append(f"{topic}: {exc}")
