@@ -268,7 +268,7 @@ class RuntimeConfig(_Strict):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not v or v.startswith("$") or re.search(r"[+#\x00]", v) or v.startswith("/") or v.endswith("/"):
+        if not v or v.startswith(("$", "/")) or re.search(r"[+#\x00]", v) or v.endswith("/"):
             raise ValueError("topic_prefix must be non-empty, without + # NUL, a leading $ or edge slashes")
         return v
 
