@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_config.errors import ArtifactError
@@ -23,9 +25,11 @@ __all__ = [
     "Features",
     "Manifest",
     "Normalization",
+    "OutputKind",
     "ParityResult",
     "ScoreSettings",
     "StateSpec",
+    "Task",
     "read_manifest",
     "sha256_bytes",
     "write_manifest",
@@ -34,6 +38,11 @@ __all__ = [
 MANIFEST_FORMAT = 1
 MODEL_NAME = "model.onnx"
 MANIFEST_NAME = "manifest.json"
+
+Task = Literal["forecast", "probability"]
+"""forecast: the model predicts the next sample; probability: it outputs P(anomaly)."""
+OutputKind = Literal["sequence", "last"]
+"""sequence: one output per time step; last: one output for a chunk's last step."""
 
 
 class _Strict(BaseModel):
@@ -80,6 +89,13 @@ class Normalization(_Strict):
 
     mean: list[float]
     std: list[float]
+
+    def apply(self, values: ArrayLike) -> NDArray[np.float32]:
+        """(x - mean) / std per feature in float32 (what the gateway feeds); values [..., F]."""
+        x: NDArray[np.float32] = np.asarray(values, dtype=np.float32)
+        mean: NDArray[np.float32] = np.asarray(self.mean, dtype=np.float32)
+        std: NDArray[np.float32] = np.asarray(self.std, dtype=np.float32)
+        return (x - mean) / std
 
 
 class ScoreSettings(_Strict):
@@ -133,10 +149,10 @@ class Manifest(_Strict):
     """1 when the graph takes exactly one step per call (unrolled targets)."""
     outputs: list[str]
     """Graph output names; outputs[0] is the model's output, the rest are state outputs."""
-    output_kind: Literal["sequence", "last"]
+    output_kind: OutputKind
     """sequence: outputs[0] is [batch, time, n]; last: [batch, n] for the chunk's last step."""
     output_size: int
-    task: Literal["forecast", "probability"]
+    task: Task
     state: list[StateSpec]
     normalization: Normalization | None = None
     score: ScoreSettings
