@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -20,17 +18,10 @@ from runtime.model.session import CPU, create_session, session_options
 from tests.support.artifact_variants import write_fp16_artifact, write_int8_artifact
 from tests.support.onnx_artifacts import write_lstm_artifact
 
-F = TypeVar("F", bound=Callable[..., object])
-
 OPENVINO = "OpenVINOExecutionProvider"
 
-
-def needs_openvino(test: F) -> F:
-    """Runs in .venv-openvino; skipped with the reason in the plain environment."""
-    skip = pytest.mark.skipif(
-        OPENVINO not in ort.get_available_providers(), reason="needs onnxruntime-openvino (.venv-openvino)"
-    )
-    return pytest.mark.openvino(skip(test))
+# Runs in .venv-openvino; tests/conftest.py skips it elsewhere, with the reason.
+needs_openvino = pytest.mark.openvino
 
 
 LSTM_GRAPH = {"Add": 1, "Concat": 2, "LSTM": 2, "MatMul": 1, "Split": 2, "Squeeze": 2, "Transpose": 2}
