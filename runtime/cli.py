@@ -1,9 +1,7 @@
 """The `edgewatch` command: a thin dispatcher over one module per subcommand.
 
-Each command module exposes `register(subparsers)`, which adds its parser and
-sets `func` to a `run(args) -> int`. Modules import their heavy dependencies
-(torch, onnxruntime) inside `run`, so `edgewatch --help` stays fast and a
-gateway without torch can use every runtime command.
+The modules are `runtime.commands.COMMAND_MODULES`; each exposes `register(subparsers)`, which
+adds its parser and sets `func` to a `run(args) -> int`.
 """
 
 from __future__ import annotations
@@ -15,21 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from edge_config.errors import EdgewatchError
+from runtime.commands import COMMAND_MODULES
 
-__all__ = ["main"]
-
-_COMMAND_MODULES = (
-    "exporter.cli",  # export
-    "exporter.training.command",  # train
-    "exporter.evaluation.command",  # eval skab
-    "edge_config.cli",  # config init|check|show
-    "runtime.commands.targets",  # targets
-    "runtime.commands.serve",  # serve
-    "runtime.commands.alerts",  # alerts
-    "runtime.commands.replay",  # replay
-    "runtime.tools.demo",  # demo
-    "runtime.tools.bench",  # bench
-)
+__all__ = ["build_parser", "main"]
 
 
 # Optional dependencies a command may need, and how to get them (gateways have no torch).
@@ -40,11 +26,11 @@ _EXTRA_HINTS = {
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("edgewatch")
-    except Exception:  # not installed (running from a checkout)
+    except PackageNotFoundError:  # not installed (running from a checkout)
         return "unknown"
 
 
@@ -56,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgewatch {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMAND_MODULES:
+    for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 

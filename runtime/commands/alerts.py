@@ -23,8 +23,6 @@ from typing import TextIO
 from edge_config.errors import BusError, ConfigError
 from edge_config.schema import BrokerConfig, validate_topic_filter
 
-__all__ = ["AlertLine", "format_alert", "parse_alert", "register", "run"]
-
 log = logging.getLogger("edgewatch.alerts")
 _HEADER = f"{'time (UTC)':<23} {'state':<8} {'stream':<24} {'score':>9} {'thresh':>8}  top features / id"
 
@@ -78,7 +76,7 @@ def format_alert(alert: AlertLine) -> str:
     )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("alerts", help="print alerts as they are published")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help="gateway config: broker, TLS, credentials and prefix")

@@ -27,8 +27,6 @@ from edge_config.errors import BusError, ConfigError
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
 
-__all__ = ["CsvStream", "read_csv", "register", "run"]
-
 log = logging.getLogger("edgewatch.replay")
 _TS_NAMES = ("datetime", "timestamp", "time", "ts")
 _WINDOW = 500  # QoS 1 publications awaiting PUBACK before --rate 0 waits
@@ -124,7 +122,7 @@ def _payload(stream: CsvStream, first: int, *, chunk: int, start_seq: int, named
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("replay", help="publish a CSV file as a sensor stream (seq + ts)")
     p.add_argument("csv", type=Path)
     p.add_argument("--broker", required=True, help="HOST:PORT")

@@ -20,8 +20,6 @@ from edge_config.errors import TargetError
 from edge_config.presets import EXPORT_TARGETS, PROVIDER_BY_TYPE
 from edge_config.schema import GatewayConfig, TargetConfig
 
-__all__ = ["node_table", "register"]
-
 
 def node_table(nodes_by_provider: dict[str, dict[str, int]]) -> str:
     """Op types down, providers across, with totals: the assignment of one session."""
@@ -108,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if args.model is None else _probe(args.model, args.target, config, args.fallback)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("targets", help="list ONNX Runtime providers; show where a model's nodes run")
     parser.add_argument("--config", type=Path, metavar="FILE", help="gateway config whose targets to list")
     parser.add_argument("--model", type=Path, metavar="DIR", help="artifact folder to build a session for")

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StreamTrace", "intervals", "plot_stream"]
-
 _ALERT = "#e8590c"
 _LABEL = "#c92a2a"
 

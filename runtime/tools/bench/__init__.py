@@ -26,7 +26,7 @@ from typing import Any
 __all__ = ["main", "register", "run"]
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "bench",
         help="benchmark the engine, baselines, end to end through mosquitto, memory and the machine's limits",

@@ -28,8 +28,6 @@ import numpy as np
 from runtime.tools.bench.engines import BenchEngine
 from runtime.tools.bench.workload import Workload
 
-__all__ = ["BaselineRate", "ort_per_message", "torch_per_message", "window_per_message"]
-
 _STREAMS = 100  # streams the baselines rotate over (their state lives in a dict either way)
 _CHUNK = 200  # payloads built per timed chunk
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from edge_config.schema import AlertPolicy, BrokerConfig, GatewayConfig, ModelConfig, RuntimeConfig, StreamConfig
 from runtime.tools.bench.procs import LineProcess
@@ -29,6 +30,9 @@ from runtime.tools.local_broker import Broker, start_broker
 __all__ = ["E2ERate", "flood_packets", "measure_throughput", "publish", "quantile_bound", "report", "service_processes"]
 
 PREFIX = "edgewatch"
+
+Qos = Literal[0, 1]
+MqttVersion = Literal["5", "3.1.1"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def quantile_bound(buckets: list[tuple[float, float]], q: float) -> float:
     return float("inf")
 
 
-def _mean_batch(report: dict) -> float:
+def _mean_batch(report: dict[str, Any]) -> float:
     c = report["counters"]
     return c["processed"] / c["batches"] if c["batches"] else 0.0
 
@@ -79,10 +83,10 @@ def _config(
     artifact: Path,
     partition: int,
     *,
-    qos: int,
+    qos: Qos,
     alerts: AlertPolicy | None,
     threshold: float | None,
-    protocol: str = "5",
+    protocol: MqttVersion = "5",
 ) -> GatewayConfig:
     return GatewayConfig(
         broker=BrokerConfig(
@@ -123,10 +127,10 @@ def service_processes(
     work: Path,
     expect: list[int],
     *,
-    qos: int = 1,
+    qos: Qos = 1,
     alerts: AlertPolicy | None = None,
     threshold: float | None = None,
-    protocol: str = "5",
+    protocol: MqttVersion = "5",
 ) -> Iterator[list[LineProcess]]:
     """One service process per partition (expect[j] messages for partition j), all ready."""
     procs = []
@@ -171,8 +175,8 @@ def measure_throughput(
     messages: int,
     samples: int = 1,
     services: int = 1,
-    qos: int = 1,
-    protocol: str = "5",
+    qos: Qos = 1,
+    protocol: MqttVersion = "5",
     label: str = "",
 ) -> E2ERate:
     """Flood `messages` (round-robin over `streams`) through `services` partitioned service processes."""
@@ -219,7 +223,7 @@ def measure_throughput(
     )
 
 
-def report(proc: LineProcess, timeout: float) -> dict:
+def report(proc: LineProcess, timeout: float) -> dict[str, Any]:
     """The service's report; if it has not accounted for everything in time, what it has (loss)."""
     try:
         return proc.result(timeout)

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.ingest.payload import Message, decode_payload
+from runtime.ingest.payload import decode_payload
+from runtime.engine.types import Message
 from runtime.tools.bench.engines import BenchEngine
 from runtime.tools.bench.workload import Workload, stream_names
-
-__all__ = ["MAX_BATCH", "EngineRate", "measure_engine", "ort_alone_us"]
 
 MAX_BATCH = 1024  # RuntimeConfig.max_batch's default
 _WARMUP_ROUNDS = 3  # BENCH_ALERTS.warmup_steps + 1: every stream scored and judged afterwards

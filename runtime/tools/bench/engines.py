@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
-from runtime.engine.engine import Engine, InferenceBackend
+from runtime.engine.engine import Engine
+from runtime.engine.types import InferenceBackend
 from runtime.ingest.payload import FeatureLayout, PayloadLimits
 from runtime.model.artifact import Artifact, load_artifact
 from runtime.model.session import create_session
-
-__all__ = ["BENCH_ALERTS", "BenchEngine", "open_engine"]
 
 BENCH_ALERTS = AlertPolicy(warmup_steps=2)
 """The default hysteresis, but streams may alert after 2 steps instead of 20: the benchmark

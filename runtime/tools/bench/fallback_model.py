@@ -25,9 +25,8 @@ from edge_config.manifest import (
     sha256_bytes,
     write_manifest,
 )
+from edge_config.presets import Precision
 from runtime.tools.bench.workload import LEVEL, SPREAD, ar1
-
-__all__ = ["lstm_graph", "write_fallback_artifacts"]
 
 _OPSET = 17
 _MODULE = "lstm"
@@ -65,7 +64,7 @@ def lstm_graph(features: int, hidden: int, layers: int, seed: int = 7) -> onnx.M
     head_b = const("head_b", np.zeros(features, dtype=np.float32))
     nodes.append(helper.make_node("MatMul", ["Y_bt", head_w], ["y_mm"]))
     nodes.append(helper.make_node("Add", ["y_mm", head_b], ["y"]))
-    state = [layers, "batch", hidden]
+    state: list[int | str] = [layers, "batch", hidden]
     graph = helper.make_graph(
         nodes,
         "reference_lstm",
@@ -103,7 +102,7 @@ def _quantize_int8(float_model: bytes) -> bytes | None:
         return dst.read_bytes()
 
 
-def _manifest(data: bytes, name: str, precision: str, features: int, hidden: int, layers: int) -> Manifest:
+def _manifest(data: bytes, name: str, precision: Precision, features: int, hidden: int, layers: int) -> Manifest:
     names = [f"s{i}" for i in range(features)]
     shape: list[int | str] = [layers, "batch", hidden]
     return Manifest(
@@ -112,7 +111,7 @@ def _manifest(data: bytes, name: str, precision: str, features: int, hidden: int
         versions={"edgewatch": "bench", "onnx": onnx.__version__},
         opset=_OPSET,
         target="cpu-int8" if precision == "int8" else "cpu-fp32",
-        precision=precision,  # type: ignore[arg-type]
+        precision=precision,
         quantization="dynamic" if precision == "int8" else "none",
         providers=["cpu"] if precision == "int8" else ["cpu", "openvino"],
         features=Features(names=names, count=features),

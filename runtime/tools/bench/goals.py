@@ -7,11 +7,8 @@ that explains it (the limit it hits, or where the time goes), so a missed goal s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-__all__ = ["Goal", "judge", "ratios"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,8 @@ class Goal:
 
 
 def _engine_row(result: dict[str, Any], precision: str, streams: int) -> dict[str, Any] | None:
-    for row in result.get("engine", {}).get("rows", []):
+    rows: list[dict[str, Any]] = result.get("engine", {}).get("rows", [])
+    for row in rows:
         if row["precision"] == precision and row["streams"] == streams and row["samples_per_message"] == 1:
             return row
     return None
@@ -46,7 +44,8 @@ def _engine_row_1(result: dict[str, Any], key: str) -> float | None:
 
 
 def _baseline(result: dict[str, Any], key: str) -> dict[str, Any] | None:
-    return result.get("baselines", {}).get(key)
+    baseline: dict[str, Any] | None = result.get("baselines", {}).get(key)
+    return baseline
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
@@ -106,8 +105,11 @@ def judge(result: dict[str, Any]) -> list[Goal]:
     )
     lost = flood.get("lost")
     nan = float("nan")
-    value: Callable[[Any], float] = lambda v: nan if v is None else float(v)
-    goals = [
+
+    def value(v: Any) -> float:
+        return nan if v is None else float(v)
+
+    return [
         Goal(
             "engine vs PyTorch per message, 1,000 streams",
             r["engine_vs_torch"],
@@ -189,4 +191,3 @@ def judge(result: dict[str, Any]) -> list[Goal]:
             _fmt("the interpreter's imports before it: {:.0f} ms", _ms(_get(memory, "cold_start", "imports_s"))),
         ),
     ]
-    return goals

@@ -25,8 +25,6 @@ from runtime.tools.bench.e2e import PREFIX, flood_packets, publish, quantile_bou
 from runtime.tools.bench.workload import stream_names
 from runtime.tools.local_broker import Broker, start_broker
 
-__all__ = ["EVERY_STEP_ALERTS", "E2ELatency", "measure_latency"]
-
 EVERY_STEP_ALERTS = AlertPolicy(raise_k=1, raise_n=1, clear_m=1, warmup_steps=0, update_interval_s=1e-9, top_features=3)
 """Every scored step above the threshold publishes an alert: with threshold -1, every step."""
 _STEADY_FROM = 2
@@ -56,13 +54,12 @@ def _subscriber(broker: Broker, out: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("mosquitto_sub")
     if binary is None:
         raise RuntimeError("mosquitto_sub is not installed (apt-get install mosquitto-clients)")
-    handle = open(out, "wb")
-    proc = subprocess.Popen(
-        [binary, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", f"{PREFIX}/alerts/#", "-F", "%U %p"],
-        stdout=handle,
-        stderr=subprocess.DEVNULL,
-    )
-    handle.close()
+    with open(out, "wb") as handle:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [binary, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", f"{PREFIX}/alerts/#", "-F", "%U %p"],
+            stdout=handle,
+            stderr=subprocess.DEVNULL,
+        )
     time.sleep(0.3)  # its SUBACK
     return proc
 
@@ -134,8 +131,8 @@ def measure_latency(artifact: Path, work: Path, *, streams: int, rate: float, se
         max_ms=float(lat_ms.max()) if lat_ms.size else float("nan"),
         mean_ms=float(lat_ms.mean()) if lat_ms.size else float("nan"),
         steady_p99_ms=float(np.percentile(steady_ms, 99)) if steady_ms.size else float("nan"),
-        service_p50_ms=quantile_bound(buckets, 0.5),  # type: ignore[arg-type]
-        service_p99_ms=quantile_bound(buckets, 0.99),  # type: ignore[arg-type]
+        service_p50_ms=quantile_bound(buckets, 0.5),
+        service_p99_ms=quantile_bound(buckets, 0.99),
         processed=processed,
         lost=total - processed,
     )

@@ -29,8 +29,6 @@ from runtime.tools.bench.procs import LineProcess
 from runtime.tools.bench.workload import Workload, stream_names
 from runtime.tools.local_broker import start_broker
 
-__all__ = ["BrokerRate", "FlopBound", "GemmRate", "broker_raw_rate", "flop_bound", "flops_per_step", "paho_ceiling"]
-
 _LINES_PER_PUB = 50_000
 _BLAS_ENV = dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"), "1")
 
@@ -105,11 +103,11 @@ def _gemm_seconds(shapes: list[tuple[int, int]], batch: int, min_seconds: float)
 
 def _gemm_child(shapes: list[tuple[int, int]], batches: list[int], min_seconds: float, cpu: int) -> dict[int, float]:
     code = (
-        "import json, os, sys; os.sched_setaffinity(0, {%d});"
+        f"import json, os, sys; os.sched_setaffinity(0, {{{cpu:d}}});"
         "from runtime.tools.bench.limits import _gemm_seconds;"
         "s, bs = json.loads(sys.argv[1]), json.loads(sys.argv[2]);"
-        "print(json.dumps({b: _gemm_seconds([tuple(x) for x in s], b, %r) for b in bs}))"
-    ) % (cpu, min_seconds)
+        f"print(json.dumps({{b: _gemm_seconds([tuple(x) for x in s], b, {min_seconds!r}) for b in bs}}))"
+    )
     env = {**os.environ, **_BLAS_ENV}  # one BLAS thread: the bound of one core
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(shapes), json.dumps(batches)],
@@ -128,6 +126,17 @@ def flop_bound(manifest: Manifest, *, batches: list[int], min_seconds: float, cp
     seconds = _gemm_child(shapes, sorted(set(batches)), min_seconds, cpu)
     rates = [GemmRate(b, flops * b / t / 1e9, b / t) for b, t in sorted(seconds.items())]
     return FlopBound(flops_per_step=flops, rates=rates)
+
+
+def _publisher(binary: str, port: str, topic: str, lines: Path) -> subprocess.Popen[bytes]:
+    """mosquitto_pub -l: one QoS 1 message per line of `lines`."""
+    with open(lines, "rb") as stdin:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [binary, "-p", port, "-q", "1", "-t", topic, "-l"],
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def broker_raw_rate(work: Path, *, messages: int, publishers: int = 2) -> BrokerRate:
@@ -154,15 +163,7 @@ def broker_raw_rate(work: Path, *, messages: int, publishers: int = 2) -> Broker
         )
         time.sleep(0.3)  # its SUBACK
         start = time.monotonic()
-        pubs = [
-            subprocess.Popen(
-                [pub_bin, "-p", port, "-q", "1", "-t", f"raw/{j}", "-l"],
-                stdin=open(path, "rb"),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for j, path in enumerate(lines)
-        ]
+        pubs = [_publisher(pub_bin, port, f"raw/{j}", path) for j, path in enumerate(lines)]
         for pub in pubs:
             pub.wait(120)
         try:

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 
-__all__ = ["MachineInfo", "describe_machine", "idlest_cpu", "load_average", "pinned_to_one_cpu", "rss_bytes"]
-
 _PACKAGES = ("onnxruntime", "onnxruntime-openvino", "onnx", "numpy", "torch", "paho-mqtt")
 
 

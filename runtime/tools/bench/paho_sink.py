@@ -16,8 +16,6 @@ import sys
 import threading
 import time
 
-__all__ = ["main"]
-
 
 def main(argv: list[str] | None = None) -> int:
     import paho.mqtt.client as mqtt
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5, manual_ack=True
     )
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's __init__ is unannotated
     props.ReceiveMaximum = 65535
     client.connect("127.0.0.1", int(port), keepalive=30, properties=props)
     client.loop_start()

@@ -14,8 +14,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["LineProcess"]
-
 
 class LineProcess:
     """A `python -m MODULE ARGS` child whose stdout is read line by line in the background."""

@@ -90,7 +90,7 @@ def _count_acks(sock: socket.socket, expected: int, result: dict[str, float]) ->
     result["last_ack"] = time.monotonic()
 
 
-def _paced(sock: socket.socket, data: bytes, ends: array.array, rate: float) -> array.array:
+def _paced(sock: socket.socket, data: bytes, ends: array.array[int], rate: float) -> array.array[float]:
     """Send packet i at start + i / rate; return each packet's send time (time.time())."""
     sent = array.array("d")
     start, begin = time.perf_counter(), 0

@@ -23,8 +23,6 @@ from typing import Any
 
 from runtime.tools.bench.workload import FEATURES, LEVEL, SPREAD, ar1
 
-__all__ = ["HIDDEN", "LAYERS", "ReferenceModels", "prepare_reference", "torch_available"]
-
 HIDDEN = 64
 LAYERS = 2
 _CALIBRATION_ROWS = 3000
@@ -110,7 +108,7 @@ def _build_without_torch(work: Path) -> ReferenceModels:
 
 def torch_available() -> bool:
     try:
-        import torch
+        import torch  # noqa: F401  only whether it imports
     except ImportError:
         return False
     return True

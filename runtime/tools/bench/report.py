@@ -7,8 +7,6 @@ from typing import Any
 
 from runtime.tools.bench.goals import judge, ratios
 
-__all__ = ["format_report"]
-
 
 def _n(value: float | None, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -28,8 +26,10 @@ def _machine(r: dict[str, Any]) -> list[str]:
     before, after = r.get("load_before", [0.0])[0], r.get("load_after", [0.0])[0]
     return [
         f"edgewatch bench{' --quick' if r['quick'] else ''} — {r['started']}, {r.get('seconds', 0):.0f} s",
-        f"machine: {m['cpu_model']}, {m['cores']} cores, {m['platform']}; Python {m['python']}; {versions}; "
-        f"mosquitto {m['mosquitto']}",
+        (
+            f"machine: {m['cpu_model']}, {m['cores']} cores, {m['platform']}; Python {m['python']}; {versions}; "
+            f"mosquitto {m['mosquitto']}"
+        ),
         f"load average (1 min) before {before:.2f}, after {after:.2f} — other work on the machine makes figures noisy",
         f"model: {r['model']['source']}",
         *(f"note: {n}" for n in r["model"]["notes"]),
@@ -44,22 +44,27 @@ def _engine(r: dict[str, Any]) -> list[str]:
         if not bound:
             return None
         fitting = [x for x in bound["rates"] if x["batch"] >= batch] or bound["rates"]
-        return min(fitting, key=lambda x: x["batch"])["steps_per_s"]
+        rate: float = min(fitting, key=lambda x: x["batch"])["steps_per_s"]
+        return rate
 
     out = [
-        f"1. Engine, no network, one core (CPU {r.get('pinned_cpu')}, intra_op_num_threads=1): "
-        "decode_payload + Engine.process per stream-step",
-        f"   {'model':<6}{'streams':>8}{'samples':>8}{'batch':>7}{'steps/s':>11}{'µs/step':>9}{'decode':>8}"
-        f"{'engine':>8}"
-        f"{'ORT alone':>10}{'alerts':>8}  of FLOP bound",
+        (
+            f"1. Engine, no network, one core (CPU {r.get('pinned_cpu')}, intra_op_num_threads=1): "
+            "decode_payload + Engine.process per stream-step"
+        ),
+        (
+            f"   {'model':<6}{'streams':>8}{'samples':>8}{'batch':>7}{'steps/s':>11}{'µs/step':>9}{'decode':>8}"
+            f"{'engine':>8}"
+            f"{'ORT alone':>10}{'alerts':>8}  of FLOP bound"
+        ),
     ]
-    for x in rows:
-        out.append(
-            f"   {x['precision']:<6}{x['streams']:>8,}{x['samples_per_message']:>8}{x['batch']:>7,}"
-            f"{_n(x['steps_per_s']):>11}"
-            f"{_n(x['us_per_step'], 1):>9}{_n(x['decode_us'], 1):>8}{_n(x['engine_us'], 1):>8}"
-            f"{_n(x['ort_us'], 2):>10}{x['alerts']:>8}  {_pct(x['steps_per_s'], bound_at(x['batch']))}"
-        )
+    out.extend(
+        f"   {x['precision']:<6}{x['streams']:>8,}{x['samples_per_message']:>8}{x['batch']:>7,}"
+        f"{_n(x['steps_per_s']):>11}"
+        f"{_n(x['us_per_step'], 1):>9}{_n(x['decode_us'], 1):>8}{_n(x['engine_us'], 1):>8}"
+        f"{_n(x['ort_us'], 2):>10}{x['alerts']:>8}  {_pct(x['steps_per_s'], bound_at(x['batch']))}"
+        for x in rows
+    )
     b = r.get("baselines", {})
     single = bound_at(1)
     out.append("   baselines, fp32, one message per call, same process and core:")
@@ -105,16 +110,18 @@ def _e2e(r: dict[str, Any]) -> list[str]:
     )
     out = [
         "2. End to end: publisher process → mosquitto (127.0.0.1) → service process(es), QoS 1",
-        f"   {'run':<56}{'messages':>9}{'msg/s':>9}{'samples/s':>11}{'lost':>6}{'batch':>7}"
-        f"  of broker raw  of paho ceiling",
+        (
+            f"   {'run':<56}{'messages':>9}{'msg/s':>9}{'samples/s':>11}{'lost':>6}{'batch':>7}"
+            f"  of broker raw  of paho ceiling"
+        ),
     ]
     runs = [e.get("single"), *e.get("protocols", []), e.get("multi"), *e.get("partitioned", [])]
-    for x in filter(None, runs):
-        out.append(
-            f"   {x['label']:<56}{x['messages']:>9,}{_n(x['msg_per_s']):>9}{_n(x['samples_per_s']):>11}"
-            f"{x['lost']:>6}{_n(x['mean_batch'], 0):>7}  {_pct(x['msg_per_s'], broker):>13}  "
-            f"{_pct(x['msg_per_s'], paho):>15}"
-        )
+    out.extend(
+        f"   {x['label']:<56}{x['messages']:>9,}{_n(x['msg_per_s']):>9}{_n(x['samples_per_s']):>11}"
+        f"{x['lost']:>6}{_n(x['mean_batch'], 0):>7}  {_pct(x['msg_per_s'], broker):>13}  "
+        f"{_pct(x['msg_per_s'], paho):>15}"
+        for x in filter(None, runs)
+    )
     if engine and e.get("single"):
         out.append(
             f"   1-sample end to end = {_pct(e['single']['msg_per_s'], engine['steps_per_s'])} of the engine's "
@@ -140,12 +147,12 @@ def _memory(r: dict[str, Any]) -> list[str]:
         return ["3. Memory and start: not measured"]
     state = m.get("state_bytes_per_stream")
     out = ["3. Memory and start (fresh process)"]
-    for s in m["streams"]:
-        out.append(
-            f"   {s['streams']:>8,} idle streams: RSS +{s['rss_growth_bytes'] / 2**20:,.1f} MiB = "
-            f"{s['bytes_per_stream']:,.0f} B/stream (the recurrent state itself: {state} B = "
-            f"{_pct(state, s['bytes_per_stream'])})"
-        )
+    out.extend(
+        f"   {s['streams']:>8,} idle streams: RSS +{s['rss_growth_bytes'] / 2**20:,.1f} MiB = "
+        f"{s['bytes_per_stream']:,.0f} B/stream (the recurrent state itself: {state} B = "
+        f"{_pct(state, s['bytes_per_stream'])})"
+        for s in m["streams"]
+    )
     c = m["cold_start"]
     out.append(
         f"   ready {c['ready_s'] * 1000:,.0f} ms = load_artifact {c['load_artifact_s'] * 1000:,.0f} + "
@@ -166,10 +173,14 @@ def _limits(r: dict[str, Any]) -> list[str]:
     )
     return [
         "4. Limits (measured in this run)",
-        f"   FLOP bound, one core: {f['flops_per_step']:,} FLOP per stream-step (GEMMs); numpy float32 GEMM on the "
-        f"step's shapes, 1 BLAS thread: {rates}",
-        f"   broker raw: {_n(lim['broker_raw']['msg_per_s'])} msg/s ({lim['broker_raw']['what']}, "
-        f"{lim['broker_raw']['messages']:,} messages)",
+        (
+            f"   FLOP bound, one core: {f['flops_per_step']:,} FLOP per stream-step (GEMMs); numpy float32 GEMM on "
+            f"the step's shapes, 1 BLAS thread: {rates}"
+        ),
+        (
+            f"   broker raw: {_n(lim['broker_raw']['msg_per_s'])} msg/s ({lim['broker_raw']['what']}, "
+            f"{lim['broker_raw']['messages']:,} messages)"
+        ),
         f"   {lim['paho_ceiling']['what']}: {_n(lim['paho_ceiling']['msg_per_s'])} msg/s",
     ]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.tools.bench import baselines, e2e, latency, limits
+from runtime.tools.bench.e2e import MqttVersion
 from runtime.tools.bench.engine_rate import MAX_BATCH, measure_engine
 from runtime.tools.bench.engines import open_engine
 from runtime.tools.bench.machine import describe_machine, load_average, pinned_to_one_cpu
@@ -43,7 +44,7 @@ class Plan:
     multi_messages: int = 10_000
     partitions: tuple[int, ...] = (2,)
     """Service processes over partitioned topics, beside the single one."""
-    protocols: tuple[str, ...] = ("3.1.1",)
+    protocols: tuple[MqttVersion, ...] = ("3.1.1",)
     """MQTT versions measured beside 5 (1 sample/message, one service)."""
     latency_rate: float = 2000.0
     latency_s: float = 15.0
@@ -74,7 +75,7 @@ def _section(result: dict[str, Any], name: str, say: Say, fn: Callable[[], Any])
     start = time.monotonic()
     try:
         result[name] = fn()
-    except Exception as exc:  # one section's failure must not hide the others' figures
+    except Exception as exc:  # noqa: BLE001  one section's failure must not hide the others' figures
         result.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
         say(f"  {name} failed: {type(exc).__name__}: {exc}")
         say("".join(traceback.format_exc(limit=4)))
@@ -82,7 +83,7 @@ def _section(result: dict[str, Any], name: str, say: Say, fn: Callable[[], Any])
 
 
 def _asdict(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
 def _engine(ref: ReferenceModels, plan: Plan, say: Say) -> dict[str, Any]:

@@ -22,9 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from runtime.ops.counters import CounterSnapshot
-
-__all__ = ["histogram_buckets", "main"]
+from runtime.ops.counts import Counts
 
 _SUBACK_WAIT_S = 0.5  # the bus does not expose SUBACK: publications before it would not reach us
 _POLL_S = 0.002
@@ -37,13 +35,15 @@ def histogram_buckets(registry: object, name: str) -> list[tuple[float, float]]:
     for metric in registry.collect():  # type: ignore[attr-defined]
         if metric.name != name:
             continue
-        for sample in metric.samples:
-            if sample.name == f"{name}_bucket":
-                out.append((float(sample.labels["le"]), float(sample.value)))
+        out.extend(
+            (float(sample.labels["le"]), float(sample.value))
+            for sample in metric.samples
+            if sample.name == f"{name}_bucket"
+        )
     return sorted(out)
 
 
-def _accounted(s: CounterSnapshot) -> int:
+def _accounted(s: Counts) -> int:
     """Input messages the service is done with, whatever became of them."""
     return s.processed + sum(s.skipped.values()) + sum(s.rejected.values()) + sum(s.dropped.values())
 
@@ -67,19 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(_SUBACK_WAIT_S)
     print("ready", flush=True)
     closed = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+
+    def wait_stdin_closed() -> None:
+        sys.stdin.read()
+        closed.set()
+
+    threading.Thread(target=wait_stdin_closed, daemon=True).start()
     deadline = time.monotonic() + _TIMEOUT_S
     first_at = None
     done_at = None
     while not closed.is_set() and time.monotonic() < deadline:
-        snap = service.counters.snapshot()
+        snap = service.tally.snapshot()
         if first_at is None and snap.received:
             first_at = time.monotonic()
         if _accounted(snap) >= args.expect:
             done_at = time.monotonic()
             break
         time.sleep(_POLL_S)
-    snap = service.counters.snapshot()
+    snap = service.tally.snapshot()
     report = {
         "pid": os.getpid(),
         "counters": snap.as_json_dict(),

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FEATURES", "LEVEL", "SPREAD", "Workload", "ar1", "stream_names"]
-
 FEATURES = 8
 LEVEL = 50.0
 SPREAD = 5.0

@@ -29,8 +29,6 @@ from runtime.tools.demo.report import MachineResult, format_summary, machine_res
 from runtime.tools.demo.simulator import Failure, Machine, Recording, simulate
 from runtime.tools.demo.watch import SeenAlert, Watcher
 
-__all__ = ["MOSQUITTO_MISSING", "require_mosquitto", "run"]
-
 MOSQUITTO_MISSING = "mosquitto is not installed: apt-get install -y mosquitto mosquitto-clients (or run bash .ci/setup)"
 _SBIN_MOSQUITTO = Path("/usr/sbin/mosquitto")  # Debian installs it outside a user's PATH
 _ONLINE_TIMEOUT_S = 30.0
@@ -178,6 +176,11 @@ def _alive(daemon: Daemon) -> Callable[[], bool]:
     return lambda: daemon.exit_code() is None
 
 
+def _answered(watcher: Watcher, names: list[str]) -> Callable[[], bool]:
+    """Whether the daemon has published a status for every one of `names`."""
+    return lambda: all(n in watcher.status() for n in names)
+
+
 def _handshake(publisher: FleetPublisher, watcher: Watcher, names: list[str]) -> None:
     """Send every machine's first sample until the daemon answers with its status.
 
@@ -191,7 +194,7 @@ def _handshake(publisher: FleetPublisher, watcher: Watcher, names: list[str]) ->
                 f"the daemon did not answer the first sample of {', '.join(missing)} within {_HANDSHAKE_TIMEOUT_S:.0f}s"
             )
         publisher.publish_step(0, missing)
-        watcher.wait(lambda: all(n in watcher.status() for n in missing), 0.5)
+        watcher.wait(_answered(watcher, missing), 0.5)
         missing = [n for n in names if n not in watcher.status()]
 
 

@@ -18,8 +18,6 @@ import numpy as np
 
 from runtime.tools.demo.watch import SeenAlert
 
-__all__ = ["Console"]
-
 
 def _clock() -> str:
     now = time.time()

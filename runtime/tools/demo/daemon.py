@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["Daemon"]
-
 _KILL_AFTER_S = 30.0  # the daemon drains its queue on SIGTERM; a healthy one takes about a second
 
 

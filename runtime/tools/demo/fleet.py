@@ -12,17 +12,6 @@ from pathlib import Path
 from edge_config.manifest import Manifest
 from runtime.tools.demo.simulator import Failure, Machine
 
-__all__ = [
-    "DEMO_FLEET",
-    "DEMO_STEPS",
-    "MAX_DURATION_S",
-    "MAX_MACHINES",
-    "MODEL_DIR",
-    "THRESHOLD_Z",
-    "demo_threshold",
-    "fleet",
-]
-
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 DEMO_STEPS = 600
 DEMO_FLEET: tuple[Machine, ...] = (

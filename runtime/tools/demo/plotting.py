@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_config.schema import GatewayConfig
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message
 from runtime.tools.demo.simulator import SENSORS, Machine, Recording
 from runtime.tools.demo.watch import SeenAlert
-
-__all__ = ["PLOTS_MISSING", "alert_flags", "plots_available", "replay_scores", "write_plots"]
 
 PLOTS_MISSING = "plots skipped: matplotlib is not installed (pip install 'edgewatch[plots]')"
 

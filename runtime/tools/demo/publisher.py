@@ -22,8 +22,6 @@ from edge_config.errors import BusError
 from edge_config.schema import BrokerConfig
 from runtime.tools.demo.simulator import SENSORS, Recording
 
-__all__ = ["FleetPublisher", "sample_payload"]
-
 _CONFIRM_TIMEOUT_S = 30.0
 
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from runtime.tools.demo.simulator import Machine
 from runtime.tools.demo.watch import SeenAlert
 
-__all__ = ["MachineResult", "format_summary", "machine_results"]
-
 
 @dataclass(frozen=True)
 class MachineResult:

@@ -22,8 +22,6 @@ from edge_config.errors import BusError
 from edge_config.schema import BrokerConfig
 from runtime.commands.alerts import parse_alert
 
-__all__ = ["SeenAlert", "Watcher"]
-
 
 @dataclass(frozen=True)
 class SeenAlert:
