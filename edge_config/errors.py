@@ -7,6 +7,8 @@
     ├── ExportError            the exporter could not produce an artifact
     │   ├── UnsupportedModelError   the model cannot be streamed (exit code 2)
     │   ├── ExportInputError        an export input (file, option) is missing or invalid (exit code 2)
+    │   │   ├── TrainingError       (exporter.training) training data or settings are unusable
+    │   │   └── SkabError           (exporter.evaluation) the SKAB folder or a file in it is missing or malformed
     │   └── ParityError             a parity gate failed (exit code 1)
     ├── PayloadError           one MQTT payload was rejected (carries a reason label)
     ├── CheckpointError        a state checkpoint could not be written (or decoded: never raised by load)
