@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 from edge_config.schema import ModelConfig, TargetConfig
 from runtime.engine.alerts import Alert
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import Message
-from runtime.model.artifact import load_artifact
+from runtime.engine.types import InferenceBackend, Message
+from runtime.model.artifact import Artifact, load_artifact
 from runtime.model.session import create_session
 from runtime.state.transfer import restore_engine, snapshot_columns, snapshot_engine
 from runtime.tools.demo.simulator import Failure, Machine, simulate
@@ -40,8 +40,8 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "runtime" / "tools" / "demo" 
 WINDOW = 900  # steps compared after each cut
 
 
-def _engine(artifact: object, session: object, path: Path) -> Engine:
-    return Engine(artifact, session, ModelConfig(path=path, target="cpu"), name="demo")  # type: ignore[arg-type]
+def _engine(artifact: Artifact, session: InferenceBackend, path: Path) -> Engine:
+    return Engine(artifact, session, ModelConfig(path=path, target="cpu"), name="demo")
 
 
 def _step(engine: Engine, values: np.ndarray, ts: np.ndarray, seq: int) -> tuple[float, bool, list[Alert]]:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.ingest.payload import decode_payload
 from runtime.engine.types import Message
+from runtime.ingest.payload import decode_payload
 from runtime.tools.bench.engines import BenchEngine
 from runtime.tools.bench.workload import Workload, stream_names
 
