@@ -154,7 +154,7 @@ def test_fleet_sizes_keep_the_failing_pump() -> None:
         assert len(machines) == n
         assert len({m.name for m in machines}) == n
         assert [m.name for m in machines if m.failure is not None] == ["pump-3"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the demo runs 2 to"):
         fleet(1)
 
 

@@ -73,9 +73,9 @@ def test_sensor_drift_moves_one_reading_only(channel: str) -> None:
 
 
 def test_invalid_failures_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown failure kind 'leak'"):
         Failure("leak", start_s=10)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sensor-drift channel 'Humidity'"):
         Failure("sensor-drift", start_s=10, channel="Humidity")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         simulate(Machine("m"), 0)
