@@ -61,7 +61,9 @@ def test_a_model_that_fails_verification_stops_the_start_with_exit_2(
     # the config check (edge_config.checks) or load_artifact: either names the sha256 mismatch
     expected = "does not match the" if damage == "tampered" else "refers to external data"
     last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 2 and last.startswith("edgewatch serve: error: ") and expected in last, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert last.startswith("edgewatch serve: error: "), done.stderr
+    assert expected in last, done.stderr
     assert "Traceback" not in done.stderr
     assert "connected to" not in done.stderr
     report(tmp_path, f"f_start_{damage}", exit_code=done.returncode, message=last)

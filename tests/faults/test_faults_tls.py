@@ -80,7 +80,8 @@ def test_tls_refusals_are_logged_once_retried_and_recover(pki: TLSMaterial, tmp_
         daemon.start()
         first = daemon.wait_line(r"ERROR edgewatch\.bus: [^\n]*", 30)
         time.sleep(RETRY_WINDOW_S)
-        assert daemon.proc is not None and daemon.proc.poll() is None, "the daemon exited"
+        assert daemon.proc is not None, "the daemon exited"
+        assert daemon.proc.poll() is None, "the daemon exited"
         assert _status(port) == 503
         attempts = metric(port, "edgewatch_mqtt_connect_failures_total")
         refused_lines = [line for line in daemon.text().splitlines() if "ERROR edgewatch.bus" in line]
@@ -98,7 +99,8 @@ def test_tls_refusals_are_logged_once_retried_and_recover(pki: TLSMaterial, tmp_
         broker.stop()
     assert expected in first.group(0), first.group(0)
     # One line per distinct reason (a TLS 1.3 server may refuse during or right after the handshake).
-    assert 1 <= len(refused_lines) <= 2 and attempts >= 3, (refused_lines, attempts)
+    assert 1 <= len(refused_lines) <= 2, (refused_lines, attempts)
+    assert attempts >= 3, (refused_lines, attempts)
     assert "Traceback" not in daemon.text()
     assert "connected to 127.0.0.1" in daemon.text()
     report(

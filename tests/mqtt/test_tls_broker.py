@@ -116,12 +116,14 @@ def attempt(broker: Broker, context: ssl.SSLContext | None, *, round_trip: bool 
 
 def test_mutual_tls_with_the_right_ca_and_client_certificate(mtls_broker: Broker, material: TLSMaterial) -> None:
     result = attempt(mtls_broker, client_context(material.ca.cert, material.client), round_trip=True)
-    assert result.connected and not result.error, (result.error, result.log[-5:])
+    assert result.connected, (result.error, result.log[-5:])
+    assert not result.error, (result.error, result.log[-5:])
 
 
 def test_server_only_tls_verifies_the_ip_san(tls_broker: Broker, material: TLSMaterial) -> None:
     result = attempt(tls_broker, client_context(material.ca.cert), round_trip=True)
-    assert result.connected and not result.error, (result.error, result.log[-5:])
+    assert result.connected, (result.error, result.log[-5:])
+    assert not result.error, (result.error, result.log[-5:])
 
 
 def test_wrong_ca_is_refused_by_the_client(mtls_broker: Broker, material: TLSMaterial) -> None:
@@ -139,20 +141,23 @@ def test_wrong_server_name_is_refused_by_the_client(material: TLSMaterial, tmp_p
 
 def test_missing_client_certificate_is_refused_by_the_broker(mtls_broker: Broker, material: TLSMaterial) -> None:
     result = attempt(mtls_broker, client_context(material.ca.cert))
-    assert not result.connected and "before CONNACK" in result.error, (result.error, result.log[-5:])
+    assert not result.connected, (result.error, result.log[-5:])
+    assert "before CONNACK" in result.error, (result.error, result.log[-5:])
     # the broker refused this client only: a good one still gets in
     assert attempt(mtls_broker, client_context(material.ca.cert, material.client)).connected
 
 
 def test_client_certificate_of_another_ca_is_refused(mtls_broker: Broker, material: TLSMaterial) -> None:
     result = attempt(mtls_broker, client_context(material.ca.cert, material.other_client))
-    assert not result.connected and "before CONNACK" in result.error, (result.error, result.log[-5:])
+    assert not result.connected, (result.error, result.log[-5:])
+    assert "before CONNACK" in result.error, (result.error, result.log[-5:])
 
 
 def test_plaintext_to_the_tls_port_is_refused(tls_broker: Broker) -> None:
     started = time.monotonic()
     result = attempt(tls_broker, None)
-    assert not result.connected and "before CONNACK" in result.error, (result.error, result.log[-5:])
+    assert not result.connected, (result.error, result.log[-5:])
+    assert "before CONNACK" in result.error, (result.error, result.log[-5:])
     assert time.monotonic() - started < TIMEOUT_S  # closed by the broker, not timed out
 
 

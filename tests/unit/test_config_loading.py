@@ -98,8 +98,10 @@ def test_missing_required_key_points_at_its_parent_and_explains_it(folder: Path)
 def test_missing_sections(folder: Path) -> None:
     lines = problems(write(folder, "broker:\n  host: x\n"))
     assert [line.split(": ", 1)[1] for line in lines] == [
-        "streams: missing required key 'streams' "
-        "(Inputs: topic filters, stream ids, payload format, and the model serving them.)",
+        (
+            "streams: missing required key 'streams' "
+            "(Inputs: topic filters, stream ids, payload format, and the model serving them.)"
+        ),
         "models: missing required key 'models' (Models by name: artifact folder, target, scoring overrides.)",
     ]
 

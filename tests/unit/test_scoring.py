@@ -243,8 +243,8 @@ def test_streams_are_independent_in_one_call() -> None:
 
 
 def test_threshold_must_be_finite() -> None:
-    with pytest.raises(ValueError):
-        store = StateStore([], max_streams=1)
+    store = StateStore([], max_streams=1)
+    with pytest.raises(ValueError, match="threshold must be finite"):
         AlertTracker(AlertPolicy(), float("nan"), store, model="m", model_sha256=SHA, explain=lambda s, k: ())
 
 

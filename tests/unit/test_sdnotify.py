@@ -74,9 +74,9 @@ def test_delivery_failure_returns_false_and_never_raises(tmp_path: Path) -> None
 
 def test_malformed_fields_are_a_programming_error(listener: tuple[socket.socket, str]) -> None:
     notifier = Notifier(env={"NOTIFY_SOCKET": listener[1]})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="single-line KEY=value"):
         notifier.send("READY=1\nWATCHDOG=1")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="single-line KEY=value"):
         notifier.send("READY")
 
 
