@@ -16,8 +16,6 @@ from edge_config.errors import ArtifactError, ExportError, ExportInputError
 from edge_config.manifest import MODEL_NAME, Manifest, write_manifest
 from runtime.model.artifact import load_artifact
 
-__all__ = ["check_out_dir", "write_artifact"]
-
 
 def check_out_dir(out: Path, *, force: bool) -> None:
     """Refuse up front (before minutes of work) an --out that exists and would not be replaced."""

@@ -22,15 +22,6 @@ from edge_config.errors import ExportInputError
 from edge_config.manifest import Normalization
 from exporter.csv_columns import read_numeric_columns
 
-__all__ = [
-    "CalibrationData",
-    "NormalizationFile",
-    "ar1_stream",
-    "normalization_from",
-    "read_calibration_csv",
-    "read_normalization",
-]
-
 MIN_CALIBRATION_ROWS = 50
 
 

@@ -108,8 +108,7 @@ def format_summary(manifest: Any, directory: Path) -> str:
             lines.append(f"      {r.detail}")
     if manifest.calibration is not None:
         lines.append(f"  threshold: {manifest.calibration.threshold:.4g} ({manifest.calibration.method})")
-    for note in manifest.notes:
-        lines.append(f"  note: {note}")
+    lines.extend(f"  note: {note}" for note in manifest.notes)
     lines.append(f"  files: {directory / 'model.onnx'}  {directory / 'manifest.json'}")
     return "\n".join(lines)
 

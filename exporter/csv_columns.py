@@ -15,8 +15,6 @@ import numpy as np
 
 from edge_config.errors import ExportInputError
 
-__all__ = ["read_numeric_columns"]
-
 
 def _as_float(text: str) -> float | None:
     try:

@@ -26,8 +26,6 @@ from edge_config.errors import ExportInputError, UnsupportedModelError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["build_model", "load_weights", "parse_model_kwargs", "resolve_spec"]
-
 
 def parse_model_kwargs(text: str | None) -> dict[str, Any]:
     """`--model-kwargs` JSON → keyword arguments (an object, or nothing)."""
@@ -54,7 +52,7 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's file can raise anything; report it as bad input
         del sys.modules[name]
         raise ExportInputError(f"--model: importing {path} failed: {type(exc).__name__}: {exc}") from None
     return module
@@ -92,7 +90,7 @@ def build_model(spec: str, kwargs: dict[str, Any]) -> nn.Module:
         raise ExportInputError(f"--model {spec!r} is not a class or function")
     try:
         model = factory(**kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's constructor can raise anything; report it as bad input
         raise ExportInputError(
             f"--model {spec!r}: calling it with {kwargs} failed: {type(exc).__name__}: {exc}"
         ) from None
@@ -118,7 +116,7 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
             f"weights file holds a pickle payload that weights_only loading refuses{what}; "
             "save a plain state_dict with torch.save(model.state_dict(), FILE)"
         ) from None
-    except Exception as exc:  # torch raises KeyError/RuntimeError/EOFError… for non-checkpoint bytes
+    except Exception as exc:  # noqa: BLE001 - torch raises KeyError/RuntimeError/EOFError… for non-checkpoint bytes
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportInputError(f"--weights {path}: not a torch.save state_dict: {first[:200]}") from None
     # A whole-module checkpoint {"state_dict": {...}} is common; accept its inner dict.

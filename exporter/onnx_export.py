@@ -14,15 +14,14 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import onnx
-import torch
 
 from edge_config.errors import ExportError, UnsupportedModelError
-from exporter.streaming import StreamingWrapper
 
-__all__ = ["OPSET", "export_onnx", "graph_ops"]
+if TYPE_CHECKING:
+    from exporter.streaming import StreamingWrapper
 
 OPSET = 17
 _EXAMPLE_BATCH, _EXAMPLE_TIME = 2, 7  # any sizes; the axes are dynamic and gate 1 uses others
@@ -68,6 +67,8 @@ def export_onnx(
     wrapper: StreamingWrapper, *, time_steps: Literal["dynamic", 1] = "dynamic", unrolled: bool = False
 ) -> bytes:
     """Export `wrapper` (layout already probed) → ONNX bytes with inputs x + states, outputs y + states."""
+    import torch
+
     layout = wrapper.layout
     if layout is None:
         raise ExportError("internal: export_onnx needs a probed StreamingWrapper (make_streaming)")
@@ -97,7 +98,7 @@ def export_onnx(
             )
     except UnsupportedModelError:
         raise
-    except Exception as exc:  # the exporter raises many unrelated types for unsupported ops
+    except Exception as exc:  # noqa: BLE001 - torch.onnx.export raises many unrelated types for unsupported ops
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnsupportedModelError(f"torch.onnx.export failed: {type(exc).__name__}: {first[:240]}") from None
     data = buffer.getvalue()

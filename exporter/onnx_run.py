@@ -1,7 +1,7 @@
 """Run an exported graph the way the runtime does: x + carried state → y + next state.
 
-`GraphRunner` wraps anything with `run(output_names, feeds) -> list[np.ndarray]` — an ORT
-`InferenceSession`, or onnx's reference evaluator for graphs the local providers cannot
+`GraphRunner` wraps an `InferenceBackend` (the runtime's protocol: `run(output_names, feeds)
+-> list[np.ndarray]`) — an ORT `InferenceSession`, or onnx's reference evaluator for graphs the local providers cannot
 run (float16 LSTM crashes ORT's CPU provider at session creation; see field notes) —
 and knows the graph's state input/output names.
 """
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-__all__ = ["Backend", "GraphRunner", "StateNames", "ort_session", "reference_session"]
+from edge_config.manifest import OutputKind
 
-
-class Backend(Protocol):
-    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> Sequence[Any]: ...
+if TYPE_CHECKING:
+    from runtime.engine.types import InferenceBackend
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class StateNames:
     shapes: list[tuple[int, int]]
 
 
-def ort_session(model: bytes, providers: list[str] | None = None) -> Backend:
+def ort_session(model: bytes, providers: list[str] | None = None) -> InferenceBackend:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,21 +37,22 @@ def ort_session(model: bytes, providers: list[str] | None = None) -> Backend:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
+    return cast("InferenceBackend", session)  # onnxruntime ships no type information
 
 
-def reference_session(model: bytes) -> Backend:
+def reference_session(model: bytes) -> InferenceBackend:
     """onnx.reference: slow pure-numpy evaluation, but it computes float16 ops in float16."""
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    return cast(Backend, ReferenceEvaluator(onnx.load_model_from_string(model)))
+    return cast("InferenceBackend", ReferenceEvaluator(onnx.load_model_from_string(model)))
 
 
 class GraphRunner:
     """Feeds x [batch, time, features] and states [layers, batch, hidden]; returns numpy."""
 
-    def __init__(self, backend: Backend, names: StateNames, *, output_kind: str) -> None:
+    def __init__(self, backend: InferenceBackend, names: StateNames, *, output_kind: OutputKind) -> None:
         self.backend = backend
         self.names = names
         self.output_kind = output_kind

@@ -22,22 +22,6 @@ import numpy as np
 from edge_config.manifest import ParityResult
 from exporter.onnx_run import GraphRunner
 
-__all__ = [
-    "DEFAULT_QUANT_ATOL",
-    "GATE_DECISIONS",
-    "GATE_ONNX",
-    "GATE_QUANT",
-    "GATE_STREAM",
-    "GATE_UNROLLED",
-    "Tolerances",
-    "gate_decisions",
-    "gate_onnx_vs_torch",
-    "gate_quantized",
-    "gate_stream_vs_sequence",
-    "gate_unrolled_vs_torch",
-    "random_case",
-]
-
 GATE_ONNX = "onnx-vs-torch"
 GATE_STREAM = "stream-vs-sequence"
 GATE_UNROLLED = "unrolled-vs-torch"

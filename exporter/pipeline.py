@@ -1,8 +1,12 @@
-"""`edgewatch export`, step by step: load → make streaming → export → gates → quantize → write.
+"""`edgewatch export` as one list of named steps, `STEPS`:
 
-Every step reports a line through `log`; a refused model raises UnsupportedModelError (exit
-2), a failed parity gate ParityError (exit 1). Nothing is written until every gate passed,
-and then atomically (exporter.artifact_writer).
+    load → make streaming → export → validate → calibrate → quantize → validate → write
+
+Each step's progress line is numbered from its place in `STEPS` ("[3/7] exporting …"), so a
+step added to the list renumbers every line. A refused model raises UnsupportedModelError
+(exit 2), a failed parity gate ParityError (exit 1). Nothing is written until every gate
+passed, and then atomically (exporter.artifact_writer). torch is imported by the steps that
+need it, not by this module.
 """
 
 from __future__ import annotations
@@ -12,26 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edge_config.errors import ExportInputError, ParityError, UnsupportedModelError
-from edge_config.manifest import Calibration, Features, Manifest, ParityResult, ScoreSettings, StateSpec, sha256_bytes
+from edge_config.errors import ExportInputError
+from edge_config.manifest import Manifest, ParityResult, ScoreSettings
 from edge_config.presets import ExportTarget, export_target
-from exporter import parity
+from exporter import gates, parity
+from exporter.artifact_manifest import Streamable, build_manifest, state_names
 from exporter.artifact_writer import check_out_dir, write_artifact
-from exporter.calibration_data import ar1_stream
-from exporter.onnx_run import GraphRunner, StateNames, ort_session, reference_session
-from exporter.resolve import ResolvedInputs, Task, resolve_inputs, resolve_task
-from exporter.score_calibration import ScoreFn
-from runtime.engine.engine import normalize  # the gateway's own arithmetic: calibrate on what serves
+from exporter.onnx_run import GraphRunner, ort_session
+from exporter.resolve import ResolvedInputs, resolve_inputs, resolve_task
 
-if TYPE_CHECKING:  # these import torch; the pipeline imports them inside run_export only
-    from exporter.streaming import OutputLayout, RecurrentSite, StreamingWrapper
-
-__all__ = ["ExportRequest", "ExportResult", "run_export"]
+if TYPE_CHECKING:  # these import torch; the steps import them when they run
+    from exporter.quantize import QuantizationResult
+    from exporter.streaming import RecurrentSite
 
 MIN_STREAM_STEPS = 2000
 _MAX_CALIBRATION_FEEDS = 20_000
+
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ExportRequest:
     normalization: Path | None = None
     calibration: Path | None = None
     task: str = "auto"
-    tolerances: parity.Tolerances = parity.Tolerances()
+    tolerances: parity.Tolerances = field(default_factory=parity.Tolerances)
     steps: int = MIN_STREAM_STEPS
     force: bool = False
     name: str | None = None
@@ -57,231 +58,175 @@ class ExportResult:
     manifest: Manifest
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+class _Run:
+    """One export's work in progress, handed from step to step. Each attribute is set by the
+    step named beside it and only read by the steps after it."""
 
-    import onnx
-    import onnxruntime
-    import torch
+    model: Any  # load: the user's nn.Module with its weights
+    sites: list[RecurrentSite]  # load
+    inputs: ResolvedInputs  # load
+    to_unroll: Any  # load: on unrolled targets, a copy taken before the wrapper adds its hooks
+    m: Streamable  # make streaming
+    float_bytes: bytes  # export
+    float_runner: GraphRunner  # export
+    source_bytes: bytes  # validate: the graph to quantize (the unrolled one on unrolled targets)
+    source_runner: GraphRunner  # validate
+    scoring: gates.Scoring  # calibrate
+    quantized: QuantizationResult  # quantize
+    result: ExportResult  # write
 
-    try:
-        own = version("edgewatch")
-    except PackageNotFoundError:
-        own = "unknown"
-    return {
-        "edgewatch": own,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-
-
-def _torch_fn(wrapper: Any) -> parity.SequenceFn:
-    import torch
-
-    def run(x: np.ndarray, states: Any) -> tuple[np.ndarray, list[np.ndarray]]:
-        with torch.no_grad():
-            out = wrapper(
-                torch.from_numpy(np.ascontiguousarray(x)), *(torch.from_numpy(np.ascontiguousarray(s)) for s in states)
-            )
-        return out[0].numpy(), [o.numpy() for o in out[1:]]
-
-    return run
-
-
-def _plain_fn(wrapper: Any) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return wrapper.plain_forward(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-
-    return run
-
-
-def _check_gates(results: list[ParityResult], log: Callable[[str], None]) -> None:
-    for r in results:
-        verdict = "skipped" if r.skipped else ("passed" if r.passed else "FAILED")
-        log(f"  gate {r.gate}: {r.metric} {r.value:.3g} (limit {r.tolerance:.3g}) {verdict}")
-    for r in results:
-        if r.skipped or r.passed:
-            continue
-        if r.gate == parity.GATE_STREAM:
-            # Not a numerical detail: the model's output depends on more than the past.
-            raise UnsupportedModelError(
-                f"the model cannot be streamed: step-by-step output differs from the full-sequence output by "
-                f"{r.value:.3g} (> {r.tolerance:g}); it looks at the whole sequence (e.g. normalizes over the time axis)"
-            )
-        raise ParityError(
-            f"parity gate {r.gate} failed: {r.metric} {r.value:.3g} vs limit {r.tolerance:g} ({r.detail})"
-        )
-
-
-def _quant_backend(model: bytes, target: ExportTarget) -> tuple[Any, str] | str:
-    """The backend that can run the quantized graph here, or why none can."""
-    import onnxruntime as ort
-
-    if target.quantization != "fp16":
-        return ort_session(model), "CPUExecutionProvider"
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return ort_session(model, ["CUDAExecutionProvider"]), "CUDAExecutionProvider"
-    # ORT's CPU provider has no float16 LSTM kernel and crashes the process at session creation.
-    try:
-        return reference_session(model), "onnx.reference (numpy float16; no GPU provider here)"
-    except Exception as exc:  # an op the reference evaluator lacks
-        return f"no GPU provider here and onnx.reference cannot run the graph ({type(exc).__name__})"
-
-
-def _gate3_stream(inputs: ResolvedInputs, steps: int, features: int) -> tuple[np.ndarray, str]:
-    """Calibration data (normalized) repeated to `steps`, else a smooth synthetic stream."""
-    if inputs.calibration is not None:
-        cal = normalize(inputs.calibration.values, inputs.normalization)
-        reps = -(-steps // len(cal))
-        return np.tile(cal, (reps, 1))[:steps], "calibration data"
-    return ar1_stream(steps, features), "synthetic AR(1) stream"
+    def __init__(self, req: ExportRequest, target: ExportTarget, log: Log) -> None:
+        self.req = req
+        self.target = target
+        self.log = log
+        self.results: list[ParityResult] = []  # validate (both)
 
 
 @dataclass(frozen=True)
-class _Streamable:
-    """The user's model made streamable, and what the probes found."""
-
-    sites: list[RecurrentSite]
-    wrapper: StreamingWrapper
-    layout: OutputLayout
-    names: StateNames
-    task: Task
+class Step:
+    name: str
+    run: Callable[[_Run, Log], None]
+    """(the export so far, `say`: logs a line under this step's number)."""
+    numbered: bool = True
+    """False for a step that reports no progress line of its own."""
 
 
-@dataclass(frozen=True)
-class _Scoring:
-    settings: ScoreSettings
-    calibration: Calibration | None = None
-    score_fn: ScoreFn | None = None
+def _load(r: _Run, say: Log) -> None:
+    from exporter.loading import build_model, load_weights
+    from exporter.streaming import find_recurrent
+    from exporter.unroll import unroll_recurrent
+
+    req = r.req
+    say(f"loading {req.model} with weights {req.weights}")
+    r.model = build_model(req.model, req.model_kwargs)
+    load_weights(r.model, req.weights)
+    r.sites = find_recurrent(r.model)
+    r.log("  recurrent layers: " + ", ".join(f"{s.name} ({s.kind.upper()} {s.layers}×{s.hidden})" for s in r.sites))
+    r.inputs = resolve_inputs(
+        features=req.features,
+        normalization=req.normalization,
+        calibration=req.calibration,
+        default_width=r.sites[0].input_size,
+    )
+    r.to_unroll = unroll_recurrent(r.model, r.sites) if r.target.unrolled else None
 
 
-def _score_calibration(
-    inputs: ResolvedInputs, m: _Streamable, runner: GraphRunner, log: Callable[[str], None]
-) -> _Scoring:
+def _make_streamable(r: _Run, say: Log) -> None:
+    from exporter.streaming import make_streaming
+
+    n_features = len(r.inputs.features)
+    say(f"making it streamable ({n_features} features)")
+    wrapper = make_streaming(r.model, r.sites, n_features)
+    layout = wrapper.layout
+    assert layout is not None  # make_streaming probed it
+    task = resolve_task(r.req.task, output_size=layout.output_size, features=n_features)
+    names = state_names(r.sites)
+    r.log(f"  output: {layout.output_kind} of {layout.output_size} ({task}); state inputs: {', '.join(names.inputs)}")
+    r.m = Streamable(r.sites, wrapper, layout, names, task)
+
+
+def _export(r: _Run, say: Log) -> None:
+    from exporter.onnx_export import OPSET, export_onnx
+
+    say(f"exporting float ONNX (opset {OPSET})")
+    r.float_bytes = export_onnx(r.m.wrapper)
+    r.float_runner = GraphRunner(ort_session(r.float_bytes), r.m.names, output_kind=r.m.layout.output_kind)
+
+
+def _validate_float(r: _Run, say: Log) -> None:
+    from exporter.onnx_export import export_onnx
+    from exporter.streaming import make_streaming
+
+    say("parity gates 1-2: ONNX vs PyTorch, one step at a time vs whole sequence")
+    tol, n_features, m = r.req.tolerances, len(r.inputs.features), r.m
+    torch_fn = gates.torch_fn(m.wrapper)
+    r.results += [
+        parity.gate_onnx_vs_torch(torch_fn, gates.plain_fn(m.wrapper), r.float_runner, n_features, tol.onnx),
+        parity.gate_stream_vs_sequence(r.float_runner, n_features, tol.stream),
+    ]
+    gates.check_gates(r.results, r.log)
+    r.source_bytes, r.source_runner = r.float_bytes, r.float_runner
+    if r.to_unroll is not None:
+        r.log("  unrolling the recurrent cells into MatMul form (one step per call)")
+        r.source_bytes = export_onnx(make_streaming(r.to_unroll, r.sites, n_features), time_steps=1, unrolled=True)
+        r.source_runner = GraphRunner(ort_session(r.source_bytes), m.names, output_kind=m.layout.output_kind)
+        r.results.append(parity.gate_unrolled_vs_torch(torch_fn, r.source_runner, n_features, tol.onnx))
+        gates.check_gates(r.results[-1:], r.log)
+
+
+def _calibrate(r: _Run, say: Log) -> None:
     """Threshold and score settings from the float model's outputs on the calibration data.
 
     Calibrated on the float graph; gate 3's decision agreement then shows that the
     quantized artifact makes the same decisions under this threshold."""
     from exporter.score_calibration import calibrate_scores
 
-    base = ScoreSettings(kind="forecast-error" if m.task == "forecast" else "probability")
-    if inputs.calibration is None:
-        log("[5/7] score calibration: skipped (no --calibration; the gateway config must set a threshold)")
-        return _Scoring(base)
-    log("[5/7] score calibration on the calibration data")
-    x_cal = normalize(inputs.calibration.values, inputs.normalization)
+    base = ScoreSettings(kind="forecast-error" if r.m.task == "forecast" else "probability")
+    x_cal, cal = r.inputs.normalized, r.inputs.calibration
+    if x_cal is None or cal is None:
+        say("score calibration: skipped (no --calibration; the gateway config must set a threshold)")
+        r.scoring = gates.Scoring(base)
+        return
+    say("score calibration on the calibration data")
     # A last-step model gives one output per call: step it to get every step's output.
-    run = runner.step if m.layout.output_kind == "last" else runner.run
-    y_cal, _ = run(x_cal[None], runner.zero_states(1))
-    settings, calibration, score_fn = calibrate_scores(m.task, x_cal, y_cal[0], source=inputs.calibration.source)
-    log(f"  threshold {calibration.threshold:.4g} ({calibration.method}) from {calibration.steps} steps")
-    return _Scoring(settings, calibration, score_fn)
+    run = r.float_runner.step if r.m.layout.output_kind == "last" else r.float_runner.run
+    y_cal, _ = run(x_cal[None], r.float_runner.zero_states(1))
+    settings, calibration, score_fn = calibrate_scores(r.m.task, x_cal, y_cal[0], source=cal.source)
+    r.log(f"  threshold {calibration.threshold:.4g} ({calibration.method}) from {calibration.steps} steps")
+    r.scoring = gates.Scoring(settings, calibration, score_fn)
 
 
-def _gate3(
-    req: ExportRequest,
-    target: ExportTarget,
-    quantized: bytes,
-    inputs: ResolvedInputs,
-    m: _Streamable,
-    float_runner: GraphRunner,
-    scoring: _Scoring,
-    log: Callable[[str], None],
-) -> list[ParityResult]:
-    if target.quantization == "none":
-        log("[7/7] parity gate 3: not applicable (float32 target, nothing quantized)")
-        return []
-    stream, what = _gate3_stream(inputs, req.steps, len(inputs.features))
-    log(f"[7/7] parity gate 3: quantized vs float over {len(stream)} steps of {what}")
-    tol = req.tolerances
-    tolerance = tol.quant if tol.quant is not None else parity.DEFAULT_QUANT_ATOL[target.precision]
-    backend = _quant_backend(quantized, target)
-    if isinstance(backend, str):
-        skipped = ParityResult(
-            gate=parity.GATE_QUANT,
-            metric="max abs error",
-            value=0.0,
-            tolerance=tolerance,
-            passed=False,
-            skipped=True,
-            detail=backend,
-        )
-        results = [skipped]
-    else:
-        quant_runner = GraphRunner(backend[0], m.names, output_kind=m.layout.output_kind)
-        result, outputs = parity.gate_quantized(float_runner, quant_runner, stream, tolerance, evaluator=backend[1])
-        results = [result]
-        if scoring.score_fn is not None and scoring.calibration is not None:
-            results.append(
-                parity.gate_decisions(outputs, scoring.score_fn, scoring.calibration.threshold, tol.decisions)
-            )
-    _check_gates(results, log)
-    return results
+def _quantize(r: _Run, say: Log) -> None:
+    from exporter.quantize import calibration_feeds, quantize
+
+    say(f"quantizing for {r.target.name} ({r.target.quantization})")
+    feeds = None
+    if r.target.quantization == "qdq" and r.inputs.normalized is not None:
+        feeds = calibration_feeds(r.source_runner, r.inputs.normalized[:_MAX_CALIBRATION_FEEDS])
+    r.quantized = quantize(r.source_bytes, r.target, calibration_feeds=feeds, state_inputs=r.m.names.inputs)
+    for note in r.quantized.notes:
+        r.log(f"  {note}")
 
 
-def _make_streamable(
-    req: ExportRequest, model: Any, sites: list[Any], inputs: ResolvedInputs, log: Callable[[str], None]
-) -> _Streamable:
-    from exporter.streaming import make_streaming
+def _validate_quantized(r: _Run, say: Log) -> None:
+    if r.target.quantization == "none":
+        say("parity gate 3: not applicable (float32 target, nothing quantized)")
+        return
+    stream, what = gates.quant_stream(r.inputs, r.req.steps, len(r.inputs.features))
+    say(f"parity gate 3: quantized vs float over {len(stream)} steps of {what}")
+    results = gates.gate_quantized(r.quantized.model, r.target, r.float_runner, stream, r.req.tolerances, r.scoring)
+    gates.check_gates(results, r.log)
+    r.results += results
 
-    log(f"[2/7] making it streamable ({len(inputs.features)} features)")
-    wrapper = make_streaming(model, sites, len(inputs.features))
-    layout = wrapper.layout
-    assert layout is not None  # make_streaming probed it
-    task = resolve_task(req.task, output_size=layout.output_size, features=len(inputs.features))
-    names = StateNames(
-        inputs=[n[0] for s in sites for n in s.state_names()],
-        outputs=[n[1] for s in sites for n in s.state_names()],
-        shapes=[(s.layers, s.hidden) for s in sites for _ in s.state_names()],
+
+def _write(r: _Run, say: Log) -> None:
+    q = r.quantized
+    manifest = build_manifest(
+        r.req.name or r.req.out.name,
+        r.target,
+        r.m,
+        r.inputs,
+        r.scoring,
+        model_bytes=q.model,
+        fp32_bytes=len(r.source_bytes),
+        parity_results=r.results,
+        notes=q.notes,
     )
-    log(f"  output: {layout.output_kind} of {layout.output_size} ({task}); state inputs: {', '.join(names.inputs)}")
-    return _Streamable(sites, wrapper, layout, names, task)
+    directory = write_artifact(r.req.out, q.model, manifest, force=r.req.force)
+    r.result = ExportResult(directory, manifest)
 
 
-def _manifest(
-    req: ExportRequest,
-    target: ExportTarget,
-    m: _Streamable,
-    inputs: ResolvedInputs,
-    scoring: _Scoring,
-    model_bytes: bytes,
-    fp32_bytes: int,
-    parity_results: list[ParityResult],
-    notes: list[str],
-) -> Manifest:
-    from exporter.onnx_export import OPSET
-
-    return Manifest(
-        name=req.name or req.out.name,
-        sha256=sha256_bytes(model_bytes),
-        versions=_versions(),
-        opset=OPSET,
-        target=target.name,
-        precision=target.precision,
-        quantization=target.quantization,
-        providers=list(target.provider_types),
-        features=Features(names=inputs.features, count=len(inputs.features)),
-        time_steps=1 if target.unrolled else "dynamic",
-        outputs=["y", *m.names.outputs],
-        output_kind=m.layout.output_kind,
-        output_size=m.layout.output_size,
-        task=m.task,
-        state=[
-            StateSpec(input=i, output=o, shape=[s.layers, "batch", s.hidden], module=s.name, kind=k)  # type: ignore[arg-type]
-            for s in m.sites
-            for i, o, k in s.state_names()
-        ],
-        normalization=inputs.normalization,
-        score=scoring.settings,
-        calibration=scoring.calibration,
-        parity=parity_results,
-        sizes={"model": len(model_bytes), "fp32": fp32_bytes},
-        notes=notes,
-    )
+STEPS: tuple[Step, ...] = (
+    Step("load", _load),
+    Step("make streaming", _make_streamable),
+    Step("export", _export),
+    Step("validate", _validate_float),
+    Step("calibrate", _calibrate),
+    Step("quantize", _quantize),
+    Step("validate quantized", _validate_quantized),
+    # Silent: the write is atomic, and the caller prints the summary of what was written.
+    Step("write", _write, numbered=False),
+)
 
 
 def _check_request(req: ExportRequest) -> ExportTarget:
@@ -297,65 +242,18 @@ def _check_request(req: ExportRequest) -> ExportTarget:
     return target
 
 
-def run_export(req: ExportRequest, log: Callable[[str], None]) -> ExportResult:
-    """The whole export; raises an ExportError subclass (nothing written) on any failure."""
+def _labelled(log: Log, label: str) -> Log:
+    return lambda line: log(f"{label} {line}")
+
+
+def run_export(req: ExportRequest, log: Log) -> ExportResult:
+    """The whole export, step by step; raises an ExportError subclass (nothing written) on any failure."""
     import torch
 
-    from exporter.loading import build_model, load_weights
-    from exporter.onnx_export import OPSET, export_onnx
-    from exporter.quantize import calibration_feeds, quantize
-    from exporter.streaming import find_recurrent, make_streaming
-    from exporter.unroll import unroll_recurrent
-
     torch.manual_seed(0)
-    target = _check_request(req)
-
-    log(f"[1/7] loading {req.model} with weights {req.weights}")
-    model = build_model(req.model, req.model_kwargs)
-    load_weights(model, req.weights)
-    sites = find_recurrent(model)
-    log("  recurrent layers: " + ", ".join(f"{s.name} ({s.kind.upper()} {s.layers}×{s.hidden})" for s in sites))
-    inputs = resolve_inputs(
-        features=req.features,
-        normalization=req.normalization,
-        calibration=req.calibration,
-        default_width=sites[0].input_size,
-    )
-    to_unroll = unroll_recurrent(model, sites) if target.unrolled else None  # copy before the wrapper adds hooks
-    m = _make_streamable(req, model, sites, inputs, log)
-    n_features = len(inputs.features)
-
-    log(f"[3/7] exporting float ONNX (opset {OPSET})")
-    float_bytes = export_onnx(m.wrapper)
-    float_runner = GraphRunner(ort_session(float_bytes), m.names, output_kind=m.layout.output_kind)
-
-    log("[4/7] parity gates 1-2: ONNX vs PyTorch, one step at a time vs whole sequence")
-    tol = req.tolerances
-    results = [
-        parity.gate_onnx_vs_torch(_torch_fn(m.wrapper), _plain_fn(m.wrapper), float_runner, n_features, tol.onnx),
-        parity.gate_stream_vs_sequence(float_runner, n_features, tol.stream),
-    ]
-    _check_gates(results, log)
-    source_bytes, source_runner = float_bytes, float_runner
-    if to_unroll is not None:
-        log("  unrolling the recurrent cells into MatMul form (one step per call)")
-        source_bytes = export_onnx(make_streaming(to_unroll, sites, n_features), time_steps=1, unrolled=True)
-        source_runner = GraphRunner(ort_session(source_bytes), m.names, output_kind=m.layout.output_kind)
-        results.append(parity.gate_unrolled_vs_torch(_torch_fn(m.wrapper), source_runner, n_features, tol.onnx))
-        _check_gates(results[-1:], log)
-
-    scoring = _score_calibration(inputs, m, float_runner, log)
-
-    log(f"[6/7] quantizing for {target.name} ({target.quantization})")
-    feeds = None
-    if target.quantization == "qdq" and inputs.calibration is not None:
-        x_cal = normalize(inputs.calibration.values[:_MAX_CALIBRATION_FEEDS], inputs.normalization)
-        feeds = calibration_feeds(source_runner, x_cal)
-    quantized = quantize(source_bytes, target, calibration_feeds=feeds, state_inputs=m.names.inputs)
-    for note in quantized.notes:
-        log(f"  {note}")
-    results += _gate3(req, target, quantized.model, inputs, m, float_runner, scoring, log)
-
-    manifest = _manifest(req, target, m, inputs, scoring, quantized.model, len(source_bytes), results, quantized.notes)
-    directory = write_artifact(req.out, quantized.model, manifest, force=req.force)
-    return ExportResult(directory, manifest)
+    r = _Run(req, _check_request(req), log)
+    numbered = [s for s in STEPS if s.numbered]
+    for step in STEPS:
+        say = _labelled(log, f"[{numbered.index(step) + 1}/{len(numbered)}]") if step.numbered else log
+        step.run(r, say)
+    return r.result

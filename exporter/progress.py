@@ -10,8 +10,6 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["ProgressBar"]
-
 
 class ProgressBar:
     def __init__(self, total: int, label: str, *, stream: TextIO | None = None, width: int = 30) -> None:
@@ -28,7 +26,7 @@ class ProgressBar:
         frac = min(max(done / self.total, 0.0), 1.0)
         elapsed = time.monotonic() - self.start
         eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        filled = int(round(frac * self.width))
+        filled = round(frac * self.width)
         line = (
             f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}"
             f" {elapsed:5.1f}s eta {eta:5.1f}s {note}"

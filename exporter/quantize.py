@@ -26,8 +26,6 @@ from edge_config.presets import ExportTarget
 from exporter.onnx_export import graph_ops
 from exporter.onnx_run import GraphRunner
 
-__all__ = ["QuantizationResult", "calibration_feeds", "quantize"]
-
 _FEED_BATCH = 256  # calibration feeds are stacked on the batch axis: one ORT call per 256 steps
 
 
@@ -157,8 +155,10 @@ def _qdq(float_model: bytes, feeds: list[dict[str, np.ndarray]], state_inputs: l
     ops = graph_ops(onnx.load_model_from_string(data))
     notes = [
         "recurrent cells unrolled into Gemm/MatMul + Sigmoid/Tanh/Mul; one step per call",
-        f"static QDQ int8 (uint8 activations, int8 weights) calibrated on {len(feeds)} steps; "
-        f"{ops.get('DequantizeLinear', 0)} DequantizeLinear nodes",
+        (
+            f"static QDQ int8 (uint8 activations, int8 weights) calibrated on {len(feeds)} steps; "
+            f"{ops.get('DequantizeLinear', 0)} DequantizeLinear nodes"
+        ),
     ]
     return QuantizationResult(data, notes)
 

@@ -3,27 +3,26 @@
 Feature names come from, in order: `--features`, the normalization file, the calibration
 CSV's numeric columns, else `f0..f{n-1}` with n the first RNN's input size. Normalization
 comes from the file, else from the calibration data's mean/std, else none (the model takes
-raw values).
+raw values). The calibration data is normalized here, once, with the manifest's own
+`Normalization.apply` (the gateway's float32 arithmetic), for every step that uses it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
 
 from edge_config.errors import ExportInputError, UnsupportedModelError
-from edge_config.manifest import Normalization
+from edge_config.manifest import Normalization, Task
 from exporter.calibration_data import (
     CalibrationData,
     normalization_from,
     read_calibration_csv,
     read_normalization,
 )
-
-__all__ = ["ResolvedInputs", "Task", "resolve_inputs", "resolve_task"]
-
-Task = Literal["forecast", "probability"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,8 @@ class ResolvedInputs:
     normalization_source: str
     """"file", "calibration" or "none"."""
     calibration: CalibrationData | None
+    normalized: NDArray[np.float32] | None = None
+    """The calibration values as the model sees them: normalized in float32, [T, F]."""
 
 
 def resolve_inputs(
@@ -60,9 +61,11 @@ def resolve_inputs(
             raise ExportInputError(
                 f"the normalization file has {len(norm_file.normalization.mean)} entries for {len(names)} features"
             )
-        return ResolvedInputs(names, norm_file.normalization, "file", cal)
+        norm = norm_file.normalization
+        return ResolvedInputs(names, norm, "file", cal, None if cal is None else norm.apply(cal.values))
     if cal is not None:
-        return ResolvedInputs(names, normalization_from(cal.values), "calibration", cal)
+        norm = normalization_from(cal.values)
+        return ResolvedInputs(names, norm, "calibration", cal, norm.apply(cal.values))
     return ResolvedInputs(names, None, "none", None)
 
 

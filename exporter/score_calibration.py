@@ -14,10 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edge_config.errors import ExportInputError
-from edge_config.manifest import Calibration, ScoreSettings
-from exporter.resolve import Task
-
-__all__ = ["ScoreFn", "calibrate_scores"]
+from edge_config.manifest import Calibration, ScoreSettings, Task
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(x_norm [T, F], y [T, n]) -> scores [T]."""

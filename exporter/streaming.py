@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from edge_config.errors import UnsupportedModelError
+from edge_config.manifest import OutputKind
 
-__all__ = ["OutputLayout", "RecurrentSite", "StreamingWrapper", "find_recurrent", "make_streaming"]
+StateKind = Literal["lstm_h", "lstm_c", "gru_h"]
 
 # Two probes with distinct batch and time sizes (and batch != time) tell every axis apart.
 _PROBES = ((5, 11), (6, 13))
@@ -42,9 +43,10 @@ class RecurrentSite:
     layers: int
     batch_first: bool
 
-    def state_names(self) -> list[tuple[str, str, str]]:
+    def state_names(self) -> list[tuple[str, str, StateKind]]:
         """(graph input, graph output, StateSpec.kind) per state tensor, in wrapper order."""
-        names = [(f"h0.{self.name}", f"hn.{self.name}", f"{self.kind}_h")]
+        h: StateKind = "lstm_h" if self.kind == "lstm" else "gru_h"
+        names = [(f"h0.{self.name}", f"hn.{self.name}", h)]
         if self.kind == "lstm":
             names.append((f"c0.{self.name}", f"cn.{self.name}", "lstm_c"))
         return names
@@ -57,7 +59,7 @@ class OutputLayout:
     features: int
     time_major_input: bool
     """True when the model's forward takes [time, batch, features]."""
-    output_kind: Literal["sequence", "last"]
+    output_kind: OutputKind
     output_size: int
     output_time_major: bool
     """The raw output was [time, batch, n]; the wrapper transposes it."""
@@ -80,7 +82,8 @@ def find_recurrent(model: nn.Module) -> list[RecurrentSite]:
             raise UnsupportedModelError("the model is a bare nn.LSTM/nn.GRU: wrap it in a module with a head")
         if module.bidirectional:
             raise UnsupportedModelError(
-                f"{name}: bidirectional {type(module).__name__} reads the future and cannot be streamed one step at a time"
+                f"{name}: bidirectional {type(module).__name__} reads the future "
+                "and cannot be streamed one step at a time"
             )
         if getattr(module, "proj_size", 0) > 0:
             raise UnsupportedModelError(
@@ -114,7 +117,9 @@ class StreamingWrapper(nn.Module):
             module.register_forward_hook(self._make_post_hook(site))
 
     def _make_pre_hook(self, site: RecurrentSite) -> Any:
-        def pre_hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        def pre_hook(
+            module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
             if self._feed is None:
                 return None
             self._calls[site.name] = self._calls.get(site.name, 0) + 1
@@ -126,7 +131,7 @@ class StreamingWrapper(nn.Module):
         return pre_hook
 
     def _make_post_hook(self, site: RecurrentSite) -> Any:
-        def post_hook(module: Any, args: tuple, output: Any) -> None:
+        def post_hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
             if self._feed is not None:
                 self._final[site.name] = output[1]
 
@@ -190,7 +195,8 @@ class StreamingWrapper(nn.Module):
             out = out[0]
         if layout.add_feature_axis:
             out = out.unsqueeze(-1)
-        return out.transpose(0, 1) if layout.output_time_major else out
+        canonical: torch.Tensor = out.transpose(0, 1) if layout.output_time_major else out
+        return canonical
 
     def zero_states(self, batch: int) -> list[torch.Tensor]:
         return [torch.zeros(site.layers, batch, site.hidden) for site in self.sites for _ in site.state_names()]
@@ -215,7 +221,7 @@ def _output_layout(shapes: list[tuple[int, ...]], features: int, time_major: boo
     (b1, t1), (b2, t2) = _PROBES
     s1, s2 = shapes
 
-    def layout(kind: Literal["sequence", "last"], size: int, tmajor: bool, add: bool) -> OutputLayout:
+    def layout(kind: OutputKind, size: int, tmajor: bool, add: bool) -> OutputLayout:
         return OutputLayout(features, time_major, kind, size, tmajor, add)
 
     if len(s1) == 3 and s1[2] == s2[2]:
@@ -250,7 +256,7 @@ def make_streaming(model: nn.Module, sites: list[RecurrentSite], features: int) 
             shapes = _probe(wrapper, features, time_major)
         except UnsupportedModelError:
             raise
-        except Exception as exc:  # the user's forward can raise anything on a wrong layout
+        except Exception as exc:  # noqa: BLE001 - the user's forward can raise anything on a wrong layout
             errors.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
             continue
         wrapper.layout = _output_layout(shapes, features, time_major)

@@ -18,12 +18,10 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
 from exporter.streaming import RecurrentSite
-
-__all__ = ["UnrolledGRU", "UnrolledLSTM", "unroll_recurrent"]
 
 
 class _Unrolled(nn.Module):

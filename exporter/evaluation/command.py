@@ -110,9 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(format_table(args.setting, ours))
     if args.files is not None:
-        print(
-            f"reduced run: {len(files)} of the 34 files ({sum(m['rows'] for m in ours.values()) // len(ours)} test rows)"
-        )
+        rows = sum(m["rows"] for m in ours.values()) // len(ours)
+        print(f"reduced run: {len(files)} of the 34 files ({rows} test rows)")
     if len(targets) > 1:
         print(f"{args.target} vs cpu-fp32: F1 {ours[args.target]['f1'] - ours['cpu-fp32']['f1']:+.4f}")
     print(f"trained on: {result.trained_on}")

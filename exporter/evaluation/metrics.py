@@ -14,19 +14,11 @@ are the rows where its 0/1 prediction changes, as in SKAB's notebooks.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-__all__ = [
-    "NAB_PROFILES",
-    "Confusion",
-    "changepoint_alarms",
-    "confusion",
-    "nab_score",
-    "pooled",
-]
 
 
 @dataclass(frozen=True)
@@ -114,7 +106,7 @@ def _windows(cp_ts: np.ndarray, window_s: float, where: str) -> list[list[float]
     default intersection mode)."""
     offset = {"right": (0.0, window_s), "center": (-window_s / 2, window_s / 2), "left": (-window_s, 0.0)}[where]
     bounds = [[t + offset[0], t + offset[1]] for t in np.sort(cp_ts)]
-    for prev, nxt in zip(bounds, bounds[1:], strict=False):
+    for prev, nxt in itertools.pairwise(bounds):
         if prev[1] >= nxt[0]:
             nxt[0] = prev[1]
     return bounds

@@ -18,16 +18,6 @@ from exporter.evaluation.metrics import NAB_PROFILES, changepoint_alarms, confus
 from exporter.evaluation.skab import SENSORS, TRAIN_ROWS, SkabFile
 from exporter.evaluation.skab_eval import DetectorConfig, FileResult, SettingResult
 
-__all__ = [
-    "LEADERBOARD",
-    "NAB_LEADERBOARD",
-    "format_table",
-    "metrics",
-    "plot_results",
-    "write_json",
-    "write_predictions",
-]
-
 LEADERBOARD: tuple[tuple[str, float, float, float], ...] = (
     # SKAB v0.9 outlier detection, test split (data/README.md): F1, FAR %, MAR %.
     ("Conv-AE", 0.78, 13.55, 28.02),
@@ -100,7 +90,8 @@ def format_table(setting: str, ours: dict[str, dict[str, Any]]) -> str:
     )
     if setting == "streaming":
         lines.append(
-            "note: the leaderboard is the published protocol (a model per file); this setting is not comparable row for row"
+            "note: the leaderboard is the published protocol (a model per file); "
+            "this setting is not comparable row for row"
         )
     return "\n".join(lines)
 

@@ -15,20 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_config.errors import EdgewatchError
-
-__all__ = [
-    "ENV_VAR",
-    "SENSORS",
-    "SUBFOLDERS",
-    "TRAIN_ROWS",
-    "SkabError",
-    "SkabFile",
-    "load_anomaly_free",
-    "load_labelled",
-    "read_skab_csv",
-    "resolve_skab_dir",
-]
+from edge_config.errors import ExportInputError
 
 ENV_VAR = "EDGEWATCH_SKAB_DIR"
 SENSORS: tuple[str, ...] = (
@@ -46,10 +33,8 @@ TRAIN_ROWS = 400
 """The published protocol's training split: each labelled file's first 400 rows."""
 
 
-class SkabError(EdgewatchError):
-    """The SKAB folder or one of its files is missing or malformed."""
-
-    exit_code = 2
+class SkabError(ExportInputError):
+    """The SKAB folder or one of its files is missing or malformed (exit code 2)."""
 
 
 @dataclass(frozen=True)

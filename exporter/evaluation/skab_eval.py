@@ -42,17 +42,6 @@ from runtime.engine.replay import Recording, Replay, replay
 if TYPE_CHECKING:
     from runtime.engine.engine import Engine
 
-__all__ = [
-    "PUBLISHED",
-    "STREAMING",
-    "DetectorConfig",
-    "FileResult",
-    "SettingResult",
-    "run_published",
-    "run_streaming",
-    "stream_threshold",
-]
-
 Log = Callable[[str], None]
 
 
@@ -231,7 +220,8 @@ def run_published(
                 result.artifacts.setdefault(target, _sizes(directory))
             seconds["engine"] += time.monotonic() - started
             log(
-                f"  [{i + 1}/{len(files)}] {f.name}: trained, exported {', '.join(targets)}, streamed ({sum(seconds.values()):.0f}s)"
+                f"  [{i + 1}/{len(files)}] {f.name}: trained, exported {', '.join(targets)}, "
+                f"streamed ({sum(seconds.values()):.0f}s)"
             )
     result.seconds = seconds
     return result

@@ -86,7 +86,7 @@ def export_command(out: Path, kwargs: dict[str, Any], calibration: Path, target:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # imported before the bar starts its clock (the import takes seconds)
+    import torch  # noqa: F401 - imported before the bar starts its clock (the import takes seconds)
 
     from exporter.progress import ProgressBar
     from exporter.training.data import read_training_csvs

@@ -16,8 +16,6 @@ import numpy as np
 from edge_config.errors import ExportInputError
 from exporter.csv_columns import read_numeric_columns
 
-__all__ = ["TrainingData", "read_training_csvs"]
-
 
 @dataclass(frozen=True)
 class TrainingData:

@@ -18,26 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from edge_config.errors import EdgewatchError
-
-__all__ = [
-    "NormalizationStats",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingError",
-    "fit_normalization",
-    "make_windows",
-    "train_forecaster",
-    "write_training_output",
-]
+from edge_config.errors import ExportInputError
 
 ProgressFn = Callable[[int, int, float], None]
 """progress(epoch_done, epochs, mean_loss)."""
 
 
-class TrainingError(EdgewatchError):
-    exit_code = 2
+class TrainingError(ExportInputError):
+    """A training option or the training data cannot work (exit code 2), like --data's own errors."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +73,8 @@ class NormalizationStats:
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         """values: [T, F] raw → float32 [T, F] normalized."""
-        return ((values - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+        normalized: NDArray[np.float32] = ((values - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
+        return normalized
 
     def to_json(self) -> dict[str, list[Any]]:
         return asdict(self)
@@ -126,7 +117,7 @@ def make_windows(sequences: Sequence[np.ndarray], window: int, stride: int) -> n
     """Cut [T_i, F] sequences into float32 [N, window + 1, F] (inputs are [:, :-1], targets
     [:, 1:]); the last window of each sequence is aligned to its end so no tail is lost.
     Sequences shorter than window + 1 are used whole only when window == 0."""
-    cuts = []
+    cuts: list[np.ndarray] = []
     for seq in sequences:
         n = len(seq)
         if n < window + 1:
@@ -152,7 +143,7 @@ def _split_tails(sequences: list[np.ndarray], fraction: float) -> tuple[list[np.
     """The training heads of each sequence, and where each one's held-out tail starts."""
     if fraction == 0.0:
         return sequences, []
-    cut = [int(round(len(s) * (1.0 - fraction))) for s in sequences]
+    cut = [round(len(s) * (1.0 - fraction)) for s in sequences]
     return [s[:c] for s, c in zip(sequences, cut, strict=False)], cut
 
 
@@ -215,7 +206,7 @@ def train_forecaster(
                 pred = model(batch[:, :-1])
                 loss = torch.mean((pred[:, config.burn_in :] - batch[:, 1 + config.burn_in :]) ** 2)
                 optimizer.zero_grad()
-                loss.backward()
+                torch.autograd.backward(loss)  # = loss.backward(), which torch leaves unannotated
                 # LSTMs on raw sensor data see the odd spike; clipping keeps one from wrecking the run.
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -251,7 +242,8 @@ def _persistence_logits(sequences: list[np.ndarray]) -> np.ndarray:
     num = sum((c[1:] * c[:-1]).sum(axis=0) for c in centred)
     den = sum((c**2).sum(axis=0) for c in centred)
     rho = np.clip(num / np.maximum(den, 1e-12), 0.02, 0.98)
-    return np.log(rho / (1.0 - rho)).astype(np.float32)
+    logit: NDArray[np.float32] = np.log(rho / (1.0 - rho)).astype(np.float32)
+    return logit
 
 
 def _held_out_error(model: Any, val: list[tuple[Any, int]]) -> float:

@@ -27,8 +27,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SPEC", "ForecastLSTM"]
-
 SPEC = "exporter.training.reference_model:ForecastLSTM"
 """The `--model` value that names this class for `edgewatch export`."""
 
@@ -54,7 +52,7 @@ class ForecastLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float32 [batch, time, features] normalized → y: [batch, time, features]."""
         out, _ = self.lstm(x)
-        y = self.head(out)
+        y: torch.Tensor = self.head(out)
         if self.persistence:
             y = y + torch.sigmoid(self.gate_logit) * x
         return y
