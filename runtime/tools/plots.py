@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 _ALERT = "#e8590c"
 _LABEL = "#c92a2a"
@@ -48,9 +52,9 @@ def intervals(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=False))
 
 
-def _shade(ax: object, x: np.ndarray, flags: np.ndarray, color: str, alpha: float) -> None:
+def _shade(ax: Axes, x: np.ndarray, flags: np.ndarray, color: str, alpha: float) -> None:
     for start, end in intervals(flags):
-        ax.axvspan(x[start], x[min(end, len(x) - 1)], color=color, alpha=alpha, lw=0)  # type: ignore[attr-defined]
+        ax.axvspan(x[start], x[min(end, len(x) - 1)], color=color, alpha=alpha, lw=0)
 
 
 def plot_stream(trace: StreamTrace, path: Path | str, *, dpi: int = 90) -> Path:

@@ -21,18 +21,22 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.ops.counts import Counts
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 _SUBACK_WAIT_S = 0.5  # the bus does not expose SUBACK: publications before it would not reach us
 _POLL_S = 0.002
 _TIMEOUT_S = 600.0
 
 
-def histogram_buckets(registry: object, name: str) -> list[tuple[float, float]]:
+def histogram_buckets(registry: CollectorRegistry, name: str) -> list[tuple[float, float]]:
     """[(upper bound s, cumulative count)] of a Prometheus histogram, +Inf last."""
     out: list[tuple[float, float]] = []
-    for metric in registry.collect():  # type: ignore[attr-defined]
+    for metric in registry.collect():
         if metric.name != name:
             continue
         out.extend(
