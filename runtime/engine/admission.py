@@ -15,20 +15,43 @@ is a single pass whose only per-message Python work is reading the messages' fie
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from operator import attrgetter
 from typing import Literal
 
 import numpy as np
 
 from runtime.engine.streams import NO_SEQ, StateStore
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message, OutcomeStatus
+from runtime.ops.counts import Counts
 
-__all__ = ["DROPPED_NAMES", "AdmissionCounts", "GapPolicy", "Plan", "admit"]
+__all__ = ["GapPolicy", "Plan", "Verdict", "admit"]
 
-KEEP, DUPLICATE, OUT_OF_ORDER, REFUSED = 0, 1, 2, 3
-DROPPED_NAMES = ("processed", "duplicate", "out-of-order", "refused")
+
+class Verdict(IntEnum):
+    """What admission decided for a message (int8 codes in Plan.status, for vectorized work)."""
+
+    KEEP = 0
+    """Some samples run (its seen prefix, if any, was dropped)."""
+    DUPLICATE = 1
+    OUT_OF_ORDER = 2
+    REFUSED = 3
+
+    @property
+    def status(self) -> OutcomeStatus:
+        return _STATUS[self]
+
+
+_STATUS: dict[Verdict, OutcomeStatus] = {
+    Verdict.KEEP: "processed",
+    Verdict.DUPLICATE: "duplicate",
+    Verdict.OUT_OF_ORDER: "out-of-order",
+    Verdict.REFUSED: "refused",
+}
+KEEP, DUPLICATE, OUT_OF_ORDER, REFUSED = Verdict.KEEP, Verdict.DUPLICATE, Verdict.OUT_OF_ORDER, Verdict.REFUSED
 _WINDOW_BITS = 64  # seqs remembered behind the last one, to tell a duplicate from a late sample
 _ALL_BITS = np.uint64((1 << _WINDOW_BITS) - 1)
 
@@ -44,18 +67,6 @@ class GapPolicy:
 
 
 @dataclass(slots=True)
-class AdmissionCounts:
-    """What one batch's admission dropped and found (the engine adds them to its counters)."""
-
-    duplicate_samples: int = 0
-    out_of_order_samples: int = 0
-    refused_messages: int = 0
-    gaps: int = 0
-    resets: int = 0
-    seq_restarts: int = 0
-
-
-@dataclass(slots=True)
 class Plan:
     """The batch's samples and the ORT calls to run them in; unit arrays are sorted by (message, start)."""
 
@@ -64,7 +75,7 @@ class Plan:
     offsets: np.ndarray
     """int64 [M]: row in `values` of each message's first sample."""
     status: np.ndarray
-    """int8 [M]: KEEP, DUPLICATE, OUT_OF_ORDER or REFUSED (index into DROPPED_NAMES)."""
+    """int8 [M]: a Verdict per message."""
     unit_slot: np.ndarray
     """int64 [U]: the unit's stream slot."""
     unit_message: np.ndarray
@@ -78,7 +89,8 @@ class Plan:
     """bool [U]: the message's last unit (its stream status is reported after it)."""
     calls: list[np.ndarray]
     """Unit indices of each ORT call, in execution order (round, then T); same T within a call."""
-    counts: AdmissionCounts = field(default_factory=AdmissionCounts)
+    counts: Counts = field(default_factory=Counts)
+    """What admission dropped and found: samples skipped, gaps, seq restarts, model resets."""
 
 
 def _rank_within(keys: np.ndarray) -> np.ndarray:
@@ -123,7 +135,7 @@ class _Admission:
 
     def __init__(self, messages: Sequence[Message], store: StateStore, policy: GapPolicy, features: int) -> None:
         self.messages, self.store, self.policy = messages, store, policy
-        self.counts = AdmissionCounts()
+        self.counts = Counts()
         self.values, self.sizes = _values(messages, features)
         n = len(messages)
         self.offsets = np.zeros(n, dtype=np.int64)
@@ -132,7 +144,6 @@ class _Admission:
         self.slots = store.open_many(list(map(_stream, messages)), self.received)
         self.seqs = _seqs(messages)
         self.status = np.where(self.slots < 0, REFUSED, KEEP).astype(np.int8)
-        self.counts.refused_messages = int(np.count_nonzero(self.slots < 0))
         self.start = np.zeros(n, dtype=np.int64)
         self.gap = np.zeros(n, dtype=bool)
         self.restart = np.zeros(n, dtype=bool)
@@ -231,7 +242,7 @@ class _Admission:
         gap = self.gap[keep]
         seg_reset = (gap & reset_on_gap) | self.restart[keep]
         self.counts.gaps += int(gap.sum())
-        self.counts.resets += int(seg_reset.sum())
+        self.counts.model_resets += int(seg_reset.sum())
         seg_msg, seg_start, seg_stop = keep, self.start[keep], self.sizes[keep].copy()
         if self.policy.max_gap_s is not None:
             seg_msg, seg_start, seg_stop, seg_reset = self._inner_gaps(
@@ -295,10 +306,10 @@ class _Admission:
             cuts = (int(start[k]) + 1 + np.flatnonzero(np.diff(ts[start[k] :]) > max_gap)).tolist()
             self.counts.gaps += len(cuts)
             if cuts and reset_on_gap:
-                self.counts.resets += len(cuts)
+                self.counts.model_resets += len(cuts)
                 bounds = [*cuts, int(stop[k])]
                 stop[k] = cuts[0]
-                extra.extend((i, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=False))
+                extra.extend((i, a, b) for a, b in itertools.pairwise(bounds))
         if not extra:
             return msg, start, stop, reset
         more = np.array(extra, dtype=np.int64).reshape(-1, 3)

@@ -15,87 +15,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_config.manifest import Normalization
 from edge_config.schema import ModelConfig
-from runtime.engine.admission import DROPPED_NAMES, KEEP, GapPolicy, Plan, admit
+from runtime.engine.admission import KEEP, GapPolicy, Plan, Verdict, admit
 from runtime.engine.alerts import Alert
 from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
 from runtime.engine.streams import NO_SEQ, StateStore
-from runtime.ingest.payload import Message
-from runtime.model.artifact import Artifact
+from runtime.engine.types import Eviction, InferenceBackend, Message, Outcome, StreamStatus
+from runtime.ops.counts import Counts
 
-__all__ = ["Engine", "EngineCounters", "Eviction", "InferenceBackend", "Outcome", "OutcomeStatus", "normalize"]
+if TYPE_CHECKING:  # only a type here: runtime.model imports the engine
+    from runtime.model.artifact import Artifact
 
-OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused"]
-
-
-class InferenceBackend(Protocol):
-    """The part of onnxruntime.InferenceSession the engine uses."""
-
-    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray], /) -> list[np.ndarray]: ...
+__all__ = ["Engine"]
 
 
 @dataclass(slots=True)
-class Outcome:
-    """What became of one input Message (same order as the input)."""
+class _Call:
+    """What one ORT call produced: per unit (row) outputs and scores, and what the tracker said."""
 
-    message: Message
-    status: OutcomeStatus
-    """refused: a new stream while max_streams streams are active (nothing was stepped)."""
-    steps: int
-    """Samples stepped through the model (fewer than T when a seen prefix was dropped)."""
-    outputs: np.ndarray | None
-    """Raw model outputs [steps, output_size]."""
-    scores: np.ndarray | None
-    """float64 [steps]; NaN while the scorer has no prediction yet."""
-    alerts: list[Alert] = field(default_factory=list)
-    """To publish, in order."""
-    stream_status: str | None = None
-    """The stream's new retained status when it changed: "ok" | "alert" | "warming-up"."""
-
-
-@dataclass(frozen=True, slots=True)
-class Eviction:
-    """A stream forgotten after idle_ttl_s, and the `cleared` of the alert it still had open."""
-
-    stream: str
-    cleared: Alert | None
-
-
-@dataclass(slots=True)
-class EngineCounters:
-    """Counts since the engine was built (metrics read them; the engine never lowers them)."""
-
-    messages: int = 0
-    steps: int = 0
-    ort_calls: int = 0
-    duplicate_samples: int = 0
-    out_of_order_samples: int = 0
-    refused_messages: int = 0
-    gaps: int = 0
-    resets: int = 0
-    """Model-state resets: gaps with on_gap=reset, seq restarts, reset commands."""
-    seq_restarts: int = 0
-    evicted: int = 0
-    rewarming: int = 0
-    """New streams first seen with seq > 0: mid-sequence, so whatever state they had (before a
-    restart without their checkpoint, or an eviction) is lost and they warm up from zero."""
-    alerts_raised: int = 0
-    alerts_updated: int = 0
-    alerts_cleared: int = 0
-
-
-def normalize(values: np.ndarray, normalization: Normalization | None) -> np.ndarray:
-    """(x - mean) / std per feature in float32, any leading shape [..., F] (what the engine feeds)."""
-    values = np.asarray(values, dtype=np.float32)
-    if normalization is None:
-        return values
-    return (values - np.asarray(normalization.mean, dtype=np.float32)) / np.asarray(normalization.std, dtype=np.float32)
+    y: np.ndarray
+    """[B, T, n] raw outputs."""
+    scores: np.ndarray
+    """[B, T]."""
+    alerts: list[tuple[int, Alert]]
+    """(message index, alert), in step order."""
+    statuses: list[tuple[int, StreamStatus]]
+    """(message index, new stream status)."""
 
 
 class Engine:
@@ -121,7 +71,9 @@ class Engine:
         self.artifact = artifact
         self.model = model
         self.idle_ttl_s = idle_ttl_s
-        self.counters = EngineCounters()
+        self._counts = Counts()
+        self.version = 0
+        """Changes whenever the streams' state may have: a step, an eviction, a reset, a restore."""
         self.threshold = resolve_threshold(manifest, model, name)
         self.store = StateStore(manifest.state, max_streams=max_streams)
         settings = resolve_score_settings(manifest, model)
@@ -159,20 +111,20 @@ class Engine:
         if self._resuming:
             self._check_resumed(messages)
         plan = admit(messages, self.store, self._gaps, features=self._features, stepwise=self._stepwise)
-        self._add_counts(plan, len(messages))
+        self._counts.merge(plan.counts)
         opened = self.store.take_opened()
         if opened:
-            self.counters.rewarming += _mid_sequence(opened, messages)
+            self._counts.rewarming += _mid_sequence(opened, messages)
         now = self._clock()
-        alerts: dict[int, list[Alert]] = {}
-        statuses: dict[int, str] = {}
-        results = [self._run(plan, units, messages, now, alerts, statuses) for units in plan.calls]
-        outcomes = self._outcomes(messages, plan, results)
-        for i, raised in alerts.items():
-            outcomes[i].alerts = raised
-        for i, status in statuses.items():
-            outcomes[i].stream_status = status
-        return outcomes
+        calls = [self._run(plan, units, messages, now) for units in plan.calls]
+        self.version += 1
+        return self._outcomes(messages, plan, calls)
+
+    def take_counts(self) -> Counts:
+        """What happened since the last call (steps, ORT calls, messages by outcome, skipped samples,
+        gaps, resets, evictions, re-warming streams); the caller merges it into its tally."""
+        counts, self._counts = self._counts, Counts()
+        return counts
 
     def evict_idle(self, wall_now: float | None = None) -> list[Eviction]:
         """Forget streams idle for more than idle_ttl_s (monotonic). An open alert of an evicted
@@ -186,14 +138,11 @@ class Engine:
         for stream in idle:
             slot = self.store.slot(stream)
             assert slot is not None
-            cleared = self.tracker.clear_evicted(slot, ts)
-            if cleared is not None:
-                self._count(cleared)
-            evictions.append(Eviction(stream, cleared))
+            evictions.append(Eviction(stream, self.tracker.clear_evicted(slot, ts)))
             self.store.release(stream)
             self._resuming.discard(stream)
-        self.store.evicted += len(idle)
-        self.counters.evicted += len(idle)
+        self._counts.evicted += len(idle)
+        self.version += 1
         return evictions
 
     def resume(self, streams: Sequence[str]) -> None:
@@ -224,7 +173,7 @@ class Engine:
             )
             if by_seq or by_ts:
                 store.reset_model(slot)
-                self.counters.rewarming += 1
+                self._counts.rewarming += 1
 
     def reset(self, stream: str) -> bool:
         """Start the stream over (control command): zero state, warm up again, accept any seq.
@@ -234,20 +183,13 @@ class Engine:
             return False
         self.store.reset_model(slot)
         self.store.forget_sequence(slot)
-        self.counters.resets += 1
+        self._counts.model_resets += 1
+        self.version += 1
         return True
 
     # --- one ORT call ------------------------------------------------------------------------------
-    def _run(
-        self,
-        plan: Plan,
-        units: np.ndarray,
-        messages: Sequence[Message],
-        now: float,
-        alerts: dict[int, list[Alert]],
-        statuses: dict[int, str],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Run one call's units (distinct streams, same T); returns (y [B, T, n], scores [B, T])."""
+    def _run(self, plan: Plan, units: np.ndarray, messages: Sequence[Message], now: float) -> _Call:
+        """Run one call's units (distinct streams, same T)."""
         store = self.store
         steps = int(plan.unit_stop[units[0]] - plan.unit_start[units[0]])
         if len(units) == len(plan.unit_slot) and len(plan.values) == len(units) * steps:
@@ -258,7 +200,8 @@ class Engine:
             slots, unit_message = plan.unit_slot[units], plan.unit_message[units]
             first = plan.offsets[unit_message] + plan.unit_start[units]
             raw = plan.values[first[:, None] + np.arange(steps)]  # [B, T, F]
-        x = raw if self._mean is None else (raw - self._mean) / self._std  # = normalize(), constants cached
+        # = Normalization.apply, with the constants cached
+        x = raw if self._mean is None or self._std is None else (raw - self._mean) / self._std
         resets = plan.unit_reset[units]
         if resets.any():
             store.reset_model(slots[resets])
@@ -269,9 +212,10 @@ class Engine:
         y = outputs[0][:, None, :] if self._last_only else outputs[0]
         steps_before = store.steps[slots]
         store.steps[slots] = steps_before + steps
-        self.counters.ort_calls += 1
-        self.counters.steps += len(units) * steps
+        self._counts.ort_calls += 1
+        self._counts.steps += len(units) * steps
         scores = self.scorer.step(slots, x, y)
+        alerts: list[tuple[int, Alert]] = []
         for t in range(steps):
 
             def locate(row: int, t: int = t) -> tuple[int | None, float]:
@@ -280,64 +224,72 @@ class Engine:
                 ts = float(m.ts[j]) if m.ts is not None else m.received_wall
                 return (m.seq + j if m.seq is not None else None, ts)
 
-            for row, alert in self.tracker.observe(slots, scores[:, t], steps_before + t, now, locate):
-                self._count(alert)
-                alerts.setdefault(int(unit_message[row]), []).append(alert)
+            alerts.extend(
+                (int(unit_message[row]), alert)
+                for row, alert in self.tracker.observe(slots, scores[:, t], steps_before + t, now, locate)
+            )
+        statuses: list[tuple[int, StreamStatus]] = []
         last = np.flatnonzero(plan.unit_last[units])
         if last.size:
-            for row, status in self.tracker.status_changes(slots[last]):
-                statuses[int(unit_message[last[row]])] = status
-        return y, scores
+            statuses = [
+                (int(unit_message[last[row]]), status) for row, status in self.tracker.status_changes(slots[last])
+            ]
+        return _Call(y, scores, alerts, statuses)
 
-    # --- bookkeeping -------------------------------------------------------------------------------
-    def _outcomes(
-        self, messages: Sequence[Message], plan: Plan, results: list[tuple[np.ndarray, np.ndarray]]
-    ) -> list[Outcome]:
-        """Outcomes without alerts and statuses: each message's outputs and scores, from its units."""
+    # --- outcomes ------------------------------------------------------------------------------------
+    def _outcomes(self, messages: Sequence[Message], plan: Plan, calls: list[_Call]) -> list[Outcome]:
+        """One Outcome per message: its outputs and scores from its units, its alerts and status."""
+        self._count_verdicts(plan)
         units = len(plan.unit_slot)
-        if len(results) == 1 and units and plan.calls[0][-1] == units - 1:  # one call, units in order
-            outputs, scores = list(results[0][0]), list(results[0][1])
+        if len(calls) == 1 and units and plan.calls[0][-1] == units - 1:  # one call, units in order
+            outputs, scores = list(calls[0].y), list(calls[0].scores)
         else:
             outputs, scores = [np.empty(0)] * units, [np.empty(0)] * units
-            for call, (y, sc) in zip(plan.calls, results, strict=False):
-                for u, out, score in zip(call.tolist(), y, sc, strict=False):
+            for unit_ids, call in zip(plan.calls, calls, strict=True):
+                for u, out, score in zip(unit_ids.tolist(), call.y, call.scores, strict=True):
                     outputs[u], scores[u] = out, score
         if units == len(messages):  # every message kept, one unit each: the common batch
-            return [
-                Outcome(m, "processed", len(s), o, s, []) for m, o, s in zip(messages, outputs, scores, strict=False)
+            result = [
+                Outcome(m, "processed", len(s), o, s, [], None)
+                for m, o, s in zip(messages, outputs, scores, strict=True)
             ]
+        else:
+            result = self._outcomes_by_unit(messages, plan, outputs, scores)
+        for call in calls:
+            for i, alert in call.alerts:
+                result[i].alerts.append(alert)
+            for i, status in call.statuses:
+                result[i].stream_status = status
+        return result
+
+    @staticmethod
+    def _outcomes_by_unit(
+        messages: Sequence[Message], plan: Plan, outputs: list[np.ndarray], scores: list[np.ndarray]
+    ) -> list[Outcome]:
         # Units are sorted by message: message i's units are first[i]:first[i + 1].
         first = np.searchsorted(plan.unit_message, np.arange(len(messages) + 1)).tolist()
-        status = plan.status.tolist()
+        verdicts = plan.status.tolist()
         result: list[Outcome] = []
         for i, m in enumerate(messages):
             a, b = first[i], first[i + 1]
-            if status[i] != KEEP:
-                result.append(Outcome(m, DROPPED_NAMES[status[i]], 0, None, None, []))  # type: ignore[arg-type]
+            if verdicts[i] != KEEP:
+                result.append(Outcome(m, Verdict(verdicts[i]).status, 0, None, None, [], None))
             elif b - a == 1:
-                result.append(Outcome(m, "processed", len(scores[a]), outputs[a], scores[a], []))
+                result.append(Outcome(m, "processed", len(scores[a]), outputs[a], scores[a], [], None))
             else:
                 sc = np.concatenate(scores[a:b])
-                result.append(Outcome(m, "processed", len(sc), np.concatenate(outputs[a:b]), sc, []))
+                result.append(Outcome(m, "processed", len(sc), np.concatenate(outputs[a:b]), sc, [], None))
         return result
 
-    def _add_counts(self, plan: Plan, messages: int) -> None:
-        c, a = self.counters, plan.counts
-        c.messages += messages
-        c.duplicate_samples += a.duplicate_samples
-        c.out_of_order_samples += a.out_of_order_samples
-        c.refused_messages += a.refused_messages
-        c.gaps += a.gaps
-        c.resets += a.resets
-        c.seq_restarts += a.seq_restarts
-
-    def _count(self, alert: Alert) -> None:
-        if alert.state == "raised":
-            self.counters.alerts_raised += 1
-        elif alert.state == "cleared":
-            self.counters.alerts_cleared += 1
-        else:
-            self.counters.alerts_updated += 1
+    def _count_verdicts(self, plan: Plan) -> None:
+        per_verdict = np.bincount(plan.status, minlength=len(Verdict)).tolist()
+        c = self._counts
+        c.processed += per_verdict[Verdict.KEEP]
+        for verdict in (Verdict.DUPLICATE, Verdict.OUT_OF_ORDER):
+            if per_verdict[verdict]:
+                c.add_reason("skipped", verdict.status, per_verdict[verdict])
+        if per_verdict[Verdict.REFUSED]:
+            c.add_reason("rejected", "max-streams", per_verdict[Verdict.REFUSED])
 
 
 def _mid_sequence(opened: list[str], messages: Sequence[Message]) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.engine.alerts import Alert
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message
 
 __all__ = ["Recording", "Replay", "alert_flags", "replay"]
 

@@ -144,7 +144,8 @@ def score_sequence(settings: ScoreSettings, task: Task, x_norm: np.ndarray, y: n
     prev = np.full((1, features), np.nan)
     contrib = np.full((1, features), np.nan)
     inv_std = _inverse_residual_std(settings, features)
-    return _forecast_kernel(prev, contrib, x_norm[None], y[None], inv_std, settings.ewma_alpha)[0]
+    scores: np.ndarray = _forecast_kernel(prev, contrib, x_norm[None], y[None], inv_std, settings.ewma_alpha)[0]
+    return scores
 
 
 def calibrate(

@@ -40,7 +40,7 @@ class _Column:
     scope: ResetScope
     portable: bool  # False: monotonic-clock values, meaningless in another process
 
-    def index(self, slots: np.ndarray | int) -> tuple[object, ...]:
+    def index(self, slots: np.ndarray | int) -> tuple[slice | np.ndarray | int, ...]:
         return (slice(None),) * self.axis + (slots,)
 
 
@@ -65,9 +65,6 @@ class StateStore:
         self._slot_of: dict[str, int] = {}
         self._stream_of: list[str | None] = [None] * self._capacity
         self._free: list[int] = list(range(self._capacity - 1, -1, -1))  # pop() hands out slot 0 first
-        self.refused = 0
-        """New streams refused because max_streams were active."""
-        self.evicted = 0
         self._opened: list[str] = []  # new streams since the last take_opened() (rare: read per batch)
         self._state = tuple(state)
         for spec in self._state:
@@ -167,13 +164,12 @@ class StateStore:
         return stream
 
     def open(self, stream: str, now: float) -> int | None:
-        """The stream's slot, assigning a fresh one to a new stream; None (counted) when full."""
+        """The stream's slot, assigning a fresh one to a new stream; None when full (max_streams)."""
         slot = self._slot_of.get(stream)
         if slot is not None:
             return slot
         if not self._free:
             if self._capacity >= self.max_streams:
-                self.refused += 1
                 return None
             self._grow()
         slot = self._free.pop()
@@ -198,7 +194,7 @@ class StateStore:
                 if slot is None:
                     opened = self.open(streams[i], float(now[i]))
                     found[i] = -1 if opened is None else opened
-        return np.fromiter(found, dtype=np.int64, count=len(found))  # type: ignore[arg-type]
+        return np.fromiter(found, dtype=np.int64, count=len(found))
 
     def release(self, stream: str) -> bool:
         """Forget a stream; its slot is reused (and reset) by the next new stream."""
@@ -229,7 +225,6 @@ class StateStore:
         streams = self.idle(now, ttl)
         for stream in streams:
             self.release(stream)
-        self.evicted += len(streams)
         return streams
 
     # --- checkpoints -------------------------------------------------------------------------

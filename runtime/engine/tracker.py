@@ -18,12 +18,14 @@ import numpy as np
 from edge_config.schema import AlertPolicy
 from runtime.engine.alerts import Alert, AlertState, ClearReason, alert_id
 from runtime.engine.streams import StateStore
+from runtime.engine.types import StreamStatus
 
 __all__ = ["STATUS_NAMES", "WINDOW_COLUMNS", "AlertTracker", "Explain", "Locate"]
 
 STATUS_NAMES = ("", "warming-up", "ok", "alert")
 """Status codes stored per slot; 0 means nothing reported yet."""
 _WARMING, _OK, _ALERT = 1, 2, 3
+_REPORTED: dict[int, StreamStatus] = {_WARMING: "warming-up", _OK: "ok", _ALERT: "alert"}
 WINDOW_COLUMNS = ("alert.ring", "alert.pos", "alert.above")
 """The raise window: sized by raise_n and consistent only together (above = True entries of
 the ring, pos < raise_n). State carried into a tracker with another raise_n drops all three."""
@@ -163,7 +165,7 @@ class AlertTracker:
             col("alert.started")[slot] = np.nan
         return alert
 
-    def status_changes(self, slots: np.ndarray) -> list[tuple[int, str]]:
+    def status_changes(self, slots: np.ndarray) -> list[tuple[int, StreamStatus]]:
         """(row, new status) for the streams whose status differs from the last one reported."""
         col = self._store.column
         status = np.where(col("alert.raised")[slots], _ALERT, np.where(col("alert.warm")[slots], _OK, _WARMING))
@@ -172,7 +174,7 @@ class AlertTracker:
         if changed.size == 0:
             return []
         reported[slots[changed]] = status[changed]
-        return [(int(row), STATUS_NAMES[status[row]]) for row in changed]
+        return [(int(row), _REPORTED[int(status[row])]) for row in changed]
 
     def is_raised(self, slot: int) -> bool:
         return bool(self._store.column("alert.raised")[slot])

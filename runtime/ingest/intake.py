@@ -1,10 +1,11 @@
 """What paho's network thread does with one delivery: route, decode, and hand back a queue item.
 
-    input topic        → Message (its `token` is the Ticket the service acks with)
-    <prefix>/control/<stream>/reset → Reset
-    anything else      → Rejected (reason), acked at once: it will never become valid
+    input topic                      → Message (carrying its Delivery, for the ack)
+    <prefix>/control/<stream>/reset  → Reset
+    anything else                    → Rejected (reason): settled at once, it will never become valid
+    our own alerts/status/stats      → None (seen through a wide input filter; settled, not counted)
 
-Runs on the network thread, so it never blocks and raises only what the bus catches anyway;
+Runs on the network thread, so it never blocks and raises only what the router catches anyway;
 every reject is counted by reason and logged at most once per reason every LOG_EVERY_S.
 """
 
@@ -17,23 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edge_config.errors import PayloadError
-from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload
-from runtime.mqtt.bus import Inbound
-from runtime.mqtt.topics import MAX_ID_LEVELS, StreamIdResolver, check_stream_id
-from runtime.ops.counters import ServiceCounters
+from runtime.engine.types import Message
+from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
+from runtime.mqtt.delivery import Delivery
+from runtime.mqtt.topics import OutputTopics, StreamIdResolver
+from runtime.ops.counts import Tally
 
-__all__ = ["LOG_EVERY_S", "Intake", "RejectLog", "Rejected", "Reset", "Ticket"]
+__all__ = ["LOG_EVERY_S", "Intake", "RejectLog", "Rejected", "Reset"]
 
 log = logging.getLogger("edgewatch.intake")
 LOG_EVERY_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """Rides in Message.token: what the service needs to ack the delivery and pick the engine."""
-
-    inbound: Inbound
-    model: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +35,15 @@ class Reset:
     """A control command, queued with the data so it applies between the stream's messages."""
 
     stream: str
-    inbound: Inbound
+    delivery: Delivery
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
+    """A delivery that will never become valid (counted and logged by the intake)."""
+
     reason: str
-    inbound: Inbound
+    delivery: Delivery
 
 
 class RejectLog:
@@ -72,64 +68,55 @@ class RejectLog:
 
 
 class Intake:
+    """Routes and decodes deliveries into queue items, counting what it receives and rejects."""
+
     def __init__(
         self,
         resolver: StreamIdResolver,
         layouts: Mapping[str, tuple[str, FeatureLayout]],
         limits: PayloadLimits,
         *,
-        prefix: str,
-        counters: ServiceCounters,
+        topics: OutputTopics,
+        tally: Tally,
     ) -> None:
         """layouts: stream config name → (model name, its FeatureLayout)."""
         self._resolver = resolver
         self._layouts = layouts
         self._limits = limits
-        self._prefix = prefix + "/"
-        self.control_root = f"{prefix}/control/"
-        self._counters = counters
+        self._topics = topics
+        self._tally = tally
         self._log = RejectLog()
 
-    @property
-    def control_filter(self) -> str:
-        return self.control_root + "#"
-
-    def accept(self, inbound: Inbound) -> Message | Reset | Rejected | None:
+    def accept(self, delivery: Delivery) -> Message | Reset | Rejected | None:
         """The queue item for one delivery; None for a publication of our own topic tree (ignored)."""
-        topic = inbound.topic
-        if topic is not None and topic.startswith(self.control_root):
-            return self._control(topic, inbound)
-        if topic is not None and topic.startswith(self._prefix):
+        topic = delivery.topic
+        if topic is not None and self._topics.is_control(topic):
+            return self._control(topic, delivery)
+        if topic is not None and self._topics.is_own(topic):
             return None  # our own alerts/status/stats, seen through a wide input filter
-        self._counters.add("received")
+        self._tally.add("received")
         if topic is None:
-            return self._reject("topic-not-utf8", "the topic is not valid UTF-8", inbound, repr(inbound.raw_topic))
+            return self._reject("topic-not-utf8", "the topic is not valid UTF-8", delivery, repr(delivery.raw_topic))
         try:
             route = self._resolver.resolve(topic)
             if route is None:
-                return self._reject("unrouted", "no stream serves this topic", inbound, topic)
+                return self._reject("unrouted", "no stream serves this topic", delivery, topic)
             model, layout = self._layouts[route.config.name]
-            values, seq, ts = decode_payload(inbound.payload, layout, self._limits)
+            values, seq, ts = decode_payload(delivery.payload, layout, self._limits)
         except PayloadError as exc:
-            return self._reject(exc.reason, exc.detail, inbound, topic)
-        return Message(
-            route.stream, values, seq, ts, inbound.received, inbound.received_wall, inbound.mid, Ticket(inbound, model)
-        )
+            return self._reject(exc.reason, exc.detail, delivery, topic)
+        return Message(route.stream, values, seq, ts, delivery.received, delivery.received_wall, model, delivery)
 
-    def _control(self, topic: str, inbound: Inbound) -> Reset | Rejected:
-        if inbound.retain:
+    def _control(self, topic: str, delivery: Delivery) -> Reset | Rejected:
+        if delivery.retain:
             # A retained command would reset the stream again at every restart.
-            return self._reject("control-retained", "retained control messages are ignored", inbound, topic)
-        rest = topic[len(self.control_root) :]
-        if not rest.endswith("/reset"):
-            return self._reject("control-unknown", "expected <prefix>/control/<stream>/reset", inbound, topic)
+            return self._reject("control-retained", "retained control messages are ignored", delivery, topic)
         try:
-            stream = check_stream_id(rest[: -len("/reset")], MAX_ID_LEVELS)
-        except PayloadError as exc:  # "control-" keeps control rejects apart from input ones
-            return self._reject(f"control-{exc.reason}", exc.detail, inbound, topic)
-        return Reset(stream, inbound)
+            return Reset(self._topics.reset_target(topic), delivery)
+        except PayloadError as exc:
+            return self._reject(exc.reason, exc.detail, delivery, topic)
 
-    def _reject(self, reason: str, detail: str, inbound: Inbound, topic: str) -> Rejected:
-        self._counters.add_reason("rejected", reason)
+    def _reject(self, reason: str, detail: str, delivery: Delivery, topic: str) -> Rejected:
+        self._tally.add_reason("rejected", reason)
         self._log(reason, detail, topic)
-        return Rejected(reason, inbound)
+        return Rejected(reason, delivery)

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NoReturn
 
@@ -35,7 +34,6 @@ __all__ = [
     "MAX_TS",
     "REASONS",
     "FeatureLayout",
-    "Message",
     "PayloadLimits",
     "decode_payload",
 ]
@@ -71,28 +69,6 @@ _DEPTH_STEP = np.zeros(256, dtype=np.int8)
 _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-@dataclass(slots=True)
-class Message:
-    """One accepted MQTT input message."""
-
-    stream: str
-    """Stream id (runtime.mqtt.topics)."""
-    values: np.ndarray
-    """float32 [T, F], the model's feature order, raw units."""
-    seq: int | None
-    """seq of the first sample; sample i has seq + i."""
-    ts: np.ndarray | None
-    """float64 [T], seconds since the epoch, or None."""
-    received: float = field(default_factory=time.monotonic)
-    """time.monotonic() at arrival (latency, TTL, gaps)."""
-    received_wall: float = field(default_factory=time.time)
-    """time.time() at arrival (alert ts when the payload has none)."""
-    mid: int = 0
-    """MQTT message id for the manual ack (0: nothing to ack)."""
-    token: object | None = None
-    """Opaque to everyone but the service."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +136,11 @@ def _reject(reason: str, detail: str) -> NoReturn:
     raise PayloadError(reason, detail)
 
 
-class _DuplicateKey(Exception):
+class _DuplicateKeyError(Exception):
     pass
 
 
-class _NonFiniteConstant(Exception):
+class _NonFiniteConstantError(Exception):
     pass
 
 
@@ -174,13 +150,13 @@ def _unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _DuplicateKey(key)
+                raise _DuplicateKeyError(key)
             seen.add(key)
     return obj
 
 
 def _refuse_constant(name: str) -> float:
-    raise _NonFiniteConstant(name)
+    raise _NonFiniteConstantError(name)
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_refuse_constant)
@@ -210,9 +186,9 @@ def _parse(payload: bytes, limits: PayloadLimits) -> object:
     _check_depth(payload, limits.max_depth)
     try:
         return _DECODER.decode(text)
-    except _DuplicateKey as exc:
+    except _DuplicateKeyError as exc:
         _reject("duplicate-key", f"key {str(exc)[:40]!r} appears twice in one object")
-    except _NonFiniteConstant as exc:
+    except _NonFiniteConstantError as exc:
         _reject("non-finite", f"{exc} is not a finite number")
     except json.JSONDecodeError as exc:
         _reject("not-json", f"{exc.msg} at line {exc.lineno} column {exc.colno}")
@@ -319,7 +295,7 @@ def _ts(raw: object, steps: int) -> np.ndarray:
         _reject("bad-ts", f'"ts" has {len(items)} entries for {steps} samples (one number per sample)')
     if not set(map(type, items)) <= _NUMBER_TYPES:
         _reject("bad-ts", '"ts" must hold numbers (seconds since the epoch)')
-    if min(items) < 0 or max(items) >= MAX_TS:  # type: ignore[type-var, operator]
+    if min(items) < 0 or max(items) >= MAX_TS:
         _reject("bad-ts", f'"ts" must be seconds since the epoch in [0, {MAX_TS:.0e}) (milliseconds?)')
     return np.array(items, dtype=np.float64)
 
@@ -331,16 +307,17 @@ def decode_payload(
 
     Raises only PayloadError (reason in REASONS).
     """
-    if type(payload) is not bytes:
-        if not isinstance(payload, (bytearray, memoryview)):
-            _reject("bad-structure", f"payload is a {type(payload).__name__}, not bytes")
-        payload = bytes(payload)
+    if type(payload) is not bytes:  # a caller outside the bus may hand over a bytearray or memoryview
+        data: object = payload
+        if not isinstance(data, (bytearray, memoryview)):
+            _reject("bad-structure", f"payload is a {type(data).__name__}, not bytes")
+        payload = bytes(data)
     doc = _parse(payload, limits)
     if type(doc) is not dict:
         _reject("bad-structure", f"payload is a JSON {_type_name(doc)}, expected an object")
     if not doc.keys() <= _TOP_KEYS:
         extra = doc.keys() - _TOP_KEYS
-        _reject("bad-structure", f"unknown key {sorted(extra)[0][:40]!r} (allowed: seq, ts, values)")
+        _reject("bad-structure", f"unknown key {min(extra)[:40]!r} (allowed: seq, ts, values)")
     if "values" not in doc:
         _reject("bad-structure", 'no "values"')
     values = _values(doc["values"], payload, layout, limits)

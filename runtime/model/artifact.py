@@ -111,11 +111,12 @@ def load_artifact(directory: Path | str) -> Artifact:
     digest = sha256_bytes(data)
     if digest != manifest.sha256:
         raise ArtifactError(
-            f"{path}: sha256 {digest[:12]}… does not match the manifest's {manifest.sha256[:12]}… (tampered or replaced)"
+            f"{path}: sha256 {digest[:12]}… does not match the manifest's {manifest.sha256[:12]}… "
+            "(tampered or replaced)"
         )
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf raises several unrelated types
+    except Exception as exc:  # noqa: BLE001 — protobuf raises several unrelated types
         raise ArtifactError(f"{path}: not a valid ONNX model: {exc}") from None
     if not model.graph.node:
         raise ArtifactError(f"{path}: has no graph nodes (empty or truncated file)")

@@ -163,10 +163,10 @@ def _providers(
             f"(providers: {', '.join(install.providers)}); "
             "install the matching onnxruntime flavour or set fallback: allow-cpu"
         )
-    for provider in missing:
-        warnings.append(
-            f"{provider} is not available in {install.flavour} {install.version}; its nodes go down the chain"
-        )
+    warnings.extend(
+        f"{provider} is not available in {install.flavour} {install.version}; its nodes go down the chain"
+        for provider in missing
+    )
     picked = [p for p in chain if p not in missing]
     if target.fallback == "allow-cpu" and CPU not in picked:
         picked.append(CPU)
@@ -245,7 +245,7 @@ def create_session(
             providers=[p for p, _ in providers],
             provider_options=[o for _, o in providers],
         )
-    except Exception as exc:  # ORT raises its own unrelated types (Fail, InvalidArgument, …)
+    except Exception as exc:  # noqa: BLE001 — ORT raises its own unrelated types (Fail, InvalidArgument, …)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         why = " (fallback: strict forbids CPU fallback)" if target.fallback == "strict" and target.type != "cpu" else ""
         raise TargetError(
@@ -254,7 +254,7 @@ def create_session(
     start = time.perf_counter()
     try:
         session.run(None, _warmup_feeds(artifact.manifest))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — any failure of the warm-up step refuses the model
         raise TargetError(f"{name}: the warm-up step failed: {str(exc).strip().splitlines()[0]}") from None
     warmup_ms = (time.perf_counter() - start) * 1000.0
     counts = _count_from_session(session) if use_api else _count_from_profile(session)

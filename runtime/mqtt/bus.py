@@ -1,10 +1,11 @@
 """The MQTT connection: paho-mqtt 2.x with manual acks, reconnects, availability and a bounded outbox.
 
 What it guarantees to the service:
-- `on_message(Inbound)` is called on paho's network thread with a message that is *not yet
-  acknowledged*; the service calls `ack(inbound)` once the message is processed. Anything the
-  handler raises is caught here (one exception in a paho callback kills the network thread),
-  the message is acked and counted (`snapshot().handler_errors`).
+- `on_message(Delivery)` is called on paho's network thread with a message that is *not yet
+  acknowledged*; the bus never acknowledges on its own: the service settles every delivery
+  once (runtime.service.acks). Anything the handler raises is caught here (one exception in a
+  paho callback kills the network thread), logged and counted (`snapshot().handler_errors`);
+  the service's handler catches its own errors and settles, so that stays at zero.
 - A topic that is not valid UTF-8 arrives with `topic=None` instead of raising.
 - `<prefix>/available`: `online` (retained) after every accepted CONNACK, `offline` as the
   last will (QoS 1, retained), `stopped` from `stop()`.
@@ -26,7 +27,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -34,53 +35,19 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_config.schema import BrokerConfig
 from runtime.mqtt.client import make_client
+from runtime.mqtt.delivery import Delivery
+from runtime.mqtt.protocol import BusCounts, DeliveryHandler, OutboxLimits
+from runtime.mqtt.topics import OutputTopics
 
-__all__ = ["MAX_INFLIGHT", "Bus", "BusCounters", "Inbound", "OutboxLimits"]
+__all__ = ["Bus"]
 
 log = logging.getLogger("edgewatch.bus")
 
-MAX_INFLIGHT = 20
-"""QoS 1 publications awaiting PUBACK at once (mosquitto's default receive window)."""
 _REPEAT_LOG_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One delivered MQTT message, not yet acknowledged."""
-
-    topic: str | None  # None when the topic bytes are not valid UTF-8
-    raw_topic: bytes
-    payload: bytes
-    qos: int
-    mid: int
-    retain: bool
-    received: float  # time.monotonic() at arrival
-    received_wall: float  # time.time() at arrival
-    connection: int  # which connection delivered it (acks of older connections are skipped)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxLimits:
-    max_messages: int = 10_000
-    max_bytes: int = 16 * 1024 * 1024
-    max_inflight: int = MAX_INFLIGHT
-
-
-@dataclass(slots=True)
-class BusCounters:
-    """Exact counts since start (a snapshot is a copy)."""
-
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
-    published: int = 0
-    dropped_outgoing: int = 0
-    dropped_outgoing_bytes: int = 0
-    handler_errors: int = 0
-    stale_acks: int = 0
 
 
 @dataclass(slots=True)
@@ -128,7 +95,7 @@ class Bus:
         *,
         prefix: str,
         subscriptions: Sequence[tuple[str, int]],
-        on_message: Callable[[Inbound], None],
+        on_message: DeliveryHandler,
         limits: OutboxLimits = OutboxLimits(),
         receive_maximum: int = 65535,
         client_id: str | None = None,
@@ -141,8 +108,8 @@ class Bus:
         self._keep_retain = frozenset(retain_as_published)
         self._handler = on_message
         self._limits = limits
-        self.availability_topic = f"{prefix}/available"
-        self._counters = BusCounters()
+        self.availability_topic = OutputTopics(prefix).available
+        self._counters = BusCounts()
         self._counter_lock = threading.Lock()
         self._outbox = _Outbox()
         self._connected = threading.Event()
@@ -172,7 +139,7 @@ class Bus:
     def _connect_properties(self) -> Properties | None:
         if not self._v5:
             return None
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: untyped __init__
         props.SessionExpiryInterval = self._broker.session_expiry_s
         # Asks the broker to keep at most this many QoS 1 deliveries unacknowledged with us (we
         # ack only after processing). mosquitto 2.0.11 overshoots it after acks, so the input
@@ -203,7 +170,7 @@ class Bus:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def snapshot(self) -> BusCounters:
+    def snapshot(self) -> BusCounts:
         with self._counter_lock:
             return dataclasses.replace(self._counters)
 
@@ -258,7 +225,7 @@ class Bus:
                 if self._v5:
                     client.subscribe(
                         [
-                            (f, mqtt.SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain))
+                            (f, SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain))
                             for f, q in self._subscriptions
                         ]
                     )
@@ -314,15 +281,14 @@ class Bus:
         except Exception:  # a paho callback must not raise
             log.debug("error in on_disconnect", exc_info=True)
 
-    def _on_message(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        inbound: Inbound | None = None
+    def _on_message(self, _client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
             raw = bytes(msg._topic)  # msg.topic raises on invalid UTF-8
             try:
                 topic: str | None = raw.decode("utf-8")
             except UnicodeDecodeError:
                 topic = None
-            inbound = Inbound(
+            delivery = Delivery(
                 topic,
                 raw,
                 bytes(msg.payload),
@@ -333,17 +299,10 @@ class Bus:
                 time.time(),
                 self._connection,
             )
-            self._handler(inbound)
-        except Exception:
+            self._handler(delivery)
+        except Exception:  # a paho callback must not raise: it would kill the network thread
             self._count("handler_errors")
-            log.exception("message handler failed; message acknowledged and dropped")
-            try:
-                if inbound is not None:
-                    self.ack(inbound)
-                elif msg.qos > 0:
-                    client.ack(msg.mid, msg.qos)
-            except Exception:  # a paho callback must not raise
-                log.debug("cannot ack after a handler error", exc_info=True)
+            log.exception("the message handler failed (the delivery stays unacknowledged)")
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _r: ReasonCode, _p: Properties) -> None:
         try:
@@ -385,14 +344,15 @@ class Bus:
             self._counters.dropped_outgoing += 1
             self._counters.dropped_outgoing_bytes += size
 
-    def ack(self, inbound: Inbound) -> None:
-        """Acknowledge a delivery; skipped (counted) if it came over an earlier connection."""
-        if inbound.qos == 0:
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge a delivery; skipped (counted) if it came over an earlier connection.
+        Only runtime.service.acks calls this."""
+        if delivery.qos == 0:
             return
-        if inbound.connection != self._connection:
+        if delivery.connection != self._connection:
             self._count("stale_acks")
             return
-        self._client.ack(inbound.mid, inbound.qos)
+        self._client.ack(delivery.mid, delivery.qos)
 
     def stop_input(self) -> None:
         """Unsubscribe from every input filter (shutdown step 1: stop taking input)."""

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from edge_config.errors import ConfigError, PayloadError
 from edge_config.schema import StreamConfig
 
-__all__ = ["MAX_ID_BYTES", "MAX_ID_LEVELS", "Route", "StreamIdResolver", "check_stream_id", "topic_matches"]
+__all__ = [
+    "MAX_ID_BYTES",
+    "MAX_ID_LEVELS",
+    "OutputTopics",
+    "Route",
+    "StreamIdResolver",
+    "check_stream_id",
+    "topic_matches",
+]
 
 MAX_ID_LEVELS = 8
 """Levels a '#'-matched id may have (a '+'-only filter or a template fixes its own count)."""
@@ -176,3 +184,56 @@ class StreamIdResolver:
                 stream = check_stream_id(rule.stream_id(levels), rule.max_levels, self._max_bytes)
                 return Route(stream, rule.config)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    """Every topic under the gateway's `runtime.topic_prefix`: what it publishes and its control tree.
+
+    <prefix>/alerts/<stream>          alert messages (docs/ALERTS.md)
+    <prefix>/status/<stream>          retained stream status
+    <prefix>/stats                    the periodic stats message
+    <prefix>/available                online / offline (last will) / stopped, retained
+    <prefix>/control/<stream>/reset   commands to the gateway (the only input under the prefix)
+    """
+
+    prefix: str
+
+    @property
+    def available(self) -> str:
+        return f"{self.prefix}/available"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/stats"
+
+    def alert(self, stream: str) -> str:
+        return f"{self.prefix}/alerts/{stream}"
+
+    def status(self, stream: str) -> str:
+        return f"{self.prefix}/status/{stream}"
+
+    @property
+    def control_root(self) -> str:
+        return f"{self.prefix}/control/"
+
+    @property
+    def control_filter(self) -> str:
+        return self.control_root + "#"
+
+    def is_control(self, topic: str) -> bool:
+        return topic.startswith(self.control_root)
+
+    def is_own(self, topic: str) -> bool:
+        """A topic of our own tree (alerts, statuses, stats), seen through a wide input filter."""
+        return topic.startswith(self.prefix + "/")
+
+    def reset_target(self, topic: str) -> str:
+        """The stream id of `<prefix>/control/<stream>/reset`; PayloadError("control-…") otherwise."""
+        rest = topic[len(self.control_root) :]
+        if not rest.endswith("/reset"):
+            raise PayloadError("control-unknown", "expected <prefix>/control/<stream>/reset")
+        try:
+            return check_stream_id(rest[: -len("/reset")], MAX_ID_LEVELS)
+        except PayloadError as exc:  # "control-" keeps control rejects apart from input ones
+            raise PayloadError(f"control-{exc.reason}", exc.detail) from None

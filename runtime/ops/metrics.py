@@ -20,8 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edge_config.errors import ConfigError
-from runtime.mqtt.bus import BusCounters
-from runtime.ops.counters import CounterSnapshot
+from runtime.mqtt.protocol import BusCounts
+from runtime.ops.counts import Counts
 from runtime.state.writer import CheckpointStats
 
 __all__ = ["HealthServer", "Metrics", "parse_address"]
@@ -32,7 +32,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
@@ -46,8 +46,8 @@ def _labelled(name: str, doc: str, label: str, table: dict[str, int]) -> Counter
 class _Counters(Collector):
     def __init__(
         self,
-        service: Callable[[], CounterSnapshot],
-        bus: Callable[[], BusCounters],
+        service: Callable[[], Counts],
+        bus: Callable[[], BusCounts],
         outbox: Callable[[], tuple[int, int]],
         checkpoints: Callable[[], CheckpointStats] | None,
     ) -> None:
@@ -62,6 +62,18 @@ class _Counters(Collector):
         yield _labelled("edgewatch_messages_dropped", "Input messages dropped by the queue policy", "policy", s.dropped)
         yield _counter("edgewatch_steps", "Samples stepped through a model (stream-steps)", s.steps)
         yield _labelled("edgewatch_alerts", "Alert messages published", "state", s.alerts)
+        yield _counter("edgewatch_ort_calls", "ONNX Runtime calls", s.ort_calls)
+        yield _counter("edgewatch_batches", "Batches the worker took from the input queue", s.batches)
+        yield _labelled(
+            "edgewatch_samples_skipped",
+            "Samples not stepped: already seen (duplicate) or too late (out-of-order)",
+            "reason",
+            {"duplicate": s.duplicate_samples, "out-of-order": s.out_of_order_samples},
+        )
+        yield _counter("edgewatch_sequence_gaps", "Sequence or time gaps found in a stream's input", s.gaps)
+        yield _counter("edgewatch_seq_restarts", "Streams whose seq counter restarted", s.seq_restarts)
+        yield _counter("edgewatch_model_state_resets", "Streams whose model state was zeroed", s.model_resets)
+        yield _counter("edgewatch_alerts_not_sent", "Alerts or statuses the full outbox refused", s.alerts_not_sent)
         yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
         yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)
         yield _counter("edgewatch_streams_restored", "Streams given their state back (checkpoint, reload)", s.restored)
@@ -126,8 +138,8 @@ class Metrics:
 
     def watch(
         self,
-        service: Callable[[], CounterSnapshot],
-        bus: Callable[[], BusCounters],
+        service: Callable[[], Counts],
+        bus: Callable[[], BusCounts],
         outbox: Callable[[], tuple[int, int]],
         checkpoints: Callable[[], CheckpointStats] | None = None,
     ) -> None:

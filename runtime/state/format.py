@@ -168,7 +168,7 @@ def layout_mismatch(snapshot: StateSnapshot, layout: StateLayout) -> str | None:
 
 
 def _shapes(shapes: Mapping[str, tuple[int, int]]) -> str:
-    return ", ".join(f"{k}[{l}, n, {h}]" for k, (l, h) in sorted(shapes.items())) or "(none)"
+    return ", ".join(f"{k}[{layers}, n, {h}]" for k, (layers, h) in sorted(shapes.items())) or "(none)"
 
 
 def _arrays(snapshot: StateSnapshot) -> list[tuple[str, np.ndarray]]:

@@ -29,8 +29,6 @@ __all__ = ["Checkpointing"]
 
 log = logging.getLogger("edgewatch.checkpoint")
 
-_Token = tuple[int, int, int]
-
 
 class Checkpointing:
     def __init__(self, base: Path, interval_s: float, writer: CheckpointWriter | None = None) -> None:
@@ -38,7 +36,7 @@ class Checkpointing:
         self._base = Path(base)
         self.interval_s = interval_s
         self._writer = writer or CheckpointWriter()
-        self._saved: dict[str, _Token] = {}
+        self._saved: dict[str, int] = {}  # model → Engine.version last snapshotted
         self._next = time.monotonic() + interval_s
         self.snapshot_seconds = 0.0
         """How long the last round of snapshots held the worker (seconds)."""
@@ -55,7 +53,7 @@ class Checkpointing:
         if result.snapshot is None:
             # Nothing to write until a stream steps: a start and stop without traffic must not
             # rotate the files on disk (an intact previous generation would be pushed out).
-            self._saved[name] = _token(engine)
+            self._saved[name] = engine.version
             return None
         snapshot = result.snapshot
         # restart=True: republish each status, re-warm the streams whose next seq shows a gap.
@@ -70,7 +68,7 @@ class Checkpointing:
                 len(restored.refused),
                 ", ".join(restored.dropped) or "none",
             )
-        self._saved[name] = _token(engine)  # what is on disk already: nothing to write until it steps
+        self._saved[name] = engine.version  # what is on disk already: nothing to write until it steps
         return restored
 
     def due(self, now: float) -> bool:
@@ -83,7 +81,7 @@ class Checkpointing:
         started = time.perf_counter()
         queued = 0
         for name, engine in engines.items():
-            token = _token(engine)
+            token = engine.version
             if not force and self._saved.get(name) == token:
                 continue
             self._writer.submit(self.path(name), snapshot_engine(engine))
@@ -99,9 +97,3 @@ class Checkpointing:
         if not done:
             log.error("the last checkpoint was not written within %.0f s; the previous generation stays", timeout)
         return done
-
-
-def _token(engine: Engine) -> _Token:
-    """Changes whenever the engine's state may have: a step, an eviction, a reset."""
-    c = engine.counters
-    return (c.messages, c.evicted, c.resets)

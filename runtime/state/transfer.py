@@ -39,7 +39,8 @@ class Restored:
     refused: tuple[str, ...]
     """Streams left out: max_streams were already active."""
     model_state: bool
-    """False: the state shapes differed, the streams re-warm from zero model state."""
+    """False: the state shapes differed, the streams re-warm from zero model state (the caller
+    counts them in `rewarming`)."""
     dropped: tuple[str, ...]
     """Columns that did not fit this engine (their initial values are used)."""
 
@@ -101,10 +102,9 @@ def restore_engine(
     refused = store.restore(streams, keep, now)
     store.take_opened()  # restored streams are not new ones (runtime.engine.engine counts re-warming)
     restored = len(streams) - len(refused)
-    if not model_state:
-        engine.counters.rewarming += restored
-    elif restart:  # samples acked after the checkpoint may be missing
+    if model_state and restart:  # samples acked after the checkpoint may be missing
         engine.resume(streams)
+    engine.version += 1
     return Restored(restored, tuple(refused), model_state, tuple(sorted(dropped)))
 
 

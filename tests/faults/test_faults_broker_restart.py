@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from edge_config.schema import AlertPolicy
-from runtime.engine.engine import Outcome
+from runtime.engine.types import Outcome
 from runtime.service import Service
 from runtime.tools.local_broker import start_broker
 from tests.support.fault_helpers import REPO, dedup, reference_run, report
@@ -82,7 +82,7 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
             [
                 sys.executable,
                 "-m",
-                "tests.fault_traffic",
+                "tests.support.fault_traffic",
                 "--port",
                 str(broker.port),
                 "--streams",
@@ -147,7 +147,7 @@ def test_five_broker_restarts_lose_nothing_and_change_nothing(tmp_path: Path) ->
     deduped = dedup(received)
     lost_alerts = reference.alerts - set(deduped.unique)
     extra_alerts = set(deduped.unique) - reference.alerts
-    counters = service.counters.snapshot() if service is not None else None
+    counters = service.tally.snapshot() if service is not None else None
     bus = service.bus.snapshot() if service is not None else None
     report(
         tmp_path,

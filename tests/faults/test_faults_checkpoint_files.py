@@ -16,7 +16,7 @@ import pytest
 
 from edge_config.schema import ModelConfig, TargetConfig
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message
 from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
 from runtime.state.checkpoint import model_checkpoint_path, previous_generation, write_checkpoint

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from edge_config.schema import AlertPolicy
-from runtime.engine.engine import Outcome
+from runtime.engine.types import Outcome
 from runtime.service import Service
 from runtime.tools.local_broker import Broker
 from tests.support.fault_helpers import reference_run, report
@@ -126,7 +126,7 @@ def test_5000_hostile_publications_are_counted_exactly_and_change_no_valid_strea
         delivered = len(valid) + sum(n for n, reason, _, _ in HOSTILE if reason and not reason.startswith("control"))
         wait_counters(service, lambda c: c.received == delivered and c.processed == len(valid), timeout=60)
         time.sleep(0.5)  # anything more (there must be nothing) would be counted by now
-        counters = service.counters.snapshot()
+        counters = service.tally.snapshot()
         bus = service.bus.snapshot()
         alive = service.health()
     finally:

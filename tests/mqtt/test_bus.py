@@ -14,7 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_config.schema import BrokerConfig, TLSConfig
-from runtime.mqtt.bus import Bus, Inbound, OutboxLimits
+from runtime.mqtt.bus import Bus
+from runtime.mqtt.delivery import Delivery
+from runtime.mqtt.protocol import OutboxLimits
 from runtime.tools.local_broker import Broker, BrokerTLS, free_port, start_broker
 from tests.support.mqtt_helpers import Collector, publish_many, raw_publish, wait_retained
 from tests.support.tls_material import TLSMaterial, make_tls_material
@@ -36,15 +38,15 @@ def _config(broker: Broker | None = None, *, port: int | None = None, **kw: obje
 
 class Sink:
     def __init__(self) -> None:
-        self.items: list[Inbound] = []
+        self.items: list[Delivery] = []
         self.event = threading.Condition()
 
-    def __call__(self, inbound: Inbound) -> None:
+    def __call__(self, inbound: Delivery) -> None:
         with self.event:
             self.items.append(inbound)
             self.event.notify_all()
 
-    def wait(self, n: int, timeout: float = 10.0) -> list[Inbound]:
+    def wait(self, n: int, timeout: float = 10.0) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         with self.event:
             while len(self.items) < n:
@@ -125,7 +127,7 @@ def test_unacked_messages_are_redelivered_to_the_next_session(broker: Broker, pr
 def test_a_raising_handler_does_not_kill_the_network_thread(broker: Broker) -> None:
     seen: list[bytes] = []
 
-    def handler(inbound: Inbound) -> None:
+    def handler(inbound: Delivery) -> None:
         seen.append(inbound.payload)
         if inbound.payload == b"boom":
             raise RecursionError("what json.loads does on deep nesting")

@@ -14,7 +14,7 @@ import pytest
 from edge_config.loading import load_config
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message
 from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
 from runtime.service import Service
@@ -57,7 +57,7 @@ def test_a_clean_stop_checkpoints_and_the_next_start_continues_every_stream(brok
     assert (tmp_path / "state" / "state.det.ckpt").is_file()
     hook = Outcomes()
     second = Service(config, outcome_hook=hook)
-    assert second.counters.snapshot().restored == 3
+    assert second.tally.snapshot().restored == 3
     started(second)
     try:
         publish_many(broker, _items(3, range(25, 50)))
@@ -83,7 +83,7 @@ def test_a_clean_stop_checkpoints_and_the_next_start_continues_every_stream(brok
         np.testing.assert_allclose(hook.outputs(f"s{i}"), hook.outputs(f"ref-s{i}"), rtol=0, atol=1e-5)
     first_after = hook.by_stream["s0"][0]
     assert first_after.stream_status == "ok"
-    assert second.counters.snapshot().rewarming == 0
+    assert second.tally.snapshot().rewarming == 0
 
 
 def test_periodic_checkpoints_skip_unchanged_state_and_show_in_metrics(broker: Broker, tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_eviction_clears_an_open_alert_and_removes_its_retained_status(broker: B
         wait_counters(service, lambda c: c.evicted == 2)
         assert retained(broker, "edgewatch/status/loud") is None
         assert retained(broker, "edgewatch/status/calm") == b"ok"  # no open alert: left as it was
-        assert service.counters.snapshot().alerts == {"raised": 1, "cleared": 1}
+        assert service.tally.snapshot().alerts == {"raised": 1, "cleared": 1}
     finally:
         alerts.close()
         service.stop()

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message
 from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
 from tests.support.fault_traffic import TS0, values

@@ -1,7 +1,7 @@
 """Traffic for the fault-injection suite: deterministic sensor payloads, a publisher that stays
 reliable across broker restarts, and an alert subscriber with a persistent session.
 
-    python -m tests.fault_traffic --port P --streams 50 --seqs 400 --faulty 10 --rate 1000 --client-id pub
+    python -m tests.support.fault_traffic --port P --streams 50 --seqs 400 --faulty 10 --rate 1000 --client-id pub
 
 runs the publisher as its own process (so it does not share a GIL with an in-process daemon)
 and prints one JSON line: published, republished, seconds. Only 127.0.0.1.

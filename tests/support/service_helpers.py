@@ -20,8 +20,8 @@ from edge_config.schema import (
     RuntimeConfig,
     StreamConfig,
 )
-from runtime.engine.engine import Outcome
-from runtime.ops.counters import CounterSnapshot
+from runtime.engine.types import Outcome
+from runtime.ops.counts import Counts
 from runtime.service import Service
 from runtime.tools.local_broker import Broker
 
@@ -102,11 +102,11 @@ class Outcomes:
 
 
 def wait_counters(
-    service: Service, predicate: Callable[[CounterSnapshot], bool], timeout: float = 30.0
-) -> CounterSnapshot:
+    service: Service, predicate: Callable[[Counts], bool], timeout: float = 30.0
+) -> Counts:
     deadline = time.monotonic() + timeout
     while True:
-        snap = service.counters.snapshot()
+        snap = service.tally.snapshot()
         if predicate(snap):
             return snap
         if time.monotonic() >= deadline:

@@ -11,7 +11,8 @@ import pytest
 from edge_config.schema import AlertPolicy, ModelConfig
 from runtime.engine.alerts import Alert, alert_id
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import FeatureLayout, Message, PayloadLimits, decode_payload
+from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
+from runtime.engine.types import Message
 from tests.support.core_artifacts import session, write_persistence_artifact
 
 jsonschema = pytest.importorskip("jsonschema")

@@ -440,7 +440,7 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     sys.path[:0] = [sys.argv[2], sys.argv[3]]
-    from test_checkpoint import make_snapshot
+    from tests.unit.test_checkpoint import make_snapshot
     from runtime.state.checkpoint import write_checkpoint
     snapshots = [make_snapshot(3000, seed=seed) for seed in range(1, 4)]  # ~0.8 MB files
     print("ready", flush=True)

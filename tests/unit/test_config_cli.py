@@ -224,7 +224,7 @@ def test_examples_pass_full_check_with_the_exported_example_forecaster(
     """The export commands written in the examples' comments, run for real (into tmp_path):
     each example passes `config check` with the artifact they make."""
     pytest.importorskip("torch")
-    repo = EXAMPLES[0].parents[2]
+    repo = EXAMPLES[0].parents[1]
     for example, model, preset in [
         ("gateway-x86.yaml", "PUMP", "cpu-int8"),
         ("gateway-intel-openvino.yaml", "PUMP", "openvino-fp32"),

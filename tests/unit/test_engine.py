@@ -10,10 +10,13 @@ import pytest
 
 from edge_config.manifest import Normalization
 from edge_config.schema import AlertPolicy, ModelConfig
-from runtime.engine.engine import Engine, InferenceBackend, Outcome, normalize
+from runtime.engine.engine import Engine
+from runtime.engine.types import InferenceBackend
+from runtime.engine.types import Outcome
 from runtime.engine.scoring import score_sequence
-from runtime.ingest.payload import Message
+from runtime.engine.types import Message
 from runtime.model.artifact import Artifact
+from tests.support.engine_counts import totals
 from tests.support.core_artifacts import reference_steps, session, write_persistence_artifact, write_variant
 
 F = 4
@@ -99,7 +102,8 @@ def test_200_interleaved_streams_equal_each_stream_alone(tmp_path: Path, variant
         per_stream.setdefault(o.message.stream, []).append(o)
     for i in range(n_streams):
         got = per_stream[f"line/{i}"]
-        x_norm = normalize(raw[i], artifact.manifest.normalization)
+        norm = artifact.manifest.normalization
+        x_norm = raw[i] if norm is None else norm.apply(raw[i])
         expected = reference_steps(sess, artifact, x_norm)
         np.testing.assert_allclose(_outputs(got), expected, atol=1e-5, rtol=0)
         scores = np.concatenate([o.scores for o in got if o.scores is not None])
@@ -107,7 +111,7 @@ def test_200_interleaved_streams_equal_each_stream_alone(tmp_path: Path, variant
         # Offline scoring of the outputs the engine produced gives exactly the engine's numbers.
         np.testing.assert_array_equal(scores, score_sequence(settings, task, x_norm, _outputs(got)))
         np.testing.assert_allclose(scores, score_sequence(settings, task, x_norm, expected), rtol=1e-4, atol=1e-6)
-    assert engine.counters.steps == n_streams * steps
+    assert totals(engine).steps == n_streams * steps
     assert len(engine.store) == n_streams
 
 
@@ -186,8 +190,8 @@ def test_injected_fault_raises_one_alert_and_clears_it(tmp_path: Path) -> None:
     assert all(not a for a in alerts.values()), {k: v for k, v in alerts.items() if v}
     assert statuses["plant/bad"] == ["warming-up", "ok", "alert", "ok"]
     assert all(s == ["warming-up", "ok"] for name, s in statuses.items() if name != "plant/bad")
-    assert engine.counters.alerts_raised == 1
-    assert engine.counters.alerts_cleared == 1
+    assert sum(state == "raised" for name in streams for state, _ in (bad if name == "plant/bad" else alerts[name])) == 1
+    assert sum(state == "cleared" for state, _ in bad) == 1
 
 
 def test_duplicates_and_out_of_order_are_dropped_and_counted(tmp_path: Path) -> None:
@@ -204,7 +208,7 @@ def test_duplicates_and_out_of_order_are_dropped_and_counted(tmp_path: Path) -> 
     assert overlap[0].status == "processed"
     assert overlap[0].steps == 2
     assert overlap[1].status == "duplicate"
-    c = engine.counters
+    c = totals(engine)
     assert (c.duplicate_samples, c.out_of_order_samples, c.gaps) == (2 + 2 + 1, 1 + 1, 1)
     sess = session(artifact)
     kept = np.concatenate([raw[:10], raw[12:13], raw[13:15]])
@@ -230,8 +234,8 @@ def test_seq_gap_resets_state_when_configured(tmp_path: Path) -> None:
         fresh, carried_on = reference_steps(sess, artifact, raw[5:]), reference_steps(sess, artifact, raw)[5:]
         expected = fresh if on_gap == "reset" else carried_on
         np.testing.assert_allclose(after.outputs, expected, atol=1e-5)
-        assert engine.counters.gaps == 1
-        assert engine.counters.resets == (on_gap == "reset")
+        assert totals(engine).gaps == 1
+        assert totals(engine).model_resets == (on_gap == "reset")
         assert (after.stream_status == "warming-up") == (on_gap == "reset") or after.stream_status is None
 
 
@@ -247,8 +251,8 @@ def test_time_gaps_between_and_inside_messages(tmp_path: Path) -> None:
     np.testing.assert_allclose(first, reference_steps(sess, artifact, raw[:5]), atol=1e-5)
     np.testing.assert_allclose(second, reference_steps(sess, artifact, raw[5:7]), atol=1e-5)
     np.testing.assert_allclose(c.outputs[1:], reference_steps(sess, artifact, raw[7:]), atol=1e-5)
-    assert engine.counters.gaps == 2
-    assert engine.counters.resets == 2
+    assert totals(engine).gaps == 2
+    assert totals(engine).model_resets == 2
     assert b.steps == 3
     assert c.steps == 3
 
@@ -258,9 +262,9 @@ def test_arrival_gap_on_the_monotonic_clock(tmp_path: Path) -> None:
     engine = _engine(artifact, threshold=1.0, on_gap="reset", max_gap_s=5.0)
     x = np.ones((1, F))
     engine.process([_msg("s", x, received=0.0), _msg("s", x, received=3.0)])
-    assert engine.counters.gaps == 0
+    assert totals(engine).gaps == 0
     engine.process([_msg("s", x, received=9.0)])
-    assert engine.counters.gaps == 1
+    assert totals(engine).gaps == 1
     assert engine.store.steps[engine.store.slot("s")] == 1
 
 
@@ -271,7 +275,7 @@ def test_seq_restart_is_accepted_with_a_fresh_state(tmp_path: Path) -> None:
     engine.process([_msg("s", raw[:2], seq=5000)])
     restarted = engine.process([_msg("s", raw[2:], seq=0)])[0]
     assert restarted.status == "processed"
-    assert engine.counters.seq_restarts == 1
+    assert totals(engine).seq_restarts == 1
     np.testing.assert_allclose(restarted.outputs, reference_steps(session(artifact), artifact, raw[2:]), atol=1e-5)
     assert engine.process([_msg("s", raw[:1], seq=1)])[0].status == "duplicate"
     strict = _engine(artifact, threshold=1.0, seq_restart_window=None)
@@ -307,7 +311,7 @@ def test_idle_streams_are_evicted_on_the_injected_clock(tmp_path: Path) -> None:
     assert again.status == "processed"
     assert again.stream_status == "warming-up"
     np.testing.assert_allclose(again.outputs, reference_steps(session(artifact), artifact, x[1:]), atol=1e-5)
-    assert engine.counters.evicted == 1
+    assert totals(engine).evicted == 1
 
 
 def test_streams_beyond_max_streams_are_refused(tmp_path: Path) -> None:
@@ -317,7 +321,7 @@ def test_streams_beyond_max_streams_are_refused(tmp_path: Path) -> None:
     outcomes = engine.process([_msg("a", x), _msg("b", x), _msg("c", x), _msg("a", x)])
     assert [o.status for o in outcomes] == ["processed", "processed", "refused", "processed"]
     assert outcomes[2].outputs is None
-    assert engine.counters.refused_messages == 1
+    assert totals(engine).rejected == {"max-streams": 1}
 
 
 def test_probability_scores_are_the_output(tmp_path: Path) -> None:

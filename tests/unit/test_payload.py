@@ -12,7 +12,8 @@ import pytest
 from edge_config.errors import ConfigError, PayloadError
 from edge_config.manifest import Features, Manifest, read_manifest
 from edge_config.schema import RuntimeConfig
-from runtime.ingest.payload import REASONS, FeatureLayout, Message, PayloadLimits, decode_payload
+from runtime.ingest.payload import REASONS, FeatureLayout, PayloadLimits, decode_payload
+from runtime.engine.types import Message
 from tests.support.onnx_artifacts import write_lstm_artifact
 
 LIMITS = PayloadLimits()
@@ -101,8 +102,8 @@ def test_limits_from_runtime_config() -> None:
 
 def test_message_defaults() -> None:
     m = Message("s", np.zeros((1, 4), np.float32), None, None)
-    assert m.mid == 0
-    assert m.token is None
+    assert m.delivery is None  # nothing to acknowledge
+    assert m.model == ""
     assert m.received > 0
     assert m.received_wall > 1e9
 

@@ -6,8 +6,8 @@ import urllib.request
 import pytest
 
 from edge_config.errors import ConfigError
-from runtime.mqtt.bus import BusCounters
-from runtime.ops.counters import ServiceCounters
+from runtime.mqtt.protocol import BusCounts
+from runtime.ops.counts import Tally
 from runtime.ops.metrics import HealthServer, Metrics, parse_address
 
 
@@ -20,12 +20,12 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 
 def test_metrics_read_exact_counters_and_health_follows_the_service() -> None:
-    counters = ServiceCounters()
+    counters = Tally()
     counters.add("received", 5)
     counters.add_reason("rejected", "not-json", 2)
     counters.add_reason("rejected", "stream-id")
     counters.add_reason("alerts", "raised")
-    bus = BusCounters(dropped_outgoing=3)
+    bus = BusCounts(dropped_outgoing=3)
     metrics = Metrics()
     metrics.watch(counters.snapshot, lambda: bus, lambda: (1, 120))
     metrics.latency.observe(0.003)
@@ -78,14 +78,14 @@ def test_health_server_on_ipv6_loopback() -> None:
 
 
 def test_counters_merge_adds_a_batch_delta() -> None:
-    from runtime.ops.counters import CounterSnapshot
+    from runtime.ops.counts import Counts
 
-    counters = ServiceCounters()
+    counters = Tally()
     counters.add_reason("skipped", "duplicate")
     counters.merge(
-        CounterSnapshot(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1}, alerts={"raised": 1})
+        Counts(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1}, alerts={"raised": 1})
     )
-    counters.merge(CounterSnapshot(processed=1, steps=1))
+    counters.merge(Counts(processed=1, steps=1))
     snap = counters.snapshot()
     assert (snap.processed, snap.steps) == (4, 8)
     assert snap.skipped == {"duplicate": 3, "out-of-order": 1}
