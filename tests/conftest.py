@@ -4,13 +4,14 @@ Markers (declared in pyproject.toml):
     mqtt      needs the mosquitto binary       tests/mqtt/**, tests/faults/**, any test using `broker`
     torch     needs torch (the export extra)   tests/export/** that build torch models; others mark it
     openvino  needs onnxruntime-openvino       runs in .venv-openvino (EDGEWATCH_EXPECT_PROVIDER fails it there)
-    slow      longer fault/evaluation tests    tests/faults/**; run with --slow or EDGEWATCH_SLOW=1 (.ci/test does)
+    slow      longer fault/evaluation tests    tests/faults/**; run with --slow, EDGEWATCH_SLOW=1 or -m slow
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,9 @@ def _have_openvino() -> bool:
 
 
 def _run_slow(config: pytest.Config) -> bool:
-    return bool(config.getoption("--slow")) or os.environ.get("EDGEWATCH_SLOW") == "1"
+    # `-m slow` (docs/RELIABILITY.md runs the fault suite so) asks for them too; `-m "not slow"` does not.
+    asked = re.search(r"(?<!not )\bslow\b", config.getoption("markexpr") or "") is not None
+    return asked or bool(config.getoption("--slow")) or os.environ.get("EDGEWATCH_SLOW") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
