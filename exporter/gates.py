@@ -1,4 +1,5 @@
-"""The parity gates as the export runs them: verdict lines, refusals, gate 3's backend and stream.
+"""The parity gates as the export runs them: verdict lines, refusals, gate 3's backend and stream,
+gate 4 (batch isolation) on the artifact's graph.
 
 The gates' arithmetic is in exporter.parity; here they are wired to the export's graphs and
 turned into a verdict: a failed gate 2 refuses the model (UnsupportedModelError, exit 2), any
@@ -138,3 +139,22 @@ def gate_quantized(
             parity.gate_decisions(outputs, scoring.score_fn, scoring.calibration.threshold, tolerances.decisions)
         )
     return results
+
+
+def gate_isolation(model: bytes, target: ExportTarget, float_runner: GraphRunner, stream: np.ndarray) -> ParityResult:
+    """Gate 4 on the artifact's graph: the first parity.ISOLATION_STEPS steps of `stream` [T, F]
+    alone vs among extreme neighbours, on the backend gate 3 uses (the CPU provider for
+    float and int8 targets); reported skipped where nothing here can run the graph."""
+    backend = quant_backend(model, target)
+    if isinstance(backend, str):
+        return ParityResult(
+            gate=parity.GATE_ISOLATION,
+            metric="max abs difference",
+            value=0.0,
+            tolerance=0.0,
+            passed=False,
+            skipped=True,
+            detail=backend,
+        )
+    runner = GraphRunner(backend[0], float_runner.names, output_kind=float_runner.output_kind)
+    return parity.gate_isolation(runner, stream[: parity.ISOLATION_STEPS], evaluator=backend[1])

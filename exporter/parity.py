@@ -10,6 +10,11 @@
                         time over a long stream (error builds up in the carried state), and
    `quantized-decisions` when a threshold is known, the share of steps where the alert
                         decision (score > threshold) is the same.
+4. `batch-isolation`    the artifact's graph (what the gateway runs, every target) stepped on a
+                        probe stream alone, then in a batch with extreme neighbours (×100
+                        glitches, huge values): the probe's outputs and states must be identical.
+                        The engine batches streams; a stream's alerts must not depend on whom
+                        it shares a call with.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ GATE_STREAM = "stream-vs-sequence"
 GATE_UNROLLED = "unrolled-vs-torch"
 GATE_QUANT = "quantized-vs-float"
 GATE_DECISIONS = "quantized-decisions"
+GATE_ISOLATION = "batch-isolation"
+
+ISOLATION_STEPS = 200
+ISOLATION_NEIGHBOURS = 40
 
 DEFAULT_QUANT_ATOL = {"int8": 0.1, "fp16": 0.01, "fp32": 1e-4}
 """Max abs output error (normalized units) of the quantized model vs float, per precision."""
@@ -169,3 +178,54 @@ def gate_decisions(
         f"of {len(alert_f)} steps"
     )
     return _result(GATE_DECISIONS, "decision agreement", agree, minimum, detail, higher_is_better=True)
+
+
+def extreme_neighbours(probe: np.ndarray, count: int = ISOLATION_NEIGHBOURS, *, seed: int = 3) -> np.ndarray:
+    """`count` streams [count, T, F] built to disturb anything that mixes rows of a batch:
+    the probe ×100 with noise, constant huge values (±1e4), and spikes of 1e4 on a quiet stream."""
+    rng = np.random.default_rng(seed)
+    steps, features = probe.shape
+    streams = np.empty((count, steps, features), np.float32)
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:
+            streams[i] = probe * 100 + rng.normal(0.0, 50.0, probe.shape)
+        elif kind == 1:
+            streams[i] = np.where(rng.random(features) < 0.5, -1e4, 1e4)
+        else:
+            spikes = rng.random(probe.shape) < 0.05
+            streams[i] = np.where(spikes, 1e4, rng.normal(0.0, 0.1, probe.shape))
+    return streams
+
+
+def _largest_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """max |a - b| over every pair; NaN where only one side is NaN counts as infinite."""
+    worst = 0.0
+    for p, q in zip(a, b, strict=True):
+        p64, q64 = np.asarray(p, np.float64), np.asarray(q, np.float64)
+        diff = np.abs(p64 - q64)
+        diff[np.isnan(p64) & np.isnan(q64)] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        worst = max(worst, float(np.max(diff, initial=0.0)))
+    return worst
+
+
+def gate_isolation(runner: GraphRunner, probe: np.ndarray, *, evaluator: str) -> ParityResult:
+    """The probe [T, F] stepped alone vs at the first, a middle and the last row of a batch with
+    extreme neighbours; the limit is 0: bit-identical outputs and states."""
+    y_alone, s_alone = runner.step(probe[None], runner.zero_states(1))
+    neighbours = extreme_neighbours(probe)
+    rows = (0, len(neighbours) // 2, len(neighbours))
+    diffs = []
+    for row in rows:
+        batch = np.insert(neighbours, row, probe, axis=0)
+        y, states = runner.step(batch, runner.zero_states(len(batch)))
+        mine = [y[row : row + 1], *(s[:, row : row + 1] for s in states)]
+        diffs.append(_largest_difference([y_alone, *s_alone], mine))
+    worst = max(diffs)
+    detail = (
+        f"{len(probe)} one-step calls on {evaluator}: the probe alone vs at rows {', '.join(map(str, rows))} "
+        f"among {len(neighbours)} neighbours (×100 glitches, ±1e4); largest difference (outputs and states) "
+        + ", ".join(f"{d:.2e}" for d in diffs)
+    )
+    return _result(GATE_ISOLATION, "max abs difference", worst, 0.0, detail)

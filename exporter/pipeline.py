@@ -1,6 +1,7 @@
 """`edgewatch export` as one list of named steps, `STEPS`:
 
-    load → make streaming → export → validate → calibrate → quantize → validate → write
+    load → make streaming → export → validate → calibrate → quantize → validate
+         → validate isolation → write
 
 Each step's progress line is numbered from its place in `STEPS` ("[3/7] exporting …"), so a
 step added to the list renumbers every line. A refused model raises UnsupportedModelError
@@ -199,6 +200,16 @@ def _validate_quantized(r: _Run, say: Log) -> None:
     r.results += results
 
 
+def _validate_isolation(r: _Run, say: Log) -> None:
+    """Gate 4, for every target: the engine batches streams, so the artifact must give a stream
+    the same outputs whoever shares its batch."""
+    stream, what = gates.quant_stream(r.inputs, parity.ISOLATION_STEPS, len(r.inputs.features))
+    say(f"parity gate 4: batch isolation, {len(stream)} steps of {what} alone vs among extreme neighbours")
+    results = [gates.gate_isolation(r.quantized.model, r.target, r.source_runner, stream)]
+    gates.check_gates(results, r.log)
+    r.results += results
+
+
 def _write(r: _Run, say: Log) -> None:
     q = r.quantized
     manifest = build_manifest(
@@ -224,6 +235,7 @@ STEPS: tuple[Step, ...] = (
     Step("calibrate", _calibrate),
     Step("quantize", _quantize),
     Step("validate quantized", _validate_quantized),
+    Step("validate isolation", _validate_isolation),
     # Silent: the write is atomic, and the caller prints the summary of what was written.
     Step("write", _write, numbered=False),
 )
