@@ -22,6 +22,7 @@ __all__ = [
     "MANIFEST_NAME",
     "MODEL_NAME",
     "Calibration",
+    "CalibrationEvidence",
     "Features",
     "Manifest",
     "Normalization",
@@ -105,6 +106,36 @@ class ScoreSettings(_Strict):
     ewma_alpha: float = Field(0.2, gt=0.0, le=1.0)
     residual_std: list[float] | None = None
     """Per-feature std of the normalized next-step error on normal data (forecast-error)."""
+    reduce: Literal["mean", "max", "top-k"] = "mean"
+    """How the per-feature smoothed errors become one score: their mean, their max (one failing
+    sensor of eight counts fully), or the mean of the top_k largest."""
+    top_k: int = Field(2, ge=1)
+    """Features averaged by reduce "top-k" (at most the feature count)."""
+    feature_cap: float | None = Field(None, gt=0.0)
+    """Cap on each feature's squared normalized error before the EWMA (e.g. 25: 5 residual
+    stds), so one transient cannot hold the score up; null = no cap."""
+
+
+class CalibrationEvidence(_Strict):
+    """What the threshold rests on: runtime.engine.thresholds.ThresholdEvidence, field by field
+    (docs/THRESHOLDS.md). Score units unless space is "logit" (probability models)."""
+
+    steps: int
+    segments: int
+    space: Literal["score", "logit"]
+    tail_quantile: float
+    tail_level: float
+    exceedances: int
+    clusters: int
+    extremal_index: float
+    gpd_shape: float
+    gpd_scale: float
+    gpd_scale_estimate: float
+    pot_threshold: float
+    replay_floor: float
+    allowed_raises: int
+    replay_raises: int
+    expected_false_alerts: float
 
 
 class Calibration(_Strict):
@@ -112,11 +143,17 @@ class Calibration(_Strict):
 
     threshold: float
     method: str
-    """e.g. "quantile:0.995" or "mean+z*std:z=4"."""
+    """What set the threshold: "pot", "empirical", "replay", "probability-floor", "max"
+    (docs/THRESHOLDS.md), or for older artifacts e.g. "quantile:0.995"."""
     steps: int
     score_mean: float
     score_std: float
     source: str = ""
+    target_steps: int | None = None
+    """At most one false alert per stream per this many steps on healthy data (null: older rule)."""
+    evidence: CalibrationEvidence | None = None
+    warnings: list[str] = []
+    """Why the calibration data may not support the target, with numbers."""
 
 
 class ParityResult(_Strict):

@@ -192,6 +192,13 @@ class ModelConfig(_Strict):
     """Overrides the manifest's calibrated threshold; null = the manifest's."""
     ewma_alpha: float | None = Field(None, gt=0, le=1)
     """Overrides the manifest's score smoothing (0 < alpha <= 1); null = the manifest's."""
+    reduce: Literal["mean", "max", "top-k"] | None = None
+    """Overrides how per-feature errors become one score (mean, max, top-k); null = the manifest's."""
+    top_k: int | None = Field(None, ge=1)
+    """Overrides the feature count reduce "top-k" averages; null = the manifest's."""
+    feature_cap: float | None = Field(None, gt=0)
+    """Overrides the cap on a feature's squared normalized error (e.g. 25); null = the manifest's.
+    Any score override changes the score the calibrated threshold was chosen on."""
     alerts: AlertPolicy = AlertPolicy()
     """Alert hysteresis."""
     on_gap: Literal["ignore", "reset"] = "ignore"

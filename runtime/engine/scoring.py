@@ -4,51 +4,60 @@ forecast: y[t] predicts the normalized sample t+1, so step t is scored against t
 step's prediction p = y[t-1]:
 
     e_f = (p_f - x_f) / residual_std_f                   (x normalized; residual_std 1 if absent)
-    c_f ← e_f²  on a stream's first scored step, else  c_f ← α·e_f² + (1 - α)·c_f     (per feature)
-    score = mean_f c_f                                   (= the EWMA of mean_f e_f², EWMA is linear)
+    q_f = min(e_f², feature_cap)                         (no cap unless score.feature_cap is set)
+    c_f ← q_f  on a stream's first scored step, else  c_f ← α·q_f + (1 - α)·c_f      (per feature)
+    score = mean_f c_f      (reduce "mean": the EWMA of mean_f q_f, the EWMA is linear)
+          | max_f c_f       (reduce "max": one failing sensor of eight counts fully)
+          | mean of the top_k largest c_f                  (reduce "top-k")
 
 A stream's first step (and the first after a model reset) has no prediction: its score is NaN,
-which the tracker treats as warming up. c_f / F is feature f's share of the score (top_features).
+which the tracker treats as warming up. Feature f's share of the score (top_features) is c_f / F
+for "mean", c_f / top_k for "top-k" and c_f for "max".
 
 probability: score = y[..., 0], unsmoothed (the head's output is already the quantity to threshold).
 
 The online scorer and `score_sequence` run the same kernel, one time step at a time with
 vectorized features (and streams), so they produce identical numbers however a stream's samples
-are split into messages.
+are split into messages. `calibrate` chooses the threshold with runtime.engine.thresholds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edge_config.errors import ConfigError
-from edge_config.manifest import Calibration, Manifest, ScoreSettings
-from edge_config.schema import ModelConfig
+from edge_config.manifest import Calibration, CalibrationEvidence, Manifest, ScoreSettings, Task
+from edge_config.schema import AlertPolicy, ModelConfig
 from runtime.engine.streams import StateStore
+from runtime.engine.thresholds import DEFAULT_TARGET_STEPS, choose_threshold
 from runtime.engine.tracker import STATUS_NAMES, AlertTracker
 
 __all__ = [
     "STATUS_NAMES",
     "AlertTracker",
     "Scorer",
-    "Task",
     "calibrate",
     "resolve_score_settings",
     "resolve_threshold",
     "score_sequence",
 ]
 
-Task = Literal["forecast", "probability"]
+Floats = NDArray[np.float64]
+
+_OVERRIDES = ("ewma_alpha", "reduce", "top_k", "feature_cap")
+"""ModelConfig fields that override the manifest's ScoreSettings of the same name (null: keep)."""
 
 
 def resolve_score_settings(manifest: Manifest, model: ModelConfig) -> ScoreSettings:
-    """The manifest's score settings with the config's ewma_alpha override applied."""
-    if model.ewma_alpha is None:
+    """The manifest's score settings with the config's overrides (ewma_alpha, reduce, top_k,
+    feature_cap) applied. An override changes the score the calibrated threshold was chosen on."""
+    update = {name: getattr(model, name) for name in _OVERRIDES if getattr(model, name) is not None}
+    if not update:
         return manifest.score
-    return manifest.score.model_copy(update={"ewma_alpha": model.ewma_alpha})
+    return ScoreSettings.model_validate({**manifest.score.model_dump(), **update})
 
 
 def resolve_threshold(manifest: Manifest, model: ModelConfig, name: str) -> float:
@@ -68,23 +77,47 @@ def _inverse_residual_std(settings: ScoreSettings, features: int) -> np.ndarray:
     return 1.0 / np.asarray(settings.residual_std, dtype=np.float64)
 
 
-def _forecast_kernel(
-    prev: np.ndarray, contrib: np.ndarray, x: np.ndarray, y: np.ndarray, inv_std: np.ndarray, alpha: float
-) -> np.ndarray:
-    """Score T steps of B streams; prev, contrib float64 [B, F] are updated in place.
+class _Kernel:
+    """The forecast score's arithmetic, shared by the online Scorer and score_sequence."""
 
-    prev: the last prediction (NaN: none); contrib: per-feature EWMA (NaN: none yet);
-    x: normalized samples [B, T, F]; y: predictions [B, T, F]. Returns scores float64 [B, T].
-    """
-    steps, features = x.shape[1], x.shape[2]
-    scores = np.empty((x.shape[0], steps))
-    for t in range(steps):
-        err = (prev - x[:, t]) * inv_std
-        sq = err * err
-        contrib[...] = np.where(np.isnan(contrib), sq, alpha * sq + (1.0 - alpha) * contrib)
-        scores[:, t] = np.add.reduce(contrib, axis=1) / features  # the mean, without np.mean's overhead
-        prev[...] = y[:, t]
-    return scores
+    def __init__(self, settings: ScoreSettings, features: int) -> None:
+        self.inv_std = _inverse_residual_std(settings, features)
+        self.alpha = settings.ewma_alpha
+        self.cap = settings.feature_cap
+        self.reduce = settings.reduce
+        if settings.reduce == "top-k" and settings.top_k > features:
+            raise ConfigError(f"score.top_k is {settings.top_k} for {features} features")
+        self.k = settings.top_k
+        self.share_divisor = {"mean": features, "max": 1, "top-k": self.k}[settings.reduce]
+
+    def run(self, prev: Floats, contrib: Floats, x: np.ndarray, y: np.ndarray) -> Floats:
+        """Score T steps of B streams; prev, contrib float64 [B, F] are updated in place.
+
+        prev: the last prediction (NaN: none); contrib: per-feature EWMA (NaN: none yet);
+        x: normalized samples [B, T, F]; y: predictions [B, T, F]. Returns scores float64 [B, T].
+        """
+        steps, alpha = x.shape[1], self.alpha
+        scores = np.empty((x.shape[0], steps))
+        for t in range(steps):
+            err = (prev - x[:, t]) * self.inv_std
+            sq = err * err
+            if self.cap is not None:
+                sq = np.minimum(sq, self.cap)  # NaN (no prediction yet) stays NaN
+            contrib[...] = np.where(np.isnan(contrib), sq, alpha * sq + (1.0 - alpha) * contrib)
+            scores[:, t] = self._reduce(contrib)
+            prev[...] = y[:, t]
+        return scores
+
+    def _reduce(self, contrib: Floats) -> Floats:
+        if self.reduce == "mean":
+            mean: Floats = np.add.reduce(contrib, axis=1) / contrib.shape[1]  # without np.mean's overhead
+            return mean
+        if self.reduce == "max":
+            top: Floats = np.maximum.reduce(contrib, axis=1)
+            return top
+        largest = -np.partition(-contrib, self.k - 1, axis=1)[:, : self.k]  # NaN sorts last: stays NaN
+        top_k: Floats = np.add.reduce(largest, axis=1) / self.k
+        return top_k
 
 
 class Scorer:
@@ -98,20 +131,21 @@ class Scorer:
         self.settings = settings
         self.features = tuple(features)
         self._store = store
-        self._inv_std = _inverse_residual_std(settings, len(self.features))
+        self._kernel = _Kernel(settings, len(self.features))
         if task == "forecast":
             n = len(self.features)
             store.add_column("score.prev", (n,), np.float64, np.nan, scope="model")
             store.add_column("score.contrib", (n,), np.float64, np.nan, scope="model")
 
-    def step(self, slots: np.ndarray, x_norm: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def step(self, slots: np.ndarray, x_norm: np.ndarray, y: np.ndarray) -> Floats:
         """slots int64 [B] (distinct), x_norm float32 [B, T, F], y [B, T, n] → scores float64 [B, T]."""
         if self.task == "probability":
-            return y[..., 0].astype(np.float64)
+            out: Floats = y[..., 0].astype(np.float64)
+            return out
         prev_col = self._store.column("score.prev")
         contrib_col = self._store.column("score.contrib")
         prev, contrib = prev_col[slots], contrib_col[slots]  # fancy indexing: copies
-        scores = _forecast_kernel(prev, contrib, x_norm, y, self._inv_std, self.settings.ewma_alpha)
+        scores = self._kernel.run(prev, contrib, x_norm, y)
         prev_col[slots] = prev
         contrib_col[slots] = contrib
         return scores
@@ -120,7 +154,7 @@ class Scorer:
         """The k features with the largest share of the slot's current score, largest first."""
         if self.task == "probability" or k == 0:
             return ()
-        shares = self._store.column("score.contrib")[slot] / len(self.features)
+        shares = self._store.column("score.contrib")[slot] / self._kernel.share_divisor
         if not np.isfinite(shares).all():
             return ()
         order = np.argsort(-shares, kind="stable")[:k]
@@ -131,7 +165,7 @@ def _as_segments(arrays: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
 
 
-def score_sequence(settings: ScoreSettings, task: Task, x_norm: np.ndarray, y: np.ndarray) -> np.ndarray:
+def score_sequence(settings: ScoreSettings, task: Task, x_norm: np.ndarray, y: np.ndarray) -> Floats:
     """Offline scores of one stream from its start: x_norm [T, F] (normalized), y [T, n] → float64 [T].
 
     Exactly the numbers the online Scorer produces for the same samples, however they arrive.
@@ -139,12 +173,12 @@ def score_sequence(settings: ScoreSettings, task: Task, x_norm: np.ndarray, y: n
     if x_norm.ndim != 2 or y.ndim != 2 or x_norm.shape[0] != y.shape[0]:
         raise ValueError(f"expected x_norm [T, F] and y [T, n] with the same T, got {x_norm.shape} and {y.shape}")
     if task == "probability":
-        return y[:, 0].astype(np.float64)
+        out: Floats = y[:, 0].astype(np.float64)
+        return out
     features = x_norm.shape[1]
     prev = np.full((1, features), np.nan)
     contrib = np.full((1, features), np.nan)
-    inv_std = _inverse_residual_std(settings, features)
-    scores: np.ndarray = _forecast_kernel(prev, contrib, x_norm[None], y[None], inv_std, settings.ewma_alpha)[0]
+    scores: Floats = _Kernel(settings, features).run(prev, contrib, x_norm[None], y[None])[0]
     return scores
 
 
@@ -154,7 +188,9 @@ def calibrate(
     x_norm: np.ndarray | Sequence[np.ndarray],
     y: np.ndarray | Sequence[np.ndarray],
     *,
-    quantile: float = 0.995,
+    false_alert_steps: int = DEFAULT_TARGET_STEPS,
+    policy: AlertPolicy | None = None,
+    quantile: float | None = None,
     warmup: int = 0,
     min_residual_std: float = 1e-3,
     source: str = "",
@@ -163,11 +199,16 @@ def calibrate(
 
     forecast: residual_std_f is the root mean square of the next-step error y[t-1] - x[t]
     (normalized units, floored at min_residual_std so a constant feature cannot blow up the
-    score), which makes a normal step's expected per-feature term 1. The threshold is the
-    `quantile` of the resulting scores (each segment scored from a fresh stream, its first
-    `warmup` steps left out, as the tracker leaves them out online).
+    score), which makes a normal step's expected per-feature term 1. Each segment is scored
+    from a fresh stream with `settings_base`'s options (reduce, top_k, feature_cap, ewma_alpha).
+
+    The threshold: at most one false alert per stream per `false_alert_steps` steps under the
+    alert `policy` (default: the gateway's default AlertPolicy), by runtime.engine.thresholds
+    (docs/THRESHOLDS.md). With `quantile`, the old rule instead: that quantile of the scores
+    after each segment's first `warmup` steps. steps/score_mean/score_std describe the scores
+    after `warmup`.
     """
-    if not 0.0 < quantile <= 1.0:
+    if quantile is not None and not 0.0 < quantile <= 1.0:
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
     xs, ys = _as_segments(x_norm), _as_segments(y)
     if len(xs) != len(ys) or not xs:
@@ -184,16 +225,32 @@ def calibrate(
         )
     else:
         settings = settings_base.model_copy(update={"kind": "probability", "residual_std": None})
-    scores = np.concatenate([score_sequence(settings, task, xx, yy)[warmup:] for xx, yy in zip(xs, ys, strict=False)])
+    segments = [score_sequence(settings, task, xx, yy) for xx, yy in zip(xs, ys, strict=False)]
+    scores = np.concatenate([s[warmup:] for s in segments])
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         raise ValueError("calibration left no scored steps (too short, or warmup too long)")
+    steps, mean, std = int(scores.size), float(scores.mean()), float(scores.std())
+    if quantile is not None:
+        threshold = float(np.quantile(scores, quantile))
+        return settings, Calibration(
+            threshold=threshold,
+            method=f"quantile:{quantile}",
+            steps=steps,
+            score_mean=mean,
+            score_std=std,
+            source=source,
+        )
+    choice = choose_threshold(segments, policy or AlertPolicy(), target_steps=false_alert_steps, task=task)
     calibration = Calibration(
-        threshold=float(np.quantile(scores, quantile)),
-        method=f"quantile:{quantile}",
-        steps=int(scores.size),
-        score_mean=float(scores.mean()),
-        score_std=float(scores.std()),
+        threshold=choice.threshold,
+        method=choice.method,
+        steps=steps,
+        score_mean=mean,
+        score_std=std,
         source=source,
+        target_steps=choice.target_steps,
+        evidence=CalibrationEvidence.model_validate(choice.evidence, from_attributes=True),
+        warnings=list(choice.warnings),
     )
     return settings, calibration
