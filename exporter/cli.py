@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_config.presets import EXPORT_TARGETS
+from runtime.engine.thresholds import DEFAULT_TARGET_STEPS
 
 __all__ = ["format_summary", "register", "run"]
 
@@ -60,6 +61,29 @@ def register(subparsers: Any) -> None:
         help="what the output means (default: auto)",
     )
     p.add_argument("--name", help="artifact name in the manifest (default: the --out folder's name)")
+    s = p.add_argument_group("score and threshold (docs/THRESHOLDS.md)")
+    s.add_argument(
+        "--false-alert-steps",
+        type=int,
+        default=DEFAULT_TARGET_STEPS,
+        metavar="N",
+        help=f"threshold: at most 1 false alert per stream per N steps of normal data (default {DEFAULT_TARGET_STEPS})",
+    )
+    s.add_argument(
+        "--score-reduce",
+        choices=["mean", "max", "top-k"],
+        default="mean",
+        help="per-feature errors → one score: their mean, max, or mean of the --top-k largest (default mean)",
+    )
+    s.add_argument(
+        "--top-k", type=int, default=2, metavar="K", help="features --score-reduce top-k averages (default 2)"
+    )
+    s.add_argument(
+        "--feature-cap",
+        type=float,
+        metavar="X",
+        help="cap on each feature's squared normalized error before smoothing, e.g. 25 (default: none)",
+    )
     g = p.add_argument_group("parity gates")
     g.add_argument(
         "--atol-onnx", type=float, default=1e-4, metavar="X", help="gate 1: float ONNX vs PyTorch (default 1e-4)"
@@ -106,8 +130,11 @@ def format_summary(manifest: Any, directory: Path) -> str:
         lines.append(f"    {r.gate:<21} {r.metric:<19} {r.value:>10.3g} {r.tolerance:>10.3g}  {verdict}")
         if r.detail:
             lines.append(f"      {r.detail}")
-    if manifest.calibration is not None:
-        lines.append(f"  threshold: {manifest.calibration.threshold:.4g} ({manifest.calibration.method})")
+    cal = manifest.calibration
+    if cal is not None:
+        target = f", at most 1 false alert per {cal.target_steps} steps" if cal.target_steps else ""
+        lines.append(f"  threshold: {cal.threshold:.4g} ({cal.method}{target})")
+        lines.extend(f"  warning: {w}" for w in cal.warnings)
     lines.extend(f"  note: {note}" for note in manifest.notes)
     lines.append(f"  files: {directory / 'model.onnx'}  {directory / 'manifest.json'}")
     return "\n".join(lines)
@@ -117,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from exporter.loading import parse_model_kwargs
     from exporter.parity import Tolerances
     from exporter.pipeline import ExportRequest, run_export
+    from exporter.score_calibration import ScoreOptions
 
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     request = ExportRequest(
@@ -133,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
             onnx=args.atol_onnx, stream=args.atol_stream, quant=args.atol_quant, decisions=args.min_decision_agreement
         ),
         steps=args.steps,
+        score=ScoreOptions(
+            false_alert_steps=args.false_alert_steps,
+            reduce=args.score_reduce,
+            top_k=args.top_k,
+            feature_cap=args.feature_cap,
+        ),
         force=args.force,
         name=args.name,
     )

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_config.errors import ExportInputError
-from edge_config.manifest import Manifest, ParityResult, ScoreSettings
+from edge_config.manifest import Calibration, Manifest, ParityResult
 from edge_config.presets import ExportTarget, export_target
 from exporter import gates, parity
 from exporter.artifact_manifest import Streamable, build_manifest, state_names
 from exporter.artifact_writer import check_out_dir, write_artifact
 from exporter.onnx_run import GraphRunner, ort_session
 from exporter.resolve import ResolvedInputs, resolve_inputs, resolve_task
+from exporter.score_calibration import ScoreOptions
 
 if TYPE_CHECKING:  # these import torch; the steps import them when they run
     from exporter.quantize import QuantizationResult
@@ -49,6 +50,8 @@ class ExportRequest:
     task: str = "auto"
     tolerances: parity.Tolerances = field(default_factory=parity.Tolerances)
     steps: int = MIN_STREAM_STEPS
+    score: ScoreOptions = field(default_factory=ScoreOptions)
+    """Score options and the false-alert target of the threshold (docs/THRESHOLDS.md)."""
     force: bool = False
     name: str | None = None
 
@@ -162,7 +165,7 @@ def _calibrate(r: _Run, say: Log) -> None:
     quantized artifact makes the same decisions under this threshold."""
     from exporter.score_calibration import calibrate_scores
 
-    base = ScoreSettings(kind="forecast-error" if r.m.task == "forecast" else "probability")
+    base = r.req.score.settings(r.m.task, len(r.inputs.features))
     x_cal, cal = r.inputs.normalized, r.inputs.calibration
     if x_cal is None or cal is None:
         say("score calibration: skipped (no --calibration; the gateway config must set a threshold)")
@@ -172,9 +175,30 @@ def _calibrate(r: _Run, say: Log) -> None:
     # A last-step model gives one output per call: step it to get every step's output.
     run = r.float_runner.step if r.m.layout.output_kind == "last" else r.float_runner.run
     y_cal, _ = run(x_cal[None], r.float_runner.zero_states(1))
-    settings, calibration, score_fn = calibrate_scores(r.m.task, x_cal, y_cal[0], source=cal.source)
-    r.log(f"  threshold {calibration.threshold:.4g} ({calibration.method}) from {calibration.steps} steps")
+    settings, calibration, score_fn = calibrate_scores(
+        r.m.task, x_cal, y_cal[0], source=cal.source, options=r.req.score
+    )
+    r.log(
+        f"  threshold {calibration.threshold:.4g} ({calibration.method}) from {calibration.steps} steps: "
+        f"at most 1 false alert per {calibration.target_steps} steps per stream"
+    )
+    r.log(f"  evidence: {_evidence_line(calibration)}")
+    for warning in calibration.warnings:
+        r.log(f"  warning: {warning}")
     r.scoring = gates.Scoring(settings, calibration, score_fn)
+
+
+def _evidence_line(calibration: Calibration) -> str:
+    e = calibration.evidence
+    if e is None:
+        return "none"
+    return (
+        f"{e.steps} scored steps, {e.exceedances} over u={e.tail_level:.4g} ({e.tail_quantile:.0%} level, "
+        f"{e.space}) in {e.clusters} clusters (extremal index {e.extremal_index:.2f}), GPD shape {e.gpd_shape:.3f} "
+        f"scale {e.gpd_scale:.4g}; tail model {e.pot_threshold:.4g}, replay floor {e.replay_floor:.4g}; "
+        f"replayed raises {e.replay_raises} (allowed {e.allowed_raises}); "
+        f"expected false alerts per {calibration.target_steps} steps {e.expected_false_alerts:.2g}"
+    )
 
 
 def _quantize(r: _Run, say: Log) -> None:

@@ -36,6 +36,7 @@ from edge_config.schema import AlertPolicy
 
 __all__ = [
     "DEFAULT_TARGET_STEPS",
+    "PROBABILITY_CEILING",
     "PROBABILITY_FLOOR",
     "ThresholdChoice",
     "ThresholdEvidence",
@@ -49,6 +50,9 @@ DEFAULT_TARGET_STEPS = 100_000
 """At most one false alert per stream per this many steps (about a day at 1 Hz)."""
 PROBABILITY_FLOOR = 0.5
 """A probability model's decision boundary: its threshold is never below it."""
+PROBABILITY_CEILING = 0.999
+"""The tail model never puts a probability threshold above this (short data would extrapolate to
+1.0, where the model cannot alert); only the healthy data itself (the replay floor) can."""
 _TAIL_LEVELS = (0.98, 0.95, 0.9, 0.8, 0.7, 0.5)
 """Tried in order for u: the first that leaves _MIN_CLUSTERS clusters (SPOT starts at 0.98)."""
 _MIN_CLUSTERS = 20
@@ -101,7 +105,8 @@ class ThresholdChoice:
     threshold: float
     method: str
     """What set the threshold: "pot", "empirical" (the target lies inside the data), "replay"
-    (the replay floor), "probability-floor" (0.5) or "max" (too few steps for a tail)."""
+    (the replay floor), "probability-floor" (0.5), "probability-ceiling" (0.999) or "max" (no
+    exceedance of any tail level)."""
     target_steps: int
     evidence: ThresholdEvidence
     warnings: tuple[str, ...]
@@ -300,6 +305,9 @@ def choose_threshold(
         pot = 1.0 / (1.0 + math.exp(-pot_z)) if probability else pot_z
 
     threshold, binding = pot, method
+    if probability and threshold > PROBABILITY_CEILING:
+        notes.append(f"the tail model asks for probability {pot:.6g}: capped at {PROBABILITY_CEILING}")
+        threshold, binding = PROBABILITY_CEILING, "probability-ceiling"
     if floor > threshold:
         threshold, binding = floor, "replay"
     if probability and threshold < PROBABILITY_FLOOR:
@@ -327,7 +335,7 @@ def choose_threshold(
     if shape >= _MAX_SHAPE:
         notes.append(f"the healthy score has a heavy tail (GPD shape at its cap {_MAX_SHAPE}): check the model")
     if probability and threshold >= 1.0:
-        notes.append("healthy data reaches probability 1.0: at this threshold the model cannot alert")
+        notes.append(f"healthy data needs a threshold of {threshold:.6g}: at it the model cannot alert")
 
     evidence = ThresholdEvidence(
         steps=steps,
