@@ -1,7 +1,9 @@
 """int8 and fp16 variants of the test LSTM artifact (tests/onnx_artifacts.py), still without torch.
 
-- int8: ONNX Runtime's own `quantize_dynamic`, as the exporter's cpu-int8 preset does
-  (LSTM → DynamicQuantizeLSTM, a CPU-only kernel).
+- int8: ONNX Runtime's own `quantize_dynamic`, as the exporter's cpu-int8 preset did before
+  batch isolation (LSTM → DynamicQuantizeLSTM, a CPU-only kernel): artifacts in the field.
+- int8 weights: the exporter's cpu-int8 quantization as it is now (int8 weights behind
+  Cast·Mul, float compute), applied by exporter.quantize itself (no torch there).
 - fp16: float16 weights and activations with float32 graph inputs/outputs (Cast at the
   edges), as the gpu-fp16 preset describes.
 """
@@ -37,6 +39,16 @@ def write_int8_artifact(directory: Path, **kwargs: int) -> Path:
         data = out.read_bytes()
     ops = {n.op_type for n in onnx.load_model_from_string(data).graph.node}
     assert "DynamicQuantizeLSTM" in ops, ops  # the point of this variant
+    return _rewrite(directory, data, precision="int8", quantization="dynamic", target="cpu-int8", providers=["cpu"])
+
+
+def write_weight_int8_artifact(directory: Path, **kwargs: int) -> Path:
+    from edge_config.presets import export_target
+    from exporter.quantize import quantize
+
+    directory = write_lstm_artifact(directory, **kwargs)
+    data = quantize((directory / MODEL_NAME).read_bytes(), export_target("cpu-int8")).model
+    assert any(t.data_type == TensorProto.INT8 for t in onnx.load_model_from_string(data).graph.initializer)
     return _rewrite(directory, data, precision="int8", quantization="dynamic", target="cpu-int8", providers=["cpu"])
 
 
