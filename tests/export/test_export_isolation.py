@@ -26,7 +26,14 @@ def case(tmp_path: Path) -> list[str]:
     raw = np.cumsum(rng.standard_normal((400, 4)) * 0.1, axis=0) * [1, 10, 100, 0.5] + [0, 50, 1000, 3]
     lines = ["a;b;c;d"] + [";".join(f"{v:.5f}" for v in row) for row in raw]
     (tmp_path / "normal.csv").write_text("\n".join(lines) + "\n")
-    return ["--model", f"{models}:Mixed", "--weights", str(tmp_path / "w.pt"), "--calibration", str(tmp_path / "normal.csv")]
+    return [
+        "--model",
+        f"{models}:Mixed",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--calibration",
+        str(tmp_path / "normal.csv"),
+    ]
 
 
 @pytest.mark.parametrize("target", sorted(EXPORT_TARGETS))
