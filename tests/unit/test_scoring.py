@@ -56,14 +56,24 @@ def test_probability_score_is_the_output() -> None:
     np.testing.assert_array_equal(scores, y[:, 0].astype(np.float64))
 
 
-def test_online_scores_equal_score_sequence_exactly_however_chunked() -> None:
+OPTIONS = [
+    FORECAST,
+    FORECAST.model_copy(update={"reduce": "max"}),
+    FORECAST.model_copy(update={"reduce": "top-k", "top_k": 2}),
+    FORECAST.model_copy(update={"feature_cap": 2.0}),
+    FORECAST.model_copy(update={"reduce": "top-k", "top_k": 1, "feature_cap": 0.5}),
+]
+
+
+@pytest.mark.parametrize("settings", OPTIONS, ids=["mean", "max", "top-2", "mean-cap", "top-1-cap"])
+def test_online_scores_equal_score_sequence_exactly_however_chunked(settings: ScoreSettings) -> None:
     """50 streams in one store, each fed in its own random chunk sizes, interleaved by call."""
     rng = np.random.default_rng(2)
     n_streams, steps = 50, 60
     x = rng.standard_normal((n_streams, steps, 3)).astype(np.float32)
     y = rng.standard_normal((n_streams, steps, 3)).astype(np.float32)
     store = _store()
-    scorer = Scorer("forecast", FORECAST, ["a", "b", "c"], store)
+    scorer = Scorer("forecast", settings, ["a", "b", "c"], store)
     slots = np.array([store.open(f"s{i}", 0.0) for i in range(n_streams)], dtype=np.int64)
     online: list[list[np.ndarray]] = [[] for _ in range(n_streams)]
     position = np.zeros(n_streams, dtype=int)
@@ -79,7 +89,47 @@ def test_online_scores_equal_score_sequence_exactly_however_chunked() -> None:
             online[i].append(got[row])
             position[i] += size
     for i in range(n_streams):
-        np.testing.assert_array_equal(np.concatenate(online[i]), score_sequence(FORECAST, "forecast", x[i], y[i]))
+        np.testing.assert_array_equal(np.concatenate(online[i]), score_sequence(settings, "forecast", x[i], y[i]))
+
+
+def _options_by_hand(settings: ScoreSettings, x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Per-feature EWMA of the capped e², reduced by mean, max or top-k mean, in plain Python."""
+    alpha, std, cap = settings.ewma_alpha, settings.residual_std or [1.0] * x.shape[1], settings.feature_cap
+    scores, ewma = [float("nan")], [0.0] * x.shape[1]
+    for t in range(1, len(x)):
+        for f in range(x.shape[1]):
+            q = ((float(y[t - 1, f]) - float(x[t, f])) / std[f]) ** 2
+            q = min(q, cap) if cap is not None else q
+            ewma[f] = q if t == 1 else alpha * q + (1 - alpha) * ewma[f]
+        ranked = sorted(ewma, reverse=True)
+        k = {"mean": len(ewma), "max": 1, "top-k": settings.top_k}[settings.reduce]
+        scores.append(sum(ranked[:k]) / k)
+    return scores
+
+
+@pytest.mark.parametrize("settings", OPTIONS, ids=["mean", "max", "top-2", "mean-cap", "top-1-cap"])
+def test_score_options_follow_the_formula(settings: ScoreSettings) -> None:
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((40, 3)).astype(np.float32), rng.standard_normal((40, 3)).astype(np.float32)
+    scores = score_sequence(settings, "forecast", x, y)
+    assert np.isnan(scores[0])
+    np.testing.assert_allclose(scores[1:], _options_by_hand(settings, x, y)[1:], rtol=1e-12)
+
+
+def test_max_counts_one_failing_sensor_fully_and_the_cap_bounds_a_transient() -> None:
+    x = np.zeros((3, 8), np.float32)
+    x[2, 0] = 6.0  # one sensor of eight jumps 6 residual stds
+    plain = ScoreSettings(kind="forecast-error", ewma_alpha=1.0)
+    assert score_sequence(plain, "forecast", x, np.zeros_like(x))[2] == pytest.approx(36 / 8)
+    assert score_sequence(plain.model_copy(update={"reduce": "max"}), "forecast", x, np.zeros_like(x))[2] == 36
+    capped = plain.model_copy(update={"reduce": "max", "feature_cap": 25.0})
+    assert score_sequence(capped, "forecast", x, np.zeros_like(x))[2] == 25
+
+
+def test_top_k_larger_than_the_features_is_refused() -> None:
+    settings = ScoreSettings(kind="forecast-error", reduce="top-k", top_k=4)
+    with pytest.raises(ConfigError, match="top_k is 4 for 3 features"):
+        score_sequence(settings, "forecast", np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
 
 
 def test_model_reset_restarts_the_score() -> None:
@@ -152,6 +202,32 @@ def test_ewma_alpha_override(tmp_path: Path) -> None:
     manifest: Manifest = read_manifest(write_lstm_artifact(tmp_path))
     assert resolve_score_settings(manifest, ModelConfig(path=tmp_path, target="cpu")).ewma_alpha == 0.2
     assert resolve_score_settings(manifest, ModelConfig(path=tmp_path, target="cpu", ewma_alpha=0.9)).ewma_alpha == 0.9
+
+
+def test_score_option_overrides(tmp_path: Path) -> None:
+    manifest: Manifest = read_manifest(write_lstm_artifact(tmp_path))
+    assert resolve_score_settings(manifest, ModelConfig(path=tmp_path, target="cpu")) is manifest.score
+    model = ModelConfig(path=tmp_path, target="cpu", reduce="top-k", top_k=1, feature_cap=16.0)
+    settings = resolve_score_settings(manifest, model)
+    assert (settings.reduce, settings.top_k, settings.feature_cap) == ("top-k", 1, 16.0)
+    assert settings.ewma_alpha == manifest.score.ewma_alpha
+    assert settings.residual_std == manifest.score.residual_std
+
+
+def test_calibrate_targets_a_false_alert_rate_by_default() -> None:
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3001, 2)).astype(np.float32)
+    y = np.zeros_like(x)
+    y[:-1] = x[1:] + rng.standard_normal((3000, 2)).astype(np.float32)
+    _, calibration = calibrate(ScoreSettings(kind="forecast-error"), "forecast", x, y, false_alert_steps=10_000)
+    assert calibration.target_steps == 10_000
+    assert calibration.method in {"pot", "replay"}
+    assert calibration.evidence is not None
+    assert calibration.evidence.steps == 3001 - AlertPolicy().warmup_steps  # steps 20..3000
+    assert calibration.evidence.replay_raises == 0
+    assert calibration.warnings == []
+    again = Calibration.model_validate_json(calibration.model_dump_json())
+    assert again == calibration
 
 
 # --- hysteresis ---------------------------------------------------------------------------------
