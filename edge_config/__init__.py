@@ -51,6 +51,7 @@ from edge_config.presets import (
 )
 from edge_config.schema import (
     AlertPolicy,
+    BaselineConfig,
     BrokerConfig,
     GatewayConfig,
     ModelConfig,
@@ -69,6 +70,7 @@ __all__ = [
     "PROVIDER_BY_TYPE",
     "AlertPolicy",
     "ArtifactError",
+    "BaselineConfig",
     "BrokerConfig",
     "BusError",
     "Calibration",

@@ -36,6 +36,7 @@ from edge_config.templates import check_template
 __all__ = [
     "DEFER_CONSISTENCY_CHECKS",
     "AlertPolicy",
+    "BaselineConfig",
     "BrokerConfig",
     "GatewayConfig",
     "ModelConfig",
@@ -183,6 +184,26 @@ class AlertPolicy(_Strict):
         return self
 
 
+class BaselineConfig(_Strict):
+    """Per-stream baselines: each stream learns its own normal score level after it first appears
+    (and after a reset command), then alerts against its own threshold (runtime.engine.baseline)."""
+
+    learn_steps: int = Field(300, ge=0)
+    """Warm steps whose scores form a stream's baseline; 0 switches baselines off (the model's
+    threshold for every stream)."""
+    policy: Literal["max", "stream"] = "max"
+    """max: a stream's threshold is the higher of the model's calibrated one and its own (a quiet
+    machine keeps the calibrated sensitivity, a noisier one gets its own); stream: its own only."""
+    learning_factor: float = Field(10.0, ge=1.0)
+    """While a stream learns, it alerts only above this multiple of the model's threshold (and,
+    after 30 steps, above a wide margin over what it showed so far): extreme scores still alert,
+    ordinary differences between machines are learned."""
+    out_of_range_factor: float = Field(25.0, gt=1.0)
+    """A stream whose learned mean score is above this multiple of the calibration data's mean is
+    not taken as normal: its retained status says `out-of-range` (the model does not know this
+    machine) instead of `ok`; it alerts against its own level."""
+
+
 class ModelConfig(_Strict):
     path: Path
     """Artifact folder holding model.onnx + manifest.json (relative to this file's folder)."""
@@ -205,6 +226,8 @@ class ModelConfig(_Strict):
     """What a gap in seq (or ts beyond max_gap_s) does to the stream's state."""
     max_gap_s: float | None = Field(None, gt=0)
     """A time gap longer than this counts as a gap; null = only seq gaps count."""
+    baseline: BaselineConfig = BaselineConfig()
+    """Per-stream baselines (learning period, how they combine with the model's threshold)."""
 
 
 class TargetConfig(_Strict):

@@ -23,6 +23,7 @@ import numpy as np
 from edge_config.schema import ModelConfig
 from runtime.engine.admission import KEEP, GapPolicy, Plan, Verdict, admit
 from runtime.engine.alerts import Alert
+from runtime.engine.baseline import Baselines
 from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
 from runtime.engine.streams import NO_SEQ, StateStore
 from runtime.engine.types import Eviction, InferenceBackend, Message, Outcome, StreamStatus
@@ -78,6 +79,7 @@ class Engine:
         self.store = StateStore(manifest.state, max_streams=max_streams)
         settings = resolve_score_settings(manifest, model)
         self.scorer = Scorer(manifest.task, settings, manifest.features.names, self.store)
+        self.baselines = Baselines(model.baseline, self.threshold, manifest.calibration, manifest.task, self.store)
         self.tracker = AlertTracker(
             model.alerts,
             self.threshold,
@@ -85,6 +87,7 @@ class Engine:
             model=name,
             model_sha256=artifact.sha256,
             explain=self.scorer.top_features,
+            baselines=self.baselines,
         )
         self._gaps = GapPolicy(on_gap=model.on_gap, max_gap_s=model.max_gap_s, seq_restart_window=seq_restart_window)
         self._session = session
@@ -124,6 +127,9 @@ class Engine:
         """What happened since the last call (steps, ORT calls, messages by outcome, skipped samples,
         gaps, resets, evictions, re-warming streams); the caller merges it into its tally."""
         counts, self._counts = self._counts, Counts()
+        counts.baselines_learned += self.baselines.learned
+        counts.baselines_out_of_range += self.baselines.out_of_range
+        self.baselines.learned = self.baselines.out_of_range = 0
         return counts
 
     def evict_idle(self, wall_now: float | None = None) -> list[Eviction]:
@@ -182,6 +188,7 @@ class Engine:
         if slot is None:
             return False
         self.store.reset_model(slot)
+        self.store.reset_baseline(slot)
         self.store.forget_sequence(slot)
         self._counts.model_resets += 1
         self.version += 1

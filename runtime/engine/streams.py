@@ -6,11 +6,13 @@ and whatever the scorer and alert tracker register. Columns grow together (capac
 up to `max_streams`), and a slot handed to a new stream is reset in all of them at once, so
 no module can forget to clear something when a slot is reused.
 
-Two reset scopes:
+Three reset scopes:
 - "model": the model state and what depends on it (h/c, steps since reset, the scorer's last
   prediction) — cleared by `reset_model` (a gap, a reset command) and on slot reuse;
-- "stream": what survives a model reset (seq/ts tracking, the alert's hysteresis) — cleared
-  only when the slot is given to another stream.
+- "baseline": what the stream learned of its own normal scores (runtime.engine.baseline) —
+  survives gaps, cleared by `reset_baseline` (a reset command) and on slot reuse;
+- "stream": what survives both (seq/ts tracking, the alert's hysteresis) — cleared only when
+  the slot is given to another stream.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from edge_config.manifest import StateSpec
 
 __all__ = ["ResetScope", "StateStore"]
 
-ResetScope = Literal["model", "stream"]
+ResetScope = Literal["model", "baseline", "stream"]
 NO_SEQ = -1
 """last_seq of a stream that has not sent a seq yet (seq is >= 0 by the input contract)."""
 
@@ -173,7 +175,7 @@ class StateStore:
                 return None
             self._grow()
         slot = self._free.pop()
-        self._reset_slot(slot, ("model", "stream"))
+        self._reset_slot(slot, ("model", "baseline", "stream"))
         self._slot_of[stream] = slot
         self._stream_of[slot] = stream
         self.last_seen[slot] = now
@@ -208,6 +210,10 @@ class StateStore:
     def reset_model(self, slots: np.ndarray | int) -> None:
         """Back to the initial model state (zeros) for these slots; stream-scope columns are kept."""
         self._reset_slot(slots, ("model",))
+
+    def reset_baseline(self, slots: np.ndarray | int) -> None:
+        """Forget what these streams learned of their normal scores: they learn again."""
+        self._reset_slot(slots, ("baseline",))
 
     def forget_sequence(self, slot: int) -> None:
         """Accept any seq/ts again (after a reset command: the sensor may have restarted its counter)."""

@@ -17,15 +17,22 @@ import numpy as np
 
 from edge_config.schema import AlertPolicy
 from runtime.engine.alerts import Alert, AlertState, ClearReason, alert_id
+from runtime.engine.baseline import LEARNING, OUT_OF_RANGE, Baselines
 from runtime.engine.streams import StateStore
 from runtime.engine.types import StreamStatus
 
 __all__ = ["STATUS_NAMES", "WINDOW_COLUMNS", "AlertTracker", "Explain", "Locate"]
 
-STATUS_NAMES = ("", "warming-up", "ok", "alert")
+STATUS_NAMES = ("", "warming-up", "ok", "alert", "learning", "out-of-range")
 """Status codes stored per slot; 0 means nothing reported yet."""
-_WARMING, _OK, _ALERT = 1, 2, 3
-_REPORTED: dict[int, StreamStatus] = {_WARMING: "warming-up", _OK: "ok", _ALERT: "alert"}
+_WARMING, _OK, _ALERT, _LEARNING, _OUT_OF_RANGE = 1, 2, 3, 4, 5
+_REPORTED: dict[int, StreamStatus] = {
+    _WARMING: "warming-up",
+    _OK: "ok",
+    _ALERT: "alert",
+    _LEARNING: "learning",
+    _OUT_OF_RANGE: "out-of-range",
+}
 WINDOW_COLUMNS = ("alert.ring", "alert.pos", "alert.above")
 """The raise window: sized by raise_n and consistent only together (above = True entries of
 the ring, pos < raise_n). State carried into a tracker with another raise_n drops all three."""
@@ -48,7 +55,9 @@ class AlertTracker:
         model: str,
         model_sha256: str,
         explain: Explain,
+        baselines: Baselines | None = None,
     ) -> None:
+        """baselines: per-stream thresholds (runtime.engine.baseline); None: `threshold` for every stream."""
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
         self.policy = policy
@@ -57,6 +66,7 @@ class AlertTracker:
         self.model_sha256 = model_sha256
         self._store = store
         self._explain = explain
+        self.baselines = baselines
         n = policy.raise_n
         store.add_column("alert.ring", (n,), np.bool_, False, scope="stream")  # last n warm steps above?
         store.add_column("alert.pos", (), np.int64, 0, scope="stream")
@@ -81,7 +91,12 @@ class AlertTracker:
         col = self._store.column
         warm = (step_index >= self.policy.warmup_steps) & np.isfinite(scores)
         col("alert.warm")[slots] = warm
-        above_all = scores > self.threshold
+        if self.baselines is None:
+            above_all = scores > self.threshold
+        else:
+            thresholds = self.baselines.thresholds(slots)
+            above_all = scores > thresholds
+            self.baselines.learn(slots, scores, warm, thresholds)  # after the comparison: a step never judges itself
         count = col("alert.above")
         # A quiet stream (ring all below, not raised) that stays below has nothing to update: the
         # ring's position does not matter while it holds only "below". Skipping it keeps the
@@ -146,7 +161,7 @@ class AlertTracker:
             stream=stream,
             state=state,
             score=score,
-            threshold=self.threshold,
+            threshold=self.threshold if self.baselines is None else self.baselines.threshold_of(slot),
             started=float(col("alert.started")[slot]),
             ts=ts,
             seq=seq,
@@ -168,7 +183,12 @@ class AlertTracker:
     def status_changes(self, slots: np.ndarray) -> list[tuple[int, StreamStatus]]:
         """(row, new status) for the streams whose status differs from the last one reported."""
         col = self._store.column
-        status = np.where(col("alert.raised")[slots], _ALERT, np.where(col("alert.warm")[slots], _OK, _WARMING))
+        warm_status = np.full(len(slots), _OK, dtype=np.int8)
+        if self.baselines is not None:
+            learning = self.baselines.states(slots)
+            warm_status[learning == LEARNING] = _LEARNING
+            warm_status[learning == OUT_OF_RANGE] = _OUT_OF_RANGE
+        status = np.where(col("alert.raised")[slots], _ALERT, np.where(col("alert.warm")[slots], warm_status, _WARMING))
         reported = col("alert.status")
         changed = np.flatnonzero(status != reported[slots])
         if changed.size == 0:

@@ -23,7 +23,10 @@ __all__ = ["Eviction", "InferenceBackend", "Message", "Outcome", "OutcomeStatus"
 OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused"]
 """processed: stepped; duplicate: every sample already seen; out-of-order: too late;
 refused: a new stream while max_streams streams are active (nothing was stepped)."""
-StreamStatus = Literal["ok", "alert", "warming-up"]
+StreamStatus = Literal["ok", "alert", "warming-up", "learning", "out-of-range"]
+"""The retained status of a stream (docs/RUNTIME.md): warming-up (no warm score yet), learning
+(its baseline, runtime.engine.baseline), ok, alert (an alert is open), out-of-range (its scores
+are far from anything the model was calibrated on)."""
 
 
 class InferenceBackend(Protocol):

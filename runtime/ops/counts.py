@@ -31,6 +31,8 @@ CountName = Literal[
     "evicted",
     "restored",
     "rewarming",
+    "baselines_learned",
+    "baselines_out_of_range",
     "alerts_not_sent",
 ]
 ReasonTable = Literal["rejected", "skipped", "dropped", "alerts", "reloads"]
@@ -77,6 +79,10 @@ class Counts:
     """Streams whose model state was lost and that warm up from zero: first seen with seq > 0
     (mid-sequence, no state held for them), a checkpoint older than their next seq, or carried
     into a reloaded model that cannot take their state."""
+    baselines_learned: int = 0
+    """Streams that finished learning their own baseline (runtime.engine.baseline)."""
+    baselines_out_of_range: int = 0
+    """Streams whose baseline came out far above the calibration data's: not learned as normal."""
     alerts: dict[str, int] = field(default_factory=dict)
     """Alert messages handed to the MQTT client, by state: "raised", "update", "cleared"."""
     alerts_not_sent: int = 0

@@ -73,6 +73,12 @@ class _Counters(Collector):
         yield _counter("edgewatch_sequence_gaps", "Sequence or time gaps found in a stream's input", s.gaps)
         yield _counter("edgewatch_seq_restarts", "Streams whose seq counter restarted", s.seq_restarts)
         yield _counter("edgewatch_model_state_resets", "Streams whose model state was zeroed", s.model_resets)
+        yield _counter("edgewatch_baselines_learned", "Streams that learned their own baseline", s.baselines_learned)
+        yield _counter(
+            "edgewatch_baselines_out_of_range",
+            "Streams whose baseline was far from the calibration data (not learned as normal)",
+            s.baselines_out_of_range,
+        )
         yield _counter("edgewatch_alerts_not_sent", "Alerts or statuses the full outbox refused", s.alerts_not_sent)
         yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
         yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)
@@ -125,6 +131,10 @@ class Metrics:
         )
         self.queue_depth = Gauge("edgewatch_queue_depth", "Input messages waiting for the worker", registry=r)
         self.active_streams = Gauge("edgewatch_active_streams", "Streams holding state", registry=r)
+        self.learning_streams = Gauge("edgewatch_streams_learning", "Streams still learning their baseline", registry=r)
+        self.out_of_range_streams = Gauge(
+            "edgewatch_streams_out_of_range", "Streams whose baseline is out of the model's range", registry=r
+        )
         self.provider_nodes = Gauge(
             "edgewatch_provider_nodes",
             "Graph nodes assigned to each execution provider",

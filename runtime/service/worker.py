@@ -207,6 +207,9 @@ class Worker:
     def _gauges(self, _now: float) -> None:
         self._metrics.queue_depth.set(len(self._queue))
         self._metrics.active_streams.set(sum(len(e.store) for e in self.engines.values()))
+        census = [e.baselines.census() for e in self.engines.values()]
+        self._metrics.learning_streams.set(sum(learning for learning, _ in census))
+        self._metrics.out_of_range_streams.set(sum(out for _, out in census))
 
     def _evict(self, _now: float) -> None:
         counts = Counts()

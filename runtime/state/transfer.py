@@ -6,8 +6,11 @@ slabs, seq/ts tracking, the scorer's memory and the alert hysteresis. What does 
 receiving engine is dropped by group, never half-restored:
 
 - the model scope (state slabs, steps since reset, the scorer's last prediction, warm flag):
-  when the state shapes differ the streams keep their seq tracking and open alerts but their
-  model state starts from zero: they re-warm (counted);
+  when the receiving engine runs other weights (another sha256: a retrained model, even of the
+  same shapes) or the state shapes differ, the streams keep their seq tracking and open alerts
+  but their model state starts from zero: they re-warm (counted by the caller). Another
+  model's h/c are meaningless to these weights (measured: healthy streams raised false
+  alerts after a swap that kept them), which is also why a restart refuses such a checkpoint;
 - the raise window (runtime.engine.tracker.WINDOW_COLUMNS) when raise_n changed;
 - any other column whose shape differs (e.g. a scorer of another feature count).
 """
@@ -77,7 +80,13 @@ def snapshot_columns(snapshot: StateSnapshot) -> dict[str, np.ndarray]:
 
 
 def restore_engine(
-    engine: Engine, streams: Sequence[str], columns: Mapping[str, np.ndarray], now: float, *, restart: bool
+    engine: Engine,
+    streams: Sequence[str],
+    columns: Mapping[str, np.ndarray],
+    now: float,
+    *,
+    restart: bool,
+    same_model: bool = True,
 ) -> Restored:
     """Give `streams` their state in `engine` (a fresh one: nothing else stepped yet).
 
@@ -85,14 +94,17 @@ def restore_engine(
     again at its first step (the retained status on the broker may be newer than the
     checkpoint: an alert raised after it), and a stream whose first message shows a gap
     re-warms (Engine.resume).
-    now: monotonic seconds, the streams' last_seen (the idle TTL starts over)."""
+    now: monotonic seconds, the streams' last_seen (the idle TTL starts over).
+    same_model=False (the state comes from other weights): the model scope is dropped."""
     store = engine.store
     keep = {name: values for name, values in columns.items() if store.misfit(name, values) is None}
     dropped = set(columns) - set(keep)
     state_names = {spec.input for spec in engine.artifact.manifest.state}
-    model_state = not (state_names - set(keep))
+    model_state = same_model and not (state_names - set(keep))
     if not model_state:  # another model's state: everything computed from it goes too
         dropped |= {name for name in keep if store.scope(name) == "model"}
+    if not same_model:  # another model's scores: the streams learn their baselines again
+        dropped |= {name for name in keep if store.scope(name) == "baseline"}
     if dropped & set(WINDOW_COLUMNS):
         dropped |= set(WINDOW_COLUMNS) & set(keep)
     if restart and _STATUS in keep:
@@ -109,6 +121,8 @@ def restore_engine(
 
 
 def transfer_state(old: Engine, new: Engine) -> Restored:
-    """Carry every stream of `old` into `new` (a reload): the retained status stays as published."""
+    """Carry every stream of `old` into `new` (a reload): the retained status stays as published;
+    the recurrent state only when `new` runs the very same model bytes (sha256)."""
     streams, columns = old.store.export()
-    return restore_engine(new, streams, columns, time.monotonic(), restart=False)
+    same = old.artifact.sha256 == new.artifact.sha256
+    return restore_engine(new, streams, columns, time.monotonic(), restart=False, same_model=same)

@@ -104,7 +104,7 @@ def test_5000_hostile_publications_are_counted_exactly_and_change_no_valid_strea
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     started_at = time.monotonic()
-    from tests.onnx_artifacts import write_persistence_artifact
+    from tests.support.onnx_artifacts import write_persistence_artifact
 
     art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0, ewma_alpha=0.5)
     rng = random.Random(5)

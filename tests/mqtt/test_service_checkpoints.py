@@ -198,6 +198,7 @@ def test_reload_swaps_a_verified_model_keeps_state_and_a_bad_config_changes_noth
         assert snap.skipped == {}
         assert snap.reloads == {"ok": 2, "failed": 1}
         assert snap.restored == 2
+        assert snap.rewarming == 2  # other weights: the streams re-warm, seq and alerts kept
     finally:
         service.stop()
 

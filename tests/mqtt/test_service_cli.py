@@ -203,8 +203,8 @@ def test_alerts_timeout_without_count_reached_exits_1(broker: Broker) -> None:
 def test_alerts_reads_broker_and_prefix_from_the_config(broker: Broker, tmp_path: Path) -> None:
     import yaml
 
-    from tests.onnx_artifacts import write_lstm_artifact
-    from tests.service_helpers import gateway_config
+    from tests.support.onnx_artifacts import write_lstm_artifact
+    from tests.support.service_helpers import gateway_config
 
     config = gateway_config(broker, write_lstm_artifact(tmp_path / "m", threshold=1.0), topic_prefix="site7")
     path = tmp_path / "gw.yaml"

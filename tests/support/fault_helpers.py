@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_config.schema import AlertPolicy, ModelConfig, TargetConfig
+from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig, TargetConfig
 from runtime.engine.engine import Engine
 from runtime.engine.types import Message
 from runtime.model.artifact import load_artifact
@@ -53,7 +53,12 @@ def reference_run(
     skip: (stream, seq) left out (what a test sends only as hostile copies)."""
     artifact = load_artifact(artifact_dir)
     session, _ = create_session(artifact, TargetConfig(type="cpu"), name="reference")
-    engine = Engine(artifact, session, ModelConfig(path=artifact_dir, target="cpu", alerts=policy), name="det")
+    engine = Engine(
+        artifact,
+        session,
+        ModelConfig(path=artifact_dir, target="cpu", alerts=policy, baseline=BaselineConfig(learn_steps=0)),
+        name="det",
+    )
     left_out = set(skip)
     outs: dict[str, list[np.ndarray]] = {}
     scores: dict[str, list[np.ndarray]] = {}
@@ -219,7 +224,7 @@ def install_external_data_model(directory: Path) -> None:
     from onnx.external_data_helper import set_external_data
 
     from edge_config.manifest import read_manifest, sha256_bytes, write_manifest
-    from tests.onnx_artifacts import persistence_forecaster_model
+    from tests.support.onnx_artifacts import persistence_forecaster_model
 
     features = read_manifest(directory).features.count
     model = persistence_forecaster_model(features)

@@ -14,6 +14,7 @@ import numpy as np
 
 from edge_config.schema import (
     AlertPolicy,
+    BaselineConfig,
     BrokerConfig,
     GatewayConfig,
     ModelConfig,
@@ -26,6 +27,9 @@ from runtime.service import Service
 from runtime.tools.local_broker import Broker
 
 _ids = itertools.count()
+FIXED = BaselineConfig(learn_steps=0)
+"""These tests pin the service's routing, acks and hysteresis against the model's one threshold:
+per-stream baselines off (tests/unit/test_baselines.py and the fleet test cover them)."""
 
 
 def gateway_config(
@@ -43,7 +47,7 @@ def gateway_config(
             host=broker.host, port=broker.port, client_id=f"svc-{next(_ids)}", reconnect_min_s=0.1, reconnect_max_s=1.0
         ),
         streams=[StreamConfig(name="machines", topics=list(topics), model="det")],
-        models={"det": ModelConfig(path=artifact, target="cpu", alerts=alerts or AlertPolicy())},
+        models={"det": ModelConfig(path=artifact, target="cpu", alerts=alerts or AlertPolicy(), baseline=FIXED)},
         runtime=RuntimeConfig(**rt),
     )
 
@@ -73,7 +77,9 @@ def write_config(
             **(broker_settings or {}),
         },
         "streams": [{"name": "machines", "topics": list(topics), "model": "det"}],
-        "models": {"det": {"path": str(artifact), "target": "cpu", "alerts": alerts or {}}},
+        "models": {
+            "det": {"path": str(artifact), "target": "cpu", "alerts": alerts or {}, "baseline": {"learn_steps": 0}}
+        },
         "runtime": rt,
     }
     path.write_text(json.dumps(doc, indent=1))
@@ -101,9 +107,7 @@ class Outcomes:
             return np.concatenate([o.scores for o in self.by_stream[stream] if o.scores is not None])
 
 
-def wait_counters(
-    service: Service, predicate: Callable[[Counts], bool], timeout: float = 30.0
-) -> Counts:
+def wait_counters(service: Service, predicate: Callable[[Counts], bool], timeout: float = 30.0) -> Counts:
     deadline = time.monotonic() + timeout
     while True:
         snap = service.tally.snapshot()

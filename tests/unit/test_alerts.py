@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_config.schema import AlertPolicy, ModelConfig
+from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig
 from runtime.engine.alerts import Alert, alert_id
 from runtime.engine.engine import Engine
 from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
@@ -92,7 +92,7 @@ def test_alerts_from_the_engine_validate(tmp_path: Path) -> None:
     artifact = write_persistence_artifact(tmp_path, threshold=1.0)
     policy = AlertPolicy(raise_k=2, raise_n=3, clear_m=3, warmup_steps=2, update_interval_s=1.0)
     now = [0.0]
-    model = ModelConfig(path=tmp_path, target="cpu", alerts=policy)
+    model = ModelConfig(path=tmp_path, target="cpu", alerts=policy, baseline=BaselineConfig(learn_steps=0))
     engine = Engine(artifact, session(artifact), model, name="press", clock=lambda: now[0])
     x = np.zeros((40, 4), np.float32)
     x[10:20:2] = 3.0  # a stream that jumps back and forth: the persistence forecast is always wrong

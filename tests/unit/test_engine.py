@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_config.manifest import Normalization
-from edge_config.schema import AlertPolicy, ModelConfig
+from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig
 from runtime.engine.engine import Engine
 from runtime.engine.types import InferenceBackend
 from runtime.engine.types import Outcome
@@ -24,6 +24,9 @@ NORM = Normalization(mean=[1.0, -2.0, 0.5, 10.0], std=[2.0, 0.5, 1.0, 4.0])
 
 
 def _model(path: Path, **kwargs: object) -> ModelConfig:
+    # The engine's mechanics against one fixed threshold: per-stream baselines off unless a test
+    # asks for them (tests/unit/test_baselines.py covers them).
+    kwargs.setdefault("baseline", BaselineConfig(learn_steps=0))
     return ModelConfig(path=path, target="cpu", **kwargs)  # type: ignore[arg-type]
 
 
@@ -190,7 +193,9 @@ def test_injected_fault_raises_one_alert_and_clears_it(tmp_path: Path) -> None:
     assert all(not a for a in alerts.values()), {k: v for k, v in alerts.items() if v}
     assert statuses["plant/bad"] == ["warming-up", "ok", "alert", "ok"]
     assert all(s == ["warming-up", "ok"] for name, s in statuses.items() if name != "plant/bad")
-    assert sum(state == "raised" for name in streams for state, _ in (bad if name == "plant/bad" else alerts[name])) == 1
+    assert (
+        sum(state == "raised" for name in streams for state, _ in (bad if name == "plant/bad" else alerts[name])) == 1
+    )
     assert sum(state == "cleared" for state, _ in bad) == 1
 
 

@@ -82,9 +82,7 @@ def test_counters_merge_adds_a_batch_delta() -> None:
 
     counters = Tally()
     counters.add_reason("skipped", "duplicate")
-    counters.merge(
-        Counts(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1}, alerts={"raised": 1})
-    )
+    counters.merge(Counts(processed=3, steps=7, skipped={"duplicate": 2, "out-of-order": 1}, alerts={"raised": 1}))
     counters.merge(Counts(processed=1, steps=1))
     snap = counters.snapshot()
     assert (snap.processed, snap.steps) == (4, 8)

@@ -102,18 +102,25 @@ def test_after_a_restart_a_gap_rewarms_the_stream_and_is_counted(tmp_path: Path)
     assert totals(restarted).gaps == 1
 
 
-def test_a_reload_keeps_state_across_same_shapes_and_rewarms_other_shapes(tmp_path: Path) -> None:
+def test_a_reload_keeps_state_only_for_the_same_model_and_rewarms_other_weights_or_shapes(tmp_path: Path) -> None:
     small = write_lstm_artifact(tmp_path / "a", features=4, hidden=8, threshold=1.0, seed=1)
     same_shape = write_lstm_artifact(tmp_path / "b", features=4, hidden=8, threshold=1.0, seed=2)
     bigger = write_lstm_artifact(tmp_path / "c", features=4, hidden=16, threshold=1.0, seed=3)
     old = engine_for(small)
     outputs(old, messages(["a", "b"], range(10), np.random.default_rng(3)))
-    kept = engine_for(same_shape)
+    kept = engine_for(small)  # the same model bytes (a reload that changed only settings)
     carried = transfer_state(old, kept)
     assert (carried.streams, carried.model_state) == (2, True)
     slot = kept.store.slot("a")
     before = old.store.column("h0.lstm")[:, old.store.slot("a")]
     np.testing.assert_array_equal(kept.store.column("h0.lstm")[:, slot], before)
+    retrained = engine_for(same_shape)  # other weights of the same shapes: their h/c mean nothing here
+    carried = transfer_state(old, retrained)
+    assert (carried.streams, carried.model_state) == (2, False)
+    slot = retrained.store.slot("a")
+    assert retrained.store.steps[slot] == 0
+    assert retrained.store.last_seq[slot] == 9
+    assert not retrained.store.column("h0.lstm")[:, slot].any()
     other = engine_for(bigger)
     carried = transfer_state(old, other)
     assert (carried.streams, carried.model_state) == (2, False)

@@ -55,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-reduce", choices=["mean", "max", "top-k"], default="mean")
+    parser.add_argument("--top-k", type=int, default=2)
     args = parser.parse_args(argv)
 
     from exporter.pipeline import ExportRequest, run_export
     from exporter.progress import ProgressBar
+    from exporter.score_calibration import ScoreOptions
     from exporter.training.fit import TrainConfig, train_forecaster, write_training_output
     from exporter.training.reference_model import SPEC
 
@@ -88,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibration=calibration,
             force=True,
             name="pump-rig-demo",
+            score=ScoreOptions(reduce=args.score_reduce, top_k=args.top_k),
         )
         exported = run_export(request, lambda line: print(line, file=sys.stderr))
     manifest = exported.manifest

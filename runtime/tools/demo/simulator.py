@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["FAILURE_KINDS", "SENSORS", "Failure", "Machine", "Recording", "simulate"]
+__all__ = ["FAILURE_KINDS", "SENSORS", "Failure", "Machine", "Recording", "Shift", "Variation", "simulate"]
 
 SENSORS: tuple[str, ...] = (
     "Accelerometer1RMS",
@@ -68,6 +68,45 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Variation:
+    """How one machine's readings differ from the machines a model was trained on: a fleet is
+    never uniform (other mounting, calibration, wear, load). Units are the sensor's own healthy
+    standard deviation on this machine, so a variation means the same for every channel."""
+
+    offset: tuple[float, ...] = ()
+    """Added to each sensor (SENSORS order), in healthy standard deviations; () for none."""
+    gain: float = 1.0
+    """Fluctuations around each sensor's mean, scaled by this."""
+    noise: float = 0.0
+    """Extra white noise on each sensor, in healthy standard deviations."""
+    phase_s: int = 0
+    """The recording starts this many seconds into the machine's life (slow cycles out of step)."""
+    seed: int = 0
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, scale: float = 1.0) -> Variation:
+        """A plausible healthy machine of a heterogeneous fleet; scale 1: offsets up to ±1.5
+        standard deviations, gains 0.7-1.4, up to 0.5 standard deviations of extra noise."""
+        return cls(
+            offset=tuple(float(v) for v in rng.uniform(-1.5, 1.5, len(SENSORS)) * scale),
+            gain=float(np.exp(rng.uniform(np.log(0.7), np.log(1.4)) * scale)),
+            noise=float(rng.uniform(0.0, 0.5) * scale),
+            phase_s=int(rng.integers(0, 3600)),
+            seed=int(rng.integers(0, 2**31)),
+        )
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A step change on some sensors: `sigmas` healthy standard deviations from `start_s` on
+    (a fault that moves readings without a ramp: a fouled sensor, a slipped belt)."""
+
+    start_s: int
+    sensors: tuple[str, ...]
+    sigmas: float = 2.0
+
+
+@dataclass(frozen=True)
 class Machine:
     """One pump. The operating point varies a little from machine to machine (seeded)."""
 
@@ -76,6 +115,10 @@ class Machine:
     failure: Failure | None = None
     nominal_flow: float = 32.0
     """l/min at the normal valve opening (SKAB's rig runs at ~32 or ~125)."""
+    variation: Variation | None = None
+    """How its readings differ from the rig the model was trained on (None: not at all)."""
+    shift: Shift | None = None
+    """A step change on some sensors (labelled like a failure)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +163,33 @@ def simulate(machine: Machine, steps: int, *, t0: float = 1_700_000_000.0) -> Re
     """`steps` seconds of one machine, deterministic for a given machine (name-free seed)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    v, shift = machine.variation, machine.shift
+    if v is None and shift is None:
+        return _simulate(machine, steps, t0)
+    phase = v.phase_s if v is not None else 0
+    base = _simulate(machine, steps + phase, t0 - phase)
+    values = base.values[phase:].astype(np.float64)
+    labels = base.labels[phase:]
+    healthy_end = machine.failure.start_s if machine.failure is not None else steps
+    if shift is not None:
+        healthy_end = min(healthy_end, shift.start_s)
+    healthy = values[: max(healthy_end, 60)]
+    mean, std = healthy.mean(axis=0), np.maximum(healthy.std(axis=0), 1e-6)
+    if v is not None:
+        rng = np.random.default_rng(v.seed)
+        values = mean + v.gain * (values - mean)
+        if v.offset:
+            values += np.asarray(v.offset) * std
+        values += v.noise * std * rng.standard_normal(values.shape)
+    if shift is not None:
+        columns = [SENSORS.index(name) for name in shift.sensors]
+        values[shift.start_s :, columns] += shift.sigmas * std[columns]
+        labels = labels.copy()
+        labels[shift.start_s :] = 1
+    return Recording(values.astype(np.float32), base.ts[phase:], labels)
+
+
+def _simulate(machine: Machine, steps: int, t0: float) -> Recording:
     rng = np.random.default_rng(machine.seed)
     t = np.arange(steps, dtype=np.float64)
     f = machine.failure
