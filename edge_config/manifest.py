@@ -177,7 +177,9 @@ class Manifest(_Strict):
     opset: int
     target: str
     precision: Literal["fp32", "fp16", "int8"]
-    quantization: Literal["none", "dynamic", "fp16", "qdq"]
+    quantization: Literal["none", "weights", "dynamic", "fp16", "qdq"]
+    """How the precision was reached (edge_config.presets.Quantization); "dynamic" is ORT's
+    quantize_dynamic, which cpu-int8 used before "weights": such artifacts still load."""
     providers: list[str]
     """Provider types the artifact is meant for (edge_config.presets)."""
     features: Features

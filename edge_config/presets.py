@@ -25,7 +25,11 @@ __all__ = [
 ]
 
 Precision = Literal["fp32", "fp16", "int8"]
-Quantization = Literal["none", "dynamic", "fp16", "qdq"]
+Quantization = Literal["none", "weights", "dynamic", "fp16", "qdq"]
+"""How an artifact reaches its precision: "none" (fp32 as exported); "weights" (int8 weights
+behind Cast·Mul, float32 activations and compute: cpu-int8 now); "dynamic" (ORT's
+quantize_dynamic, DynamicQuantizeLSTM: what cpu-int8 made before the batch-isolation gate;
+no preset makes it, artifacts that have it still load); "fp16"; "qdq" (static QDQ int8)."""
 ProviderType = Literal["cpu", "openvino", "cuda", "tensorrt", "qnn", "coreml", "dml"]
 
 PROVIDER_BY_TYPE: dict[str, str] = {
@@ -65,10 +69,11 @@ EXPORT_TARGETS: dict[str, ExportTarget] = {
         ExportTarget(
             "cpu-int8",
             "int8",
-            "dynamic",
+            "weights",
             ("cpu",),
             False,
-            "dynamic int8 (DynamicQuantizeLSTM, int8 weights, float activations); CPU kernel only",
+            "int8 weights only (one scale per tensor, rebuilt in float32 when the session is created), "
+            "float32 activations and compute; batch-isolated; CPU provider",
         ),
         ExportTarget(
             "gpu-fp16",
@@ -100,7 +105,7 @@ EXPORT_TARGETS: dict[str, ExportTarget] = {
 
 # Which precisions (quantization methods) each provider type can run for recurrent models.
 _SUPPORTED: dict[str, frozenset[str]] = {
-    "cpu": frozenset({"none", "dynamic", "qdq"}),
+    "cpu": frozenset({"none", "weights", "dynamic", "qdq"}),
     "openvino": frozenset({"none", "qdq"}),
     "cuda": frozenset({"none", "fp16"}),
     "tensorrt": frozenset({"none", "fp16", "qdq"}),
@@ -110,6 +115,7 @@ _SUPPORTED: dict[str, frozenset[str]] = {
 }
 
 _WHY: dict[tuple[str, str], str] = {
+    ("weights", "*"): "int8-weight artifacts are exported and checked for the CPU provider only",
     ("dynamic", "*"): "DynamicQuantizeLSTM has a CPU kernel only",
     ("fp16", "cpu"): "the CPU provider has no float16 LSTM kernel (session creation fails)",
     ("fp16", "openvino"): "export fp32 for OpenVINO; it picks its own inference precision",

@@ -1,14 +1,14 @@
 """Float ONNX bytes → the target's precision, on the ONNX side (torch.ao LSTMs do not export).
 
 - `none`    fp32 as exported.
-- `dynamic` (cpu-int8; the name is kept from ORT's quantize_dynamic for the manifest contract)
-            int8 *weights only*: each LSTM/GRU W and R and each MatMul/Gemm weight is stored
-            as int8 with one float scale, behind `Cast` + `Mul`; activations stay float32.
+- `weights` (cpu-int8) int8 *weights only*: each LSTM/GRU W and R and each MatMul/Gemm
+            weight is stored as int8 with one float scale, behind `Cast` + `Mul`; activations stay float32.
             ORT folds Cast·Mul into float initializers when the session is created, so the
             file is ~28 % of fp32 and the engine runs the float kernels: a stream's outputs do
             not depend on the other streams in its batch. (ORT's `quantize_dynamic` quantized
             activations with one range per call, over the whole batch: one glitching stream
-            changed every other stream's outputs. See docs/EXPORT.md for the measurements.)
+            changed every other stream's outputs; manifests of such artifacts say `dynamic`.
+            See docs/EXPORT.md for the measurements.)
 - `fp16`    `convert_float_to_float16(keep_io_types=True)`: float16 inside, float32 graph
             inputs/outputs so the runtime's state slab stays float32.
 - `qdq`     `quantize_static` in QDQ format on the *unrolled* graph, calibrated with real
@@ -219,7 +219,7 @@ def quantize(
     """Apply `target.quantization` to the float graph (for `qdq`: the unrolled graph + feeds)."""
     if target.quantization == "none":
         return QuantizationResult(float_model, [])
-    if target.quantization == "dynamic":
+    if target.quantization == "weights":
         return _int8_weights(float_model)
     if target.quantization == "fp16":
         return _fp16(float_model)
