@@ -12,6 +12,7 @@ from __future__ import annotations
 from edge_config.compat import suitable_presets, target_problems
 from edge_config.errors import (
     ArtifactError,
+    BatchError,
     BusError,
     CheckpointError,
     ConfigError,
@@ -71,6 +72,7 @@ __all__ = [
     "AlertPolicy",
     "ArtifactError",
     "BaselineConfig",
+    "BatchError",
     "BrokerConfig",
     "BusError",
     "Calibration",

@@ -11,6 +11,7 @@
     │   │   └── SkabError           (exporter.evaluation) the SKAB folder or a file in it is missing or malformed
     │   └── ParityError             a parity gate failed (exit code 1)
     ├── PayloadError           one MQTT payload was rejected (carries a reason label)
+    ├── BatchError             a batch the engine cannot run (values not [T>=1, F]; also a ValueError)
     ├── CheckpointError        a state checkpoint could not be written (or decoded: never raised by load)
     └── BusError               the MQTT connection failed in a way we cannot retry
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "BatchError",
     "BusError",
     "CheckpointError",
     "ConfigError",
@@ -68,6 +70,12 @@ class ExportInputError(ExportError):
 
 class ParityError(ExportError):
     exit_code = 1
+
+
+class BatchError(EdgewatchError, ValueError):
+    """Engine.process refused a batch before touching any state: a message's values are not a
+    float32 [T >= 1, F] array. The intake guarantees the shape, so this is a caller's bug (an
+    embedding, an evaluation); the service counts the batch as rejected "engine-error"."""
 
 
 class PayloadError(EdgewatchError):

@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from edge_config.errors import BatchError
 from runtime.engine.streams import NO_SEQ, StateStore
 from runtime.engine.types import Message, OutcomeStatus
 from runtime.ops.counts import Counts
@@ -115,11 +116,11 @@ def _values(messages: Sequence[Message], features: int) -> tuple[np.ndarray, np.
     try:
         values = np.concatenate(arrays, dtype=np.float32)
     except ValueError as exc:
-        raise ValueError(f"message values must be float32 [T, {features}] arrays: {exc}") from None
+        raise BatchError(f"message values must be float32 [T, {features}] arrays: {exc}") from None
     counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
     if values.ndim != 2 or values.shape[1] != features or not counts.all():
         bad = next(m for m in messages if m.values.ndim != 2 or m.values.shape[1:] != (features,) or not len(m.values))
-        raise ValueError(f"stream {bad.stream!r}: values {bad.values.shape}, expected [T>=1, {features}]")
+        raise BatchError(f"stream {bad.stream!r}: values {bad.values.shape}, expected [T>=1, {features}]")
     return values, counts
 
 

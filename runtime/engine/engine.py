@@ -108,7 +108,7 @@ class Engine:
     def process(self, messages: Sequence[Message]) -> list[Outcome]:
         """Step every message's new samples through the model; one Outcome per message, in order.
 
-        Raises ValueError (before touching any state) when a message's values are not [T>=1, F]."""
+        Raises BatchError (before touching any state) when a message's values are not [T>=1, F]."""
         if not messages:
             return []
         if self._resuming:

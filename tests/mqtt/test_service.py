@@ -40,8 +40,8 @@ def test_a_fault_raises_one_alert_and_clears_it_healthy_streams_stay_quiet(broke
         healthy = [f"m{i}" for i in range(5)]
         items = []
         for t in range(60):
-            for name in healthy:  # slow drifts: next-step error ~1e-3
-                items.append((f"plant/{name}/telemetry", _sample(t, [1.0 + 0.001 * t, 2.0, -0.5 * 0.001 * t])))
+            drift = [1.0 + 0.001 * t, 2.0, -0.5 * 0.001 * t]  # slow drifts: next-step error ~1e-3
+            items.extend((f"plant/{name}/telemetry", _sample(t, drift)) for name in healthy)
             faulty = [5.0 * (-1) ** t, 0.0, 0.0] if 20 <= t < 30 else [0.0, 0.0, 0.0]
             items.append(("plant/bad/telemetry", _sample(t, faulty)))
         publish_many(broker, items)
@@ -88,8 +88,9 @@ def test_200_interleaved_streams_match_each_stream_alone(broker: Broker, tmp_pat
         order = random.Random(2)
         items = []
         for t in range(8):
-            for s in order.sample(streams, len(streams)):
-                items.append((f"plant/{s}/telemetry", _sample(t, data[s][t].tolist())))
+            items.extend(
+                (f"plant/{s}/telemetry", _sample(t, data[s][t].tolist())) for s in order.sample(streams, len(streams))
+            )
         publish_many(broker, items)
         snap = wait_counters(service, lambda c: c.processed == len(items))
         assert snap.steps == len(items)

@@ -201,7 +201,7 @@ def metric(port: int, name: str) -> float:
     """One sample of the daemon's /metrics (0.0 when absent)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
+            if line.startswith((name + " ", name + "{")):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
 

@@ -11,8 +11,8 @@ import pytest
 from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig
 from runtime.engine.alerts import Alert, alert_id
 from runtime.engine.engine import Engine
-from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
 from runtime.engine.types import Message
+from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
 from tests.support.core_artifacts import session, write_persistence_artifact
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -83,7 +83,7 @@ def test_ids_are_stable_and_distinct() -> None:
 
 
 def test_non_finite_alerts_cannot_exist() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be finite"):
         _alert(score=float("nan"))
 
 
@@ -106,7 +106,7 @@ def test_alerts_from_the_engine_validate(tmp_path: Path) -> None:
         for alert in engine.process([message])[0].alerts:
             jsonschema.validate(json.loads(alert.to_json()), schema)
             seen.append(alert)
-    assert [a.state for a in seen][0] == "raised"
+    assert next(a.state for a in seen) == "raised"
     assert [a.state for a in seen][-1] == "cleared"
     assert "update" in {a.state for a in seen}
     assert len({a.id for a in seen}) == 1

@@ -150,7 +150,8 @@ def test_layout_from_a_real_manifest(tmp_path: Path) -> None:
 
 def expect_previous(path: Path, older: StateSnapshot, reason: str) -> None:
     result = load(path)
-    assert result.status == "restored" and result.path == previous_generation(path), result.reason
+    assert result.status == "restored", result.reason
+    assert result.path == previous_generation(path), result.reason
     assert result.snapshot is not None
     assert_same(result.snapshot, older)
     assert [p for p, _ in result.skipped] == [path]
@@ -333,7 +334,8 @@ def test_hostile_meta_with_a_valid_checksum_is_refused(tmp_path: Path, change: o
     change(meta)  # type: ignore[operator]
     (tmp_path / "m.ckpt").write_bytes(resign(meta, payload))
     result = load(tmp_path / "m.ckpt")
-    assert result.status == "fresh" and reason in result.reason, result.reason
+    assert result.status == "fresh", result.reason
+    assert reason in result.reason, result.reason
 
 
 def test_other_format_version_is_refused(tmp_path: Path) -> None:
@@ -465,7 +467,8 @@ def test_sigkill_at_random_points_of_a_write_loop(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
         )
         try:
-            assert child.stdout is not None and child.stdout.readline() == b"ready\n", child.stderr.read()
+            assert child.stdout is not None
+            assert child.stdout.readline() == b"ready\n", child.stderr.read()
             time.sleep(float(rng.uniform(0.0, 0.15)))
         finally:
             child.send_signal(signal.SIGKILL)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge_config.errors import BatchError
 from edge_config.manifest import Normalization
 from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig
 from runtime.engine.engine import Engine
-from runtime.engine.types import InferenceBackend
-from runtime.engine.types import Outcome
 from runtime.engine.scoring import score_sequence
-from runtime.engine.types import Message
+from runtime.engine.types import InferenceBackend, Message, Outcome
 from runtime.model.artifact import Artifact
-from tests.support.engine_counts import totals
 from tests.support.core_artifacts import reference_steps, session, write_persistence_artifact, write_variant
+from tests.support.engine_counts import totals
 
 F = 4
 NORM = Normalization(mean=[1.0, -2.0, 0.5, 10.0], std=[2.0, 0.5, 1.0, 4.0])
@@ -86,7 +85,7 @@ def test_200_interleaved_streams_equal_each_stream_alone(tmp_path: Path, variant
     for i in range(n_streams):
         cuts = np.cumsum(rng.integers(1, 4, size=steps))
         bounds = [0, *[int(c) for c in cuts if c < steps], steps]
-        queues.append([_msg(f"line/{i}", raw[i, a:b], seq=a) for a, b in zip(bounds[:-1], bounds[1:], strict=False)])
+        queues.append([_msg(f"line/{i}", raw[i, a:b], seq=a) for a, b in itertools.pairwise(bounds)])
     order = np.concatenate([np.full(len(q), i) for i, q in enumerate(queues)])
     rng.shuffle(order)
     stream_msgs = [iter(q) for q in queues]
@@ -148,7 +147,7 @@ def test_multi_sample_messages_equal_one_by_one(tmp_path: Path, variant: str) ->
     bounds = [0, *[int(c) for c in np.cumsum(sizes) if c < len(raw)], len(raw)]
     a = [
         o
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=False)
+        for lo, hi in itertools.pairwise(bounds)
         for o in chunked.process([_msg("s", raw[lo:hi], seq=lo, ts=list(range(lo, hi)))])
     ]
     b = [o for t in range(len(raw)) for o in single.process([_msg("s", raw[t : t + 1], seq=t, ts=[t])])]
@@ -304,7 +303,10 @@ def test_reset_command(tmp_path: Path) -> None:
 def test_idle_streams_are_evicted_on_the_injected_clock(tmp_path: Path) -> None:
     artifact = write_variant(tmp_path)
     now = [0.0]
-    clock: Callable[[], float] = lambda: now[0]
+
+    def clock() -> float:
+        return now[0]
+
     engine = _engine(artifact, threshold=1.0, idle_ttl_s=10.0, clock=clock)
     x = np.random.default_rng(19).standard_normal((2, F)).astype(np.float32)
     engine.process([_msg("old", x[0], seq=7, received=0.0), _msg("new", x[0], seq=7, received=8.0)])
@@ -351,7 +353,7 @@ def test_persistence_model_scores_the_step_change(tmp_path: Path) -> None:
 
 def test_messages_of_the_wrong_width_are_a_caller_bug(tmp_path: Path) -> None:
     engine = _engine(write_variant(tmp_path), threshold=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(BatchError, match=r"expected \[T>=1, 4\]"):
         engine.process([Message("s", np.zeros((1, F + 1), np.float32), None, None)])
 
 

@@ -72,7 +72,7 @@ def test_get_batch_returns_a_full_batch_at_once_and_waits_at_most_max_wait() -> 
 
 
 def test_maxsize_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="maxsize must be >= 1"):
         InputQueue(0, "block")
 
 

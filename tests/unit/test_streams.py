@@ -120,7 +120,7 @@ def test_reset_model_keeps_stream_scope() -> None:
 def test_evict_idle_on_an_injected_clock() -> None:
     store = StateStore(SPECS, max_streams=10)
     for name, seen in (("old", 0.0), ("mid", 50.0), ("new", 100.0)):
-        slot = store.open(name, seen)
+        store.open(name, seen)
     evicted = [store.evict_idle(now=100.0, ttl=60.0), store.evict_idle(now=100.0, ttl=60.0)]
     evicted.append(sorted(store.evict_idle(now=1000.0, ttl=60.0)))
     assert evicted == [["old"], [], ["mid", "new"]]
