@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,7 +35,7 @@ def torch_reference(model: object, x: np.ndarray, *, time_major: bool) -> np.nda
 
     with torch.no_grad():
         inp = torch.from_numpy(x.transpose(1, 0, 2).copy() if time_major else x)
-        out = model(inp).numpy()  # type: ignore[operator]
+        out: np.ndarray = model(inp).numpy()  # type: ignore[operator]
     return out.transpose(1, 0, 2) if time_major and out.ndim == 3 else out
 
 
@@ -52,9 +53,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,time_major", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "kwargs", "time_major"), CASES, ids=[c[0] for c in CASES])
 def test_fp32_artifact_steps_like_pytorch(
-    models: Path, tmp_path: Path, name: str, kwargs: dict, time_major: bool
+    models: Path, tmp_path: Path, name: str, kwargs: dict[str, Any], time_major: bool
 ) -> None:
     model = save_weights(models, "Seq", tmp_path / "w.pt", **kwargs)
     out = tmp_path / "art"
@@ -82,7 +83,7 @@ def test_fp32_artifact_steps_like_pytorch(
     assert (m.output_kind, m.output_size, m.task) == (
         ("last", 1, "probability") if last else ("sequence", 3, "forecast")
     )
-    assert [p.gate for p in m.parity] == ["onnx-vs-torch", "stream-vs-sequence"]
+    assert [p.gate for p in m.parity] == ["onnx-vs-torch", "stream-vs-sequence", "batch-isolation"]
     assert all(p.passed for p in m.parity)
     graph = onnx.load(out / "model.onnx").graph
     assert sum(n.op_type == kind.upper() for n in graph.node) == layers
@@ -120,12 +121,14 @@ def test_factory_spec_and_mixed_lstm_gru_int8(models: Path, tmp_path: Path) -> N
     ]
     assert m.features.names == ["a", "b", "c", "d"]
     assert m.precision == "int8"
-    assert m.quantization == "dynamic"
-    ops = [n.op_type for n in onnx.load(out / "model.onnx").graph.node]
-    assert ops.count("DynamicQuantizeLSTM") == 1
+    assert m.quantization == "weights"
+    graph = onnx.load(out / "model.onnx").graph
+    ops = [n.op_type for n in graph.node]
+    assert "DynamicQuantizeLSTM" not in ops  # int8 weights only: the float LSTM/GRU kernels run
+    assert ops.count("LSTM") == 1
     assert ops.count("GRU") == 2
-    assert "LSTM" not in ops
-    assert any("GRU layer(s) stay float32" in note for note in m.notes)  # said, not hidden
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    assert any("int8 weights" in note for note in m.notes)  # said, not hidden
     gate3 = next(p for p in m.parity if p.gate == "quantized-vs-float")
     assert gate3.passed
     assert not gate3.skipped
@@ -222,7 +225,8 @@ def test_gpu_fp16_keeps_float32_io_and_reports_gate3(models: Path, tmp_path: Pat
     assert lstm_w
     assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer if t.name in lstm_w)
     gate3 = next(p for p in m.parity if p.gate == "quantized-vs-float")
-    # Either really evaluated in float16 (onnx.reference or a GPU provider), or recorded as skipped — never a silent pass.
+    # Either really evaluated in float16 (onnx.reference or a GPU provider), or recorded as skipped:
+    # never a silent pass.
     assert (gate3.passed and gate3.value > 0) or (gate3.skipped and not gate3.passed)
     assert m.precision == "fp16"
     assert "cpu" not in m.providers
