@@ -33,15 +33,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--speed",
         type=float,
-        default=30.0,
-        help="simulated seconds per wall second; each machine sends one sample per simulated second (default 30)",
+        default=45.0,
+        help="simulated seconds per wall second; each machine sends one sample per simulated second (default 45)",
     )
     p.add_argument("--machines", type=int, default=4, help="pumps in the fleet, one of them failing (2..20, default 4)")
     p.add_argument(
         "--duration",
         type=int,
         default=None,
-        help="simulated seconds (300..3600, default 600; the failure begins at t=240s)",
+        help="simulated seconds (540..3600, default 900; the failure begins at t=480s, after every pump has "
+        "learned its baseline)",
     )
     p.set_defaults(func=_run)
 

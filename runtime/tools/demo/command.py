@@ -21,7 +21,7 @@ from pathlib import Path
 from edge_config.errors import ConfigError, EdgewatchError
 from runtime.tools.demo.console import Console
 from runtime.tools.demo.daemon import Daemon
-from runtime.tools.demo.fleet import DEMO_STEPS, MAX_DURATION_S, MODEL_DIR, THRESHOLD_Z, demo_threshold, fleet
+from runtime.tools.demo.fleet import DEMO_STEPS, MAX_DURATION_S, MODEL_DIR, fleet
 from runtime.tools.demo.gateway import TOPIC_FILTER, DemoGateway, input_topic, write_gateway
 from runtime.tools.demo.plotting import PLOTS_MISSING, plots_available, write_plots
 from runtime.tools.demo.publisher import FleetPublisher
@@ -125,28 +125,15 @@ def _bring_up(plan: _Plan, out: Path, console: Console, cleanup: ExitStack) -> _
     from runtime.tools.local_broker import start_broker
 
     manifest = load_artifact(MODEL_DIR).manifest
-    threshold = demo_threshold(manifest)
     try:
         broker = start_broker(out / "broker")
     except RuntimeError as exc:  # it did not start or listen: say why in one line
         raise EdgewatchError(str(exc)) from None
     cleanup.callback(broker.stop)
     console.line(f"  broker     mosquitto on {broker.address} (private; conf and log in {out / 'broker'})")
-    gateway = write_gateway(
-        out,
-        host=broker.host,
-        port=broker.port,
-        model_dir=MODEL_DIR,
-        manifest=manifest,
-        threshold=threshold,
-        z=THRESHOLD_Z,
-    )
+    gateway = write_gateway(out, host=broker.host, port=broker.port, model_dir=MODEL_DIR, manifest=manifest)
     console.line(f"  config     {gateway.path} (model {gateway.model_name}, int8, copied to {out / 'model'})")
-    console.line(
-        f"  threshold  {threshold:.3f} (mean + {THRESHOLD_Z:g} std of healthy calibration scores), set in "
-        f"{gateway.path.name} over the manifest's {gateway.manifest_threshold:.3f}: that 99.5% quantile "
-        "makes healthy pumps raise short false alerts"
-    )
+    console.line(f"  threshold  {gateway.alerting()}")
     prefix = gateway.config.runtime.topic_prefix
     topics = {m.name: input_topic(m.name) for m in plan.machines}
     publisher = FleetPublisher(gateway.config.broker, plan.recordings, topics)

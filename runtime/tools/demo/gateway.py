@@ -8,12 +8,13 @@ The shipped model is copied beside it (`model/`), which keeps the folder self-co
 from __future__ import annotations
 
 import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_config.loading import load_config
-from edge_config.manifest import Manifest
-from edge_config.schema import GatewayConfig
+from edge_config.manifest import Calibration, Manifest
+from edge_config.schema import BaselineConfig, GatewayConfig
 
 __all__ = ["TOPIC_FILTER", "DemoGateway", "input_topic", "write_gateway"]
 
@@ -40,12 +41,13 @@ models:
     # healthy pumps; the score is its normalized next-step error).
     path: model
     target: cpu
-    # Overrides the manifest's threshold ({manifest_threshold:.3f}), the 99.5% quantile of healthy
-    # calibration scores: a healthy pump is above it 0.5% of the time, and even through the
-    # hysteresis below, 7 of the 19 healthy demo pumps raise a short false alert within 10
-    # minutes at it. mean + {z:g} std of the same scores ({threshold:.3f}) keeps them quiet and still
-    # catches the failing pump about half a minute after its valve starts closing.
-    threshold: {threshold!r}
+{threshold_comment}
+    threshold: null
+    # Per-stream baselines, at their defaults (edge_config.schema.BaselineConfig): after its warm-up
+    # (below), each pump learns its own score level over {learn_steps} steps, alerting meanwhile only
+    # above {learning_factor:g}x the threshold ({learning_threshold:.1f}); from then on it alerts above the
+    # higher of the threshold and its own (its learned mean + as many of its standard deviations as
+    # the threshold sits above the calibration mean, at least its highest learned score).
     alerts:
       raise_k: 3        # raise when 3 of the last 5 steps are above the threshold
       raise_n: 5
@@ -70,8 +72,45 @@ class DemoGateway:
     config: GatewayConfig
     """It, as `edgewatch serve` loads it."""
     model_name: str
-    threshold: float
-    manifest_threshold: float
+    calibration: Calibration
+    """The manifest's: its threshold is what every pump alerts against unless its own learned level is higher."""
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
+
+    def alerting(self) -> str:
+        """One line on what an alert means here, with the numbers the daemon runs on."""
+        model = self.config.models[self.model_name]
+        baseline, warmup = model.baseline, model.alerts.warmup_steps
+        return (
+            f"{self.threshold:.3f} from the manifest ({_rule(self.calibration)}); each pump learns its own "
+            f"score level over {baseline.learn_steps} s after a {warmup} s warm-up (meanwhile only scores above "
+            f"{baseline.learning_factor * self.threshold:.1f} alert), then alerts above max({self.threshold:.3f}, "
+            "its own)"
+        )
+
+
+def _rule(calibration: Calibration) -> str:
+    if calibration.target_steps is None:
+        return f"method {calibration.method}"
+    how = "peaks over threshold" if calibration.method == "pot" else f"method {calibration.method}"
+    return f"{how}: at most 1 false alert per stream per {calibration.target_steps:,} steps"
+
+
+def _threshold_comment(calibration: Calibration) -> str:
+    chosen = (
+        f"null: the manifest's threshold, {calibration.threshold:.3f}, chosen by the exporter on "
+        f"{calibration.steps} steps (1 s each) of a healthy pump it never trained on, replaying this "
+        f"alert policy ({_rule(calibration)}; docs/THRESHOLDS.md)."
+    )
+    lines = [chosen]
+    if calibration.warnings:
+        lines.append(
+            f"The manifest's calibration.warnings ({len(calibration.warnings)}) say where that data is "
+            "short for the target and how the threshold was extrapolated."
+        )
+    return "\n".join(textwrap.fill(line, 100, initial_indent="    # ", subsequent_indent="    # ") for line in lines)
 
 
 def input_topic(machine: str) -> str:
@@ -79,11 +118,10 @@ def input_topic(machine: str) -> str:
     return TOPIC_FILTER.replace("+", machine)
 
 
-def write_gateway(
-    out: Path, *, host: str, port: int, model_dir: Path, manifest: Manifest, threshold: float, z: float
-) -> DemoGateway:
+def write_gateway(out: Path, *, host: str, port: int, model_dir: Path, manifest: Manifest) -> DemoGateway:
     """Copy the model into `out/model`, write `out/gateway.yaml` and load it back (ConfigError if invalid)."""
-    if manifest.calibration is None:
+    calibration = manifest.calibration
+    if calibration is None:
         raise ValueError(f"{manifest.name}: the demo needs a calibrated model")
     out.mkdir(parents=True, exist_ok=True)
     target = out / "model"
@@ -91,6 +129,7 @@ def write_gateway(
         shutil.rmtree(target)
     shutil.copytree(model_dir, target)
     path = out / CONFIG_NAME
+    baseline = BaselineConfig()
     path.write_text(
         _TEMPLATE.format(
             config_name=path,
@@ -98,12 +137,13 @@ def write_gateway(
             port=port,
             topic_filter=TOPIC_FILTER,
             model_name=manifest.name,
-            manifest_threshold=manifest.calibration.threshold,
-            threshold=threshold,
-            z=z,
+            threshold_comment=_threshold_comment(calibration),
+            learn_steps=baseline.learn_steps,
+            learning_factor=baseline.learning_factor,
+            learning_threshold=baseline.learning_factor * calibration.threshold,
         )
     )
     # No environment overrides: an EDGEWATCH_* variable left in the user's shell must not change
     # the demo (the daemon is started without them too).
     config = load_config(path, environ={})
-    return DemoGateway(path, config, manifest.name, threshold, manifest.calibration.threshold)
+    return DemoGateway(path, config, manifest.name, calibration)
