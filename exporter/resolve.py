@@ -5,6 +5,13 @@ CSV's numeric columns, else `f0..f{n-1}` with n the first RNN's input size. Norm
 comes from the file, else from the calibration data's mean/std, else none (the model takes
 raw values). The calibration data is normalized here, once, with the manifest's own
 `Normalization.apply` (the gateway's float32 arithmetic), for every step that uses it.
+
+Warnings (ResolvedInputs.warnings, for the export to print): no normalization at all (the
+model takes raw values; a model trained on normalized data then sees numbers it never saw),
+and calibration data far from the training normalization: any feature whose calibration mean
+lies more than SHIFT_LIMIT training standard deviations from the training mean (the threshold
+would be chosen on data the model does not know, so either the data or the normalization is
+the wrong one).
 """
 
 from __future__ import annotations
@@ -24,6 +31,14 @@ from exporter.calibration_data import (
     read_normalization,
 )
 
+SHIFT_LIMIT = 3.0
+"""Calibration mean vs training normalization, in training standard deviations, beyond which
+the export warns."""
+NO_NORMALIZATION = (
+    "the manifest will have no normalization: the gateway feeds the model raw values. Pass "
+    "--normalization (edgewatch train writes normalization.json) unless the model normalizes inside."
+)
+
 
 @dataclass(frozen=True)
 class ResolvedInputs:
@@ -34,6 +49,8 @@ class ResolvedInputs:
     calibration: CalibrationData | None
     normalized: NDArray[np.float32] | None = None
     """The calibration values as the model sees them: normalized in float32, [T, F]."""
+    warnings: tuple[str, ...] = ()
+    """Things the user should check, one sentence each (the export prints them)."""
 
 
 def resolve_inputs(
@@ -62,11 +79,36 @@ def resolve_inputs(
                 f"the normalization file has {len(norm_file.normalization.mean)} entries for {len(names)} features"
             )
         norm = norm_file.normalization
-        return ResolvedInputs(names, norm, "file", cal, None if cal is None else norm.apply(cal.values))
+        normed = None if cal is None else norm.apply(cal.values)
+        return ResolvedInputs(names, norm, "file", cal, normed, _shift_warnings(names, normed))
     if cal is not None:
         norm = normalization_from(cal.values)
         return ResolvedInputs(names, norm, "calibration", cal, norm.apply(cal.values))
-    return ResolvedInputs(names, None, "none", None)
+    return ResolvedInputs(
+        names,
+        None,
+        "none",
+        None,
+        warnings=(NO_NORMALIZATION,),
+    )
+
+
+def _shift_warnings(names: list[str], normed: NDArray[np.float32] | None) -> tuple[str, ...]:
+    """One warning naming every feature whose calibration mean, in training standard deviations
+    (the normalized data's mean), is beyond SHIFT_LIMIT."""
+    if normed is None or len(normed) == 0:
+        return ()
+    shift = np.abs(normed.astype(np.float64).mean(axis=0))
+    far = [f"{names[i]} {shift[i]:.1f}" for i in np.argsort(-shift) if shift[i] > SHIFT_LIMIT]
+    if not far:
+        return ()
+    warning = (
+        f"the calibration data's mean is more than {SHIFT_LIMIT:g} training standard deviations from the "
+        f"training mean for {len(far)} feature(s) ({', '.join(far)} std): the threshold would be chosen on "
+        "data the model does not know. Check that the calibration CSV and --normalization come from the "
+        "same machine and operating point."
+    )
+    return (warning,)
 
 
 def resolve_task(task: str, *, output_size: int, features: int) -> Task:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from exporter.evaluation.metrics import NAB_PROFILES, changepoint_alarms, confusion, nab_score, pooled
-from exporter.evaluation.skab import SENSORS, TRAIN_ROWS, SkabFile
+from exporter.evaluation.skab import SENSORS, TRAIN_ROWS, SkabFile, in_split
 from exporter.evaluation.skab_eval import DetectorConfig, FileResult, SettingResult
 
 LEADERBOARD: tuple[tuple[str, float, float, float], ...] = (
@@ -71,6 +71,32 @@ def metrics(files: Sequence[SkabFile], results: Sequence[FileResult]) -> dict[st
     }
 
 
+def split_metrics(files: Sequence[SkabFile], results: Sequence[FileResult]) -> dict[str, dict[str, float]]:
+    """Pooled F1/FAR/MAR (and the confusion counts) of the dev and held-out files apart."""
+    out = {}
+    for split in ("dev", "held-out"):
+        pairs = [
+            (_test(_labels(f)[0]), _test(r.raised))
+            for f, r in zip(files, results, strict=True)
+            if in_split(f.name, split)
+        ]
+        if pairs:
+            out[split] = {**pooled(pairs).as_dict(), "files": len(pairs)}
+    return out
+
+
+def format_splits(splits: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One line per target and split: dev (valve1/) and held-out (valve2/, other/)."""
+    lines = ["by split (dev = valve1/, held-out = valve2/ + other/):"]
+    for target, by_split in splits.items():
+        for split, m in by_split.items():
+            lines.append(
+                f"  {target:<10} {split:<9} {int(m['files']):>2} files  F1 {m['f1']:.3f}  "
+                f"FAR {100 * m['far']:6.2f} %  MAR {100 * m['mar']:6.2f} %"
+            )
+    return "\n".join(lines)
+
+
 def format_table(setting: str, ours: dict[str, dict[str, Any]]) -> str:
     """Our rows (one per precision) beside the published leaderboard, best F1 first."""
     rows = [
@@ -119,7 +145,7 @@ def write_json(
         "trained_on": result.trained_on,
         "metrics": ours,
         "leaderboard": [{"algorithm": n, "f1": f1, "far_pct": far, "mar_pct": mar} for n, f1, far, mar in LEADERBOARD],
-        "config": asdict(config),
+        "config": {**asdict(config), "baseline": config.baseline.model_dump()},
         "artifact_sizes": result.artifacts,
         "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
         **extra,

@@ -29,6 +29,10 @@ SENSORS: tuple[str, ...] = (
     "Volume Flow RateRMS",
 )
 SUBFOLDERS: tuple[str, ...] = ("valve1", "valve2", "other")
+DEV_SUBFOLDERS: tuple[str, ...] = ("valve1",)
+"""The development split: methods and defaults are chosen on these files only. valve2/ and
+other/ are held out: nothing is chosen by looking at them, they are only reported."""
+SPLITS: tuple[str, ...] = ("all", "dev", "held-out")
 TRAIN_ROWS = 400
 """The published protocol's training split: each labelled file's first 400 rows."""
 
@@ -102,12 +106,22 @@ def load_anomaly_free(root: Path) -> SkabFile:
     return read_skab_csv(root / "anomaly-free" / "anomaly-free.csv", "anomaly-free/anomaly-free")
 
 
-def load_labelled(root: Path, limit: int | None = None) -> list[SkabFile]:
-    """The labelled files in a fixed order (subfolder, then file number). `limit` keeps N
-    files taken round robin over the subfolders, so a reduced run still sees every kind
-    of failure (valve1, valve2, other)."""
+def in_split(name: str, split: str) -> bool:
+    """Whether file `name` ("valve1/3") belongs to split "all", "dev" or "held-out"."""
+    if split not in SPLITS:
+        raise SkabError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+    dev = name.split("/", 1)[0] in DEV_SUBFOLDERS
+    return split == "all" or dev == (split == "dev")
+
+
+def load_labelled(root: Path, limit: int | None = None, split: str = "all") -> list[SkabFile]:
+    """The labelled files of `split` in a fixed order (subfolder, then file number). `limit`
+    keeps N files taken round robin over the subfolders, so a reduced run still sees every
+    kind of failure (valve1, valve2, other)."""
     groups = []
     for sub in SUBFOLDERS:
+        if not in_split(f"{sub}/", split):
+            continue
         folder = root / sub
         if folder.is_dir():
             groups.append(

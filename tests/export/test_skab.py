@@ -84,6 +84,33 @@ def test_loading_and_split(skab_dir: Path) -> None:
     assert free.anomaly is None
 
 
+def test_development_split_is_valve1_and_the_rest_is_held_out(skab_dir: Path) -> None:
+    from exporter.evaluation.skab import SkabError, in_split, load_labelled
+
+    dev = load_labelled(skab_dir, split="dev")
+    held = load_labelled(skab_dir, split="held-out")
+    assert {f.name.split("/")[0] for f in dev} == {"valve1"}
+    assert {f.name.split("/")[0] for f in held} == {"valve2", "other"}
+    assert len(dev) + len(held) == 34
+    assert [f.name for f in load_labelled(skab_dir, 2, split="held-out")] == ["valve2/0", "other/1"]
+    assert in_split("valve1/3", "all") and in_split("other/3", "all")
+    with pytest.raises(SkabError, match="unknown split"):
+        in_split("valve1/3", "test")
+
+
+def test_eval_help_states_the_split(capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "skab", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "valve1/" in out
+    assert "held out: valve2/ and other/" in out
+    assert "--split" in out
+    assert "--baseline-steps" in out
+    assert "--threshold-z" not in out  # no evaluation-only threshold
+
+
 def test_missing_data_folder_is_one_clear_error(tmp_path: Path) -> None:
     from exporter.evaluation.skab import SkabError, resolve_skab_dir
 
@@ -97,7 +124,7 @@ def test_reduced_eval_through_export_and_engine_is_causal(skab_dir: Path, tmp_pa
     file short changes none of the earlier predictions (nothing comes from the future)."""
     from exporter.evaluation.report import metrics
     from exporter.evaluation.skab import TRAIN_ROWS, load_labelled
-    from exporter.evaluation.skab_eval import PUBLISHED, _two_pass, run_published
+    from exporter.evaluation.skab_eval import PUBLISHED, run_published, stream
     from runtime.engine.replay import Recording
 
     files = load_labelled(skab_dir, 2)
@@ -119,7 +146,7 @@ def test_reduced_eval_through_export_and_engine_is_causal(skab_dir: Path, tmp_pa
     f = files[0]
     artifact = tmp_path / f.name / "cpu-int8"
     cut = 700
-    short = _two_pass(artifact, {f.name: Recording(f.values[:cut], f.ts[:cut])}, config)[f.name]
+    short = stream(artifact, {f.name: Recording(f.values[:cut], f.ts[:cut])}, config)[f.name]
     np.testing.assert_array_equal(short.raised, results[0].raised[:cut])
     np.testing.assert_allclose(short.scores, results[0].scores[:cut])
 
@@ -153,9 +180,12 @@ def test_eval_cli_writes_predictions_json_and_plots(
     assert "Conv-AE" in out
     assert "edgewatch cpu-int8 (published)" in out
     assert "edgewatch cpu-fp32 (published)" in out
+    assert "held-out" in out and "dev" in out  # --split all reports both parts apart
     data = json.loads((tmp_path / "m.json").read_text())
     assert set(data["metrics"]) == {"cpu-int8", "cpu-fp32"}
     assert data["setting"] == "published"
+    assert set(data["splits"]["cpu-int8"]) == {"dev", "held-out"}
+    assert data["config"]["baseline"]["learn_steps"] == 300  # the gateway's default
     pred = tmp_path / "pred" / "valve1" / "0.csv"
     lines = pred.read_text().splitlines()
     assert lines[0] == "datetime,prediction"
