@@ -4,6 +4,7 @@ its failure path, and the parts it is made of. No torch: the model is shipped.""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -14,28 +15,30 @@ import numpy as np
 import pytest
 
 from edge_config.errors import EdgewatchError
+from edge_config.schema import BaselineConfig
 from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
 from runtime.model.artifact import load_artifact
 from runtime.tools.demo import command
 from runtime.tools.demo.fleet import (
     DEMO_FLEET,
     DEMO_STEPS,
+    FAILURE_ONSET_S,
     MAX_DURATION_S,
     MAX_MACHINES,
+    MIN_DURATION_S,
     MODEL_DIR,
-    demo_threshold,
     fleet,
 )
 from runtime.tools.demo.gateway import input_topic, write_gateway
 from runtime.tools.demo.plotting import PLOTS_MISSING, alert_flags, plots_available
 from runtime.tools.demo.publisher import sample_payload
 from runtime.tools.demo.report import MachineResult
-from runtime.tools.demo.simulator import Machine, simulate
+from runtime.tools.demo.simulator import Failure, Machine, Recording, simulate
 from runtime.tools.demo.watch import SeenAlert
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "runtime.cli"]
-SHORT = ["--duration", "360", "--speed", "60"]  # 6 s of streaming: the failure, its alert and some minutes after
+SHORT = ["--duration", "600", "--speed", "100"]  # 6 s of streaming: learning, the failure, its alert, 2 minutes after
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -73,7 +76,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     text = done.stdout
     assert "demo passed" in text
     assert re.search(r"pump-3 +RAISED +t=(\d+)s", text), text
-    assert "the daemon processed 1440 of 1440 samples; SIGTERM → exit 0, stopped on edgewatch/available" in text
+    assert "the daemon processed 2400 of 2400 samples; SIGTERM → exit 0, stopped on edgewatch/available" in text
     assert "ok: failure caught" in _row(text, "pump-3")
     for healthy in ("pump-1", "pump-2", "pump-4"):
         assert "ok: healthy, no alert" in _row(text, healthy)
@@ -87,6 +90,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         assert PLOTS_MISSING in text
     # The config the demo wrote is a real one, and nothing it started is left running.
     assert "threshold:" in (out / "gateway.yaml").read_text()
+    assert "threshold: null" in (out / "gateway.yaml").read_text()  # the manifest's: no override
     assert _processes_mentioning(str(out / "broker" / "mosquitto.conf")) == []
     assert _processes_mentioning(str(out / "gateway.yaml")) == []
 
@@ -95,16 +99,22 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 def test_demo_fails_when_a_healthy_pump_alerts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With the manifest's 99.5% quantile as threshold (what the demo overrides, and why), healthy
-    pumps raise short false alerts: the demo must say so and exit 1."""
-    monkeypatch.setattr(command, "demo_threshold", lambda m: m.calibration.threshold)
+    """A pump the demo counts as healthy raises an alert (here its valve secretly closes too, as
+    a false alarm would look to the verdict): the demo must say so and exit 1."""
+
+    def secretly_failing(machine: Machine, steps: int, *, t0: float) -> Recording:
+        if machine.name == "pump-4":
+            machine = dataclasses.replace(machine, failure=Failure("valve-closing", start_s=FAILURE_ONSET_S))
+        return simulate(machine, steps, t0=t0)
+
+    monkeypatch.setattr(command, "simulate", secretly_failing)
     monkeypatch.setattr(command, "plots_available", lambda: False)  # the verdict is what this test is about
-    # Replayed offline at that threshold, pump-4, pump-7 and pump-10 raise within these 600 s.
     args = argparse.Namespace(out=tmp_path / "demo", speed=100.0, machines=10, duration=600)
     assert command.run(args) == 1
     text = capsys.readouterr().out
     assert "demo FAILED" in text
     assert "FALSE ALERT" in text
+    assert "pump-4: FALSE ALERT" in text
     assert _processes_mentioning(str(tmp_path / "demo" / "gateway.yaml")) == []
 
 
@@ -121,6 +131,7 @@ def test_missing_mosquitto_gives_the_install_hint(monkeypatch: pytest.MonkeyPatc
     "option",
     [
         ["--duration", "200"],
+        ["--duration", str(MIN_DURATION_S - 1)],
         ["--duration", str(MAX_DURATION_S + 1)],
         ["--machines", "1"],
         ["--machines", str(MAX_MACHINES + 1)],
@@ -144,7 +155,10 @@ def test_options_out_of_range_exit_2_with_one_line(option: list[str], tmp_path: 
 
 def test_help_states_the_fleet_defaults() -> None:
     done = subprocess.run([*CLI, "demo", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
-    assert f"default {DEMO_STEPS}" in " ".join(done.stdout.split())
+    text = " ".join(done.stdout.split())
+    assert f"default {DEMO_STEPS}" in text
+    assert f"{MIN_DURATION_S}..{MAX_DURATION_S}" in text
+    assert f"the failure begins at t={FAILURE_ONSET_S}s" in text
 
 
 def test_fleet_sizes_keep_the_failing_pump() -> None:
@@ -159,9 +173,10 @@ def test_fleet_sizes_keep_the_failing_pump() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("duration", [300, DEMO_STEPS, MAX_DURATION_S])
+@pytest.mark.parametrize("duration", [MIN_DURATION_S, DEMO_STEPS, MAX_DURATION_S])
 def test_largest_fleet_alerts_on_the_failing_pump_only(duration: int) -> None:
-    """What MAX_MACHINES and MAX_DURATION_S promise, at the shortest, default and longest run."""
+    """What MAX_MACHINES and MAX_DURATION_S promise, at the shortest, default and longest run:
+    the manifest's threshold and the default per-stream baselines, as the demo serves them."""
     from edge_config.schema import ModelConfig, TargetConfig
     from runtime.engine.engine import Engine
     from runtime.engine.replay import Recording, replay
@@ -169,14 +184,16 @@ def test_largest_fleet_alerts_on_the_failing_pump_only(duration: int) -> None:
 
     artifact = load_artifact(MODEL_DIR)
     session, _ = create_session(artifact, TargetConfig(type="cpu"))
-    model = ModelConfig(path=MODEL_DIR, target="cpu", threshold=demo_threshold(artifact.manifest))
+    model = ModelConfig(path=MODEL_DIR, target="cpu")
     engine = Engine(artifact, session, model, name="demo")
+    assert artifact.manifest.calibration is not None
+    assert engine.threshold == artifact.manifest.calibration.threshold
     machines = fleet(MAX_MACHINES)
     recordings = {m.name: simulate(m, duration) for m in machines}
     out = replay(engine, {n: Recording(r.values, r.ts) for n, r in recordings.items()})
     raised = {n: [a.seq or 0 for a in o.alerts if a.state == "raised"] for n, o in out.items()}
     assert {n for n, seqs in raised.items() if seqs} == {"pump-3"}
-    assert raised["pump-3"][0] >= 240
+    assert FAILURE_ONSET_S <= raised["pump-3"][0] <= FAILURE_ONSET_S + 60
 
 
 def test_sample_payload_reaches_the_engine_exactly() -> None:
@@ -189,14 +206,19 @@ def test_sample_payload_reaches_the_engine_exactly() -> None:
     assert ts[0] == rec.ts[3]
 
 
-def test_gateway_yaml_loads_with_the_demo_threshold(tmp_path: Path) -> None:
+def test_gateway_yaml_loads_with_the_manifest_threshold(tmp_path: Path) -> None:
     manifest = load_artifact(MODEL_DIR).manifest
-    threshold = demo_threshold(manifest)
-    gw = write_gateway(
-        tmp_path, host="127.0.0.1", port=1884, model_dir=MODEL_DIR, manifest=manifest, threshold=threshold, z=10.0
-    )
+    assert manifest.calibration is not None
+    gw = write_gateway(tmp_path, host="127.0.0.1", port=1884, model_dir=MODEL_DIR, manifest=manifest)
     model = gw.config.models[manifest.name]
-    assert model.threshold == threshold
+    assert model.threshold is None  # no override: the daemon alerts on the manifest's
+    assert model.baseline == BaselineConfig()
+    assert gw.threshold == manifest.calibration.threshold
+    text = gw.path.read_text()
+    assert f"the manifest's threshold, {manifest.calibration.threshold:.3f}" in text
+    assert f"{manifest.calibration.target_steps:,} steps" in text
+    assert f"{manifest.calibration.threshold:.3f} from the manifest" in gw.alerting()
+    assert f"over {BaselineConfig().learn_steps} s" in gw.alerting()
     assert model.path == tmp_path / "model"
     assert gw.config.runtime.metrics_address is None
     assert gw.config.broker.port == 1884
@@ -215,8 +237,12 @@ def test_alert_flags_from_published_alerts() -> None:
 
 def test_verdicts() -> None:
     healthy, failing = DEMO_FLEET[0], DEMO_FLEET[2]
-    assert MachineResult(healthy, 600, (), 0, "ok").verdict()[0]
-    assert not MachineResult(healthy, 600, (100,), 1, "ok").verdict()[0]
-    assert MachineResult(failing, 600, (265,), 0, "alert").verdict() == (True, "ok: failure caught 25 s after onset")
-    assert not MachineResult(failing, 600, (), 0, "ok").verdict()[0]
-    assert "before the failure" in MachineResult(failing, 600, (100, 265), 1, "alert").verdict()[1]
+    caught = FAILURE_ONSET_S + 25
+    assert MachineResult(healthy, DEMO_STEPS, (), 0, "ok").verdict()[0]
+    assert not MachineResult(healthy, DEMO_STEPS, (100,), 1, "ok").verdict()[0]
+    assert MachineResult(failing, DEMO_STEPS, (caught,), 0, "alert").verdict() == (
+        True,
+        "ok: failure caught 25 s after onset",
+    )
+    assert not MachineResult(failing, DEMO_STEPS, (), 0, "ok").verdict()[0]
+    assert "before the failure" in MachineResult(failing, DEMO_STEPS, (100, caught), 1, "alert").verdict()[1]
