@@ -35,7 +35,7 @@ def test_pooling_sums_rows_not_files() -> None:
     c = pooled([a, b])
     assert c == Confusion(tp=12, fp=8, tn=0, fn=0)
     assert c.f1 != pytest.approx((confusion(*a).f1 + confusion(*b).f1) / 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be equal 1-d shapes"):
         confusion(np.zeros(3), np.zeros(4))
 
 
@@ -93,7 +93,8 @@ def test_development_split_is_valve1_and_the_rest_is_held_out(skab_dir: Path) ->
     assert {f.name.split("/")[0] for f in held} == {"valve2", "other"}
     assert len(dev) + len(held) == 34
     assert [f.name for f in load_labelled(skab_dir, 2, split="held-out")] == ["valve2/0", "other/1"]
-    assert in_split("valve1/3", "all") and in_split("other/3", "all")
+    assert in_split("valve1/3", "all")
+    assert in_split("other/3", "all")
     with pytest.raises(SkabError, match="unknown split"):
         in_split("valve1/3", "test")
 
@@ -180,7 +181,8 @@ def test_eval_cli_writes_predictions_json_and_plots(
     assert "Conv-AE" in out
     assert "edgewatch cpu-int8 (published)" in out
     assert "edgewatch cpu-fp32 (published)" in out
-    assert "held-out" in out and "dev" in out  # --split all reports both parts apart
+    assert "held-out" in out  # --split all reports both parts apart
+    assert "dev" in out
     data = json.loads((tmp_path / "m.json").read_text())
     assert set(data["metrics"]) == {"cpu-int8", "cpu-fp32"}
     assert data["setting"] == "published"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_config.errors import ExportInputError
 from exporter.training.fit import TrainConfig, TrainingError, fit_normalization, make_windows
 from runtime.cli import main
 
@@ -99,8 +100,53 @@ def test_train_cli_writes_files_and_a_working_export_command(
     command = printed.strip().splitlines()[-1].strip()
     argv = shlex.split(command)
     assert argv[:2] == ["edgewatch", "export"]
+    # The last 20% of the file (80 rows) were kept out of training and are what the export calibrates on.
+    calibration = out / "calibration.csv"
+    assert argv[argv.index("--calibration") + 1] == str(calibration)
+    rows = calibration.read_text().splitlines()
+    assert rows[0] == "smooth;noisy"
+    assert len(rows) - 1 == 80
+    np.testing.assert_allclose([float(v) for v in rows[1].split(";")], data[320], rtol=1e-6)
     assert main(argv[1:]) == 0
     manifest = json.loads((out / "artifact" / "manifest.json").read_text())
     assert manifest["precision"] == "int8"
     assert manifest["features"]["names"] == ["smooth", "noisy"]
     assert manifest["calibration"]["threshold"] > 0
+
+
+def test_calibration_split_keeps_the_tail_of_each_file_out() -> None:
+    from exporter.training.command import split_calibration
+
+    a, b = _signal(100), _signal(50, seed=1)
+    heads, tails = split_calibration([a, b], 0.2)
+    assert [len(h) for h in heads] == [80, 40]
+    assert [len(t) for t in tails] == [20, 10]
+    np.testing.assert_array_equal(np.concatenate([heads[0], tails[0]]), a)
+    assert split_calibration([a], 0.0)[1] == []
+    with pytest.raises(ExportInputError):
+        split_calibration([a], 1.0)
+
+
+def _csv(path: Path, data: np.ndarray) -> Path:
+    path.write_text("a;b\n" + "".join(f"{x};{y}\n" for x, y in data))
+    return path
+
+
+def test_export_inputs_warn_without_normalization_and_on_shifted_calibration(tmp_path: Path) -> None:
+    from exporter.resolve import SHIFT_LIMIT, resolve_inputs
+
+    bare = resolve_inputs(features=None, normalization=None, calibration=None, default_width=2)
+    assert bare.normalization is None
+    assert len(bare.warnings) == 1
+    assert "no normalization" in bare.warnings[0]
+
+    norm = tmp_path / "norm.json"
+    norm.write_text(json.dumps({"features": ["a", "b"], "mean": [0.0, 10.0], "std": [1.0, 2.0]}))
+    swing = np.tile([-1.0, 1.0], 100)  # mean 0, std 1
+    same = _csv(tmp_path / "same.csv", np.c_[swing, 10 + 2 * swing])
+    assert resolve_inputs(features=None, normalization=norm, calibration=same, default_width=2).warnings == ()
+    # Feature b's calibration mean sits 5 training stds away (rule: more than SHIFT_LIMIT = 3).
+    assert SHIFT_LIMIT == 3.0
+    moved = _csv(tmp_path / "moved.csv", np.c_[swing, 20 + 2 * swing])
+    (warning,) = resolve_inputs(features=None, normalization=norm, calibration=moved, default_width=2).warnings
+    assert "1 feature(s) (b 5.0 std)" in warning
