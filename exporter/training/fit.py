@@ -84,7 +84,8 @@ class NormalizationStats:
 class TrainResult:
     state_dict: dict[str, Any]
     """The trained module's state_dict (torch tensors)."""
-    kwargs: dict[str, int]
+    kwargs: dict[str, int | bool]
+    """ForecastLSTM constructor arguments (features, hidden, layers, persistence)."""
     normalization: NormalizationStats
     losses: list[float] = field(default_factory=list)
     """Mean training loss per epoch (MSE on normalized samples)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +66,8 @@ def test_tiny_training_run_learns_and_starts_gates_at_autocorrelation() -> None:
     assert result.val_losses[result.best_epoch - 1] == min(result.val_losses)
     # The model beats predicting the mean (MSE 1 in normalized units) on held-out rows.
     assert min(result.val_losses) < 0.8
-    model = ForecastLSTM(**result.kwargs)
+    kwargs: dict[str, Any] = dict(result.kwargs)  # ForecastLSTM's mixed int/bool parameters
+    model = ForecastLSTM(**kwargs)
     model.load_state_dict(result.state_dict)
     gate = torch.sigmoid(model.gate_logit).detach().numpy()
     assert gate[0] > 0.8
