@@ -46,6 +46,7 @@ def test_demo_fleet_flags_the_failing_pump_only() -> None:
         else:
             start = machine.failure.start_s
             assert raised, f"{machine.name}: raised at {raised}"
+            assert raised[0] is not None  # replay gives every message a seq
             assert start <= raised[0] <= start + 120, f"{machine.name}: raised at {raised}"
             assert out[machine.name].raised[-1], "the alert must stay raised while the valve stays shut"
 
@@ -78,6 +79,7 @@ def test_other_failure_modes_are_flagged(failure: Failure) -> None:
     healthy = simulate(Machine("well", seed=8), ONSET + 600)
     out = replay(_engine(), {"sick": Recording(sick.values, sick.ts), "well": Recording(healthy.values, healthy.ts)})
     first = next(a.seq for a in out["sick"].alerts if a.state == "raised")
+    assert first is not None  # replay gives every message a seq
     assert ONSET <= first <= ONSET + 180
     assert out["well"].alerts == []
     assert np.nanmax(out["sick"].scores[ONSET + 100 :]) > 2 * out["sick"].alerts[0].threshold
