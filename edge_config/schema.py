@@ -189,11 +189,11 @@ class BaselineConfig(_Strict):
     (and after a reset command), then alerts against its own threshold (runtime.engine.baseline)."""
 
     learn_steps: int = Field(300, ge=0)
-    """Warm steps whose scores form a stream's baseline; 0 switches baselines off (the model's
-    threshold for every stream)."""
+    """Warm steps a stream learns its own error scale from; 0 switches baselines off (every stream
+    scored and thresholded as calibrated)."""
     policy: Literal["max", "stream"] = "max"
-    """max: a stream's threshold is the higher of the model's calibrated one and its own (a quiet
-    machine keeps the calibrated sensitivity, a noisier one gets its own); stream: its own only."""
+    """max: a feature's own scale is never below the calibrated one (a quieter machine keeps the
+    calibrated sensitivity, a noisier one is weighed down); stream: its own scale either way."""
     learning_factor: float = Field(10.0, ge=1.0)
     """While a stream learns, it alerts only above this multiple of the model's threshold (and,
     after 30 steps, above a wide margin over what it showed so far): extreme scores still alert,

@@ -23,7 +23,7 @@ import numpy as np
 from edge_config.schema import ModelConfig
 from runtime.engine.admission import KEEP, GapPolicy, Plan, Verdict, admit
 from runtime.engine.alerts import Alert
-from runtime.engine.baseline import Baselines
+from runtime.engine.baseline import Baselines, enabled_for
 from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
 from runtime.engine.streams import NO_SEQ, StateStore
 from runtime.engine.types import Eviction, InferenceBackend, Message, Outcome, StreamStatus
@@ -78,7 +78,8 @@ class Engine:
         self.threshold = resolve_threshold(manifest, model, name)
         self.store = StateStore(manifest.state, max_streams=max_streams)
         settings = resolve_score_settings(manifest, model)
-        self.scorer = Scorer(manifest.task, settings, manifest.features.names, self.store)
+        learns = enabled_for(model.baseline, manifest.calibration, manifest.task)
+        self.scorer = Scorer(manifest.task, settings, manifest.features.names, self.store, per_stream_scale=learns)
         self.baselines = Baselines(model.baseline, self.threshold, manifest.calibration, manifest.task, self.store)
         self.tracker = AlertTracker(
             model.alerts,
@@ -221,7 +222,8 @@ class Engine:
         store.steps[slots] = steps_before + steps
         self._counts.ort_calls += 1
         self._counts.steps += len(units) * steps
-        scores = self.scorer.step(slots, x, y)
+        squares = np.empty((len(units), steps, self._features)) if self.baselines.enabled else None
+        scores = self.scorer.step(slots, x, y, squares)
         alerts: list[tuple[int, Alert]] = []
         for t in range(steps):
 
@@ -233,7 +235,9 @@ class Engine:
 
             alerts.extend(
                 (int(unit_message[row]), alert)
-                for row, alert in self.tracker.observe(slots, scores[:, t], steps_before + t, now, locate)
+                for row, alert in self.tracker.observe(
+                    slots, scores[:, t], steps_before + t, now, locate, None if squares is None else squares[:, t]
+                )
             )
         statuses: list[tuple[int, StreamStatus]] = []
         last = np.flatnonzero(plan.unit_last[units])

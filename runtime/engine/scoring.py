@@ -90,17 +90,31 @@ class _Kernel:
         self.k = settings.top_k
         self.share_divisor = {"mean": features, "max": 1, "top-k": self.k}[settings.reduce]
 
-    def run(self, prev: Floats, contrib: Floats, x: np.ndarray, y: np.ndarray) -> Floats:
+    def run(
+        self,
+        prev: Floats,
+        contrib: Floats,
+        x: np.ndarray,
+        y: np.ndarray,
+        scale: Floats | None = None,
+        squares: Floats | None = None,
+    ) -> Floats:
         """Score T steps of B streams; prev, contrib float64 [B, F] are updated in place.
 
         prev: the last prediction (NaN: none); contrib: per-feature EWMA (NaN: none yet);
         x: normalized samples [B, T, F]; y: predictions [B, T, F]. Returns scores float64 [B, T].
+        scale: float64 [B, F], each stream's own error scale per feature (runtime.engine.baseline;
+        None: 1); squares: float64 [B, T, F], filled with the squared errors before that scale.
         """
         steps, alpha = x.shape[1], self.alpha
         scores = np.empty((x.shape[0], steps))
         for t in range(steps):
             err = (prev - x[:, t]) * self.inv_std
             sq = err * err
+            if squares is not None:
+                squares[:, t] = sq
+            if scale is not None:
+                sq = sq / scale
             if self.cap is not None:
                 sq = np.minimum(sq, self.cap)  # NaN (no prediction yet) stays NaN
             contrib[...] = np.where(np.isnan(contrib), sq, alpha * sq + (1.0 - alpha) * contrib)
@@ -123,7 +137,17 @@ class _Kernel:
 class Scorer:
     """Online scores for batches of streams; its per-stream memory lives in the StateStore."""
 
-    def __init__(self, task: Task, settings: ScoreSettings, features: Sequence[str], store: StateStore) -> None:
+    def __init__(
+        self,
+        task: Task,
+        settings: ScoreSettings,
+        features: Sequence[str],
+        store: StateStore,
+        *,
+        per_stream_scale: bool = False,
+    ) -> None:
+        """per_stream_scale: each stream's squared errors are divided by its own per-feature scale
+        (column "score.scale", 1 until runtime.engine.baseline learns it)."""
         expected = "forecast-error" if task == "forecast" else "probability"
         if settings.kind != expected:
             raise ConfigError(f"score kind {settings.kind!r} does not fit a {task} model (expected {expected!r})")
@@ -136,16 +160,23 @@ class Scorer:
             n = len(self.features)
             store.add_column("score.prev", (n,), np.float64, np.nan, scope="model")
             store.add_column("score.contrib", (n,), np.float64, np.nan, scope="model")
+        self.per_stream_scale = per_stream_scale and task == "forecast"
+        if self.per_stream_scale:
+            store.add_column("score.scale", (len(self.features),), np.float64, 1.0, scope="baseline")
 
-    def step(self, slots: np.ndarray, x_norm: np.ndarray, y: np.ndarray) -> Floats:
-        """slots int64 [B] (distinct), x_norm float32 [B, T, F], y [B, T, n] → scores float64 [B, T]."""
+    def step(self, slots: np.ndarray, x_norm: np.ndarray, y: np.ndarray, squares: Floats | None = None) -> Floats:
+        """slots int64 [B] (distinct), x_norm float32 [B, T, F], y [B, T, n] → scores float64 [B, T].
+
+        squares: float64 [B, T, F], filled with each step's squared errors (forecast; before the
+        stream's own scale), for the baselines to learn from."""
         if self.task == "probability":
             out: Floats = y[..., 0].astype(np.float64)
             return out
         prev_col = self._store.column("score.prev")
         contrib_col = self._store.column("score.contrib")
         prev, contrib = prev_col[slots], contrib_col[slots]  # fancy indexing: copies
-        scores = self._kernel.run(prev, contrib, x_norm, y)
+        scale = self._store.column("score.scale")[slots] if self.per_stream_scale else None
+        scores = self._kernel.run(prev, contrib, x_norm, y, scale, squares)
         prev_col[slots] = prev
         contrib_col[slots] = contrib
         return scores

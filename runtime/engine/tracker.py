@@ -81,12 +81,19 @@ class AlertTracker:
         store.add_column("alert.warm", (), np.bool_, False, scope="model")  # was the last step warm?
 
     def observe(
-        self, slots: np.ndarray, scores: np.ndarray, step_index: np.ndarray, now: float, locate: Locate
+        self,
+        slots: np.ndarray,
+        scores: np.ndarray,
+        step_index: np.ndarray,
+        now: float,
+        locate: Locate,
+        squares: np.ndarray | None = None,
     ) -> list[tuple[int, Alert]]:
         """One time step of B distinct streams.
 
         slots int64 [B]; scores float64 [B]; step_index int64 [B]: samples since the model reset
-        before this one; now: monotonic s (rate limit of updates). Returns (row, Alert) in row order.
+        before this one; now: monotonic s (rate limit of updates); squares float64 [B, F]: the
+        step's squared errors, for the baselines to learn from. Returns (row, Alert) in row order.
         """
         col = self._store.column
         warm = (step_index >= self.policy.warmup_steps) & np.isfinite(scores)
@@ -96,7 +103,8 @@ class AlertTracker:
         else:
             thresholds = self.baselines.thresholds(slots)
             above_all = scores > thresholds
-            self.baselines.learn(slots, scores, warm, thresholds)  # after the comparison: a step never judges itself
+            if squares is not None:  # after the comparison: a step never judges itself
+                self.baselines.learn(slots, scores, squares, warm, thresholds)
         count = col("alert.above")
         # A quiet stream (ring all below, not raised) that stays below has nothing to update: the
         # ring's position does not matter while it holds only "below". Skipping it keeps the

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.tools.demo.simulator import Failure, Machine
+import numpy as np
+
+from runtime.tools.demo.simulator import Failure, Machine, Shift, Variation
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 FAILURE_ONSET_S = 480
@@ -45,3 +47,18 @@ def fleet(machines: int) -> tuple[Machine, ...]:
     failing = sum(m.failure is not None for m in pool)
     healthy = [m.name for m in pool if m.failure is None][: machines - failing]
     return tuple(m for m in pool if m.failure is not None or m.name in healthy)
+
+
+SHIFTED_SENSORS = ("Current", "Pressure", "Temperature")
+
+
+def heterogeneous_fleet(machines: int, seed: int, *, shift_at: int, sigmas: float = 2.0) -> tuple[Machine, ...]:
+    """`machines` healthy pumps whose readings differ from the rig the model was trained on
+    (Variation.random: offsets, gains, noise, phase), and one more, "faulty", whose Current,
+    Pressure and Temperature step by `sigmas` healthy standard deviations at `shift_at`.
+    Deterministic per seed (benchmarks/fleet_alarms.py, tests/unit/test_fleet_alarms.py)."""
+    rng = np.random.default_rng(seed)
+    pool = [Machine(f"m{i:02d}", seed=10_000 * seed + i, variation=Variation.random(rng)) for i in range(machines)]
+    shift = Shift(shift_at, SHIFTED_SENSORS, sigmas)
+    pool.append(Machine("faulty", seed=10_000 * seed + 999, variation=Variation.random(rng), shift=shift))
+    return tuple(pool)
