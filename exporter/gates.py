@@ -64,8 +64,8 @@ def plain_fn(wrapper: Any) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def check_gates(results: list[ParityResult], log: Log) -> None:
-    """Log one verdict line per gate; raise for the first failed one."""
+def check_gates(results: list[ParityResult], log: Log, *, hint: str = "") -> None:
+    """Log one verdict line per gate; raise for the first failed one (with `hint`, what to try)."""
     for r in results:
         verdict = "skipped" if r.skipped else ("passed" if r.passed else "FAILED")
         log(f"  gate {r.gate}: {r.metric} {r.value:.3g} (limit {r.tolerance:.3g}) {verdict}")
@@ -81,6 +81,7 @@ def check_gates(results: list[ParityResult], log: Log) -> None:
             )
         raise ParityError(
             f"parity gate {r.gate} failed: {r.metric} {r.value:.3g} vs limit {r.tolerance:g} ({r.detail})"
+            + (f"; {hint}" if hint else "")
         )
 
 

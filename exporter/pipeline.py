@@ -112,6 +112,8 @@ def _load(r: _Run, say: Log) -> None:
         calibration=req.calibration,
         default_width=r.sites[0].input_size,
     )
+    for warning in r.inputs.warnings:
+        r.log(f"  warning: {warning}")
     r.to_unroll = unroll_recurrent(r.model, r.sites) if r.target.unrolled else None
 
 
@@ -220,7 +222,10 @@ def _validate_quantized(r: _Run, say: Log) -> None:
     stream, what = gates.quant_stream(r.inputs, r.req.steps, len(r.inputs.features))
     say(f"parity gate 3: quantized vs float over {len(stream)} steps of {what}")
     results = gates.gate_quantized(r.quantized.model, r.target, r.float_runner, stream, r.req.tolerances, r.scoring)
-    gates.check_gates(results, r.log)
+    hint = "" if r.inputs.calibration is not None else "the quantized model was checked on a synthetic stream: "
+    if hint:
+        hint += "add --calibration CSV (normal operating data) to check it on real data"
+    gates.check_gates(results, r.log, hint=hint)
     r.results += results
 
 

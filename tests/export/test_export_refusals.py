@@ -268,3 +268,13 @@ def test_bad_inputs_are_exit_2(models: Path, tmp_path: Path, capsys: pytest.Capt
     assert rc == 2
     assert "std must be finite and > 0" in line
     assert nothing_left(out)
+
+
+def test_a_failed_gate_names_what_to_try() -> None:
+    from edge_config.errors import ParityError
+    from edge_config.manifest import ParityResult
+    from exporter.gates import check_gates
+
+    failed = ParityResult(gate="quantized-vs-float", metric="max abs error", value=0.112, tolerance=0.1, passed=False)
+    with pytest.raises(ParityError, match="add --calibration CSV"):
+        check_gates([failed], lambda line: None, hint="add --calibration CSV (normal operating data)")
