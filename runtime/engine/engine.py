@@ -9,10 +9,16 @@ hysteresis. Outcomes are assembled at the end, in input order.
 Graphs that take one step per call (time_steps == 1), and graphs with output_kind "last", are
 stepped sample by sample: a "last" graph run on T > 1 samples would return only the last step's
 output, and the scorer and the hysteresis need every step's.
+
+Finite guards (docs/INPUT.md): a normalized value beyond ±CLIP_STD standard deviations is clipped
+to it (a legal float32 such as 3e38 would overflow to inf and poison the recurrent state); a
+stream whose new state, output or score is still non-finite has its model state reset and
+warms up again (counted in `non_finite_resets` and `model_resets`, logged at most once a minute).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +38,13 @@ from runtime.ops.counts import Counts
 if TYPE_CHECKING:  # only a type here: runtime.model imports the engine
     from runtime.model.artifact import Artifact
 
-__all__ = ["Engine"]
+__all__ = ["CLIP_STD", "Engine"]
+
+log = logging.getLogger("edgewatch.engine")
+
+CLIP_STD = 1e3
+"""Normalized inputs are clipped to [-CLIP_STD, CLIP_STD]: a gross fault, still finite in the graph."""
+_WARN_EVERY_S = 60.0
 
 
 @dataclass(slots=True)
@@ -104,6 +116,8 @@ class Engine:
         self._stepwise = manifest.time_steps == 1 or self._last_only
         self._max_gap_s = model.max_gap_s
         self._resuming: set[str] = set()  # restored after a restart, not stepped since (see resume())
+        self._warned_at = -np.inf  # monotonic s of the last non-finite warning (rate limit)
+        self._unwarned = 0  # non-finite resets since that warning
 
     # --- public ------------------------------------------------------------------------------
     def process(self, messages: Sequence[Message]) -> list[Outcome]:
@@ -208,8 +222,7 @@ class Engine:
             slots, unit_message = plan.unit_slot[units], plan.unit_message[units]
             first = plan.offsets[unit_message] + plan.unit_start[units]
             raw = plan.values[first[:, None] + np.arange(steps)]  # [B, T, F]
-        # = Normalization.apply, with the constants cached
-        x = raw if self._mean is None or self._std is None else (raw - self._mean) / self._std
+        x = raw if self._mean is None or self._std is None else self._normalize(raw)
         resets = plan.unit_reset[units]
         if resets.any():
             store.reset_model(slots[resets])
@@ -224,6 +237,7 @@ class Engine:
         self._counts.steps += len(units) * steps
         squares = np.empty((len(units), steps, self._features)) if self.baselines.enabled else None
         scores = self.scorer.step(slots, x, y, squares)
+        self._guard_finite(slots, outputs, scores, now)
         alerts: list[tuple[int, Alert]] = []
         for t in range(steps):
 
@@ -246,6 +260,44 @@ class Engine:
                 (int(unit_message[last[row]]), status) for row, status in self.tracker.status_changes(slots[last])
             ]
         return _Call(y, scores, alerts, statuses)
+
+    def _normalize(self, raw: np.ndarray) -> np.ndarray:
+        """= Normalization.apply with the constants cached, clipped to ±CLIP_STD (see the module doc)."""
+        assert self._mean is not None
+        assert self._std is not None
+        with np.errstate(over="ignore"):  # an overflow becomes inf, clipped just below
+            x = (raw - self._mean) / self._std
+        inside = np.abs(x) <= CLIP_STD
+        if not inside.all():
+            self._counts.clipped_samples += int(np.count_nonzero(~inside.all(axis=-1)))
+            np.clip(x, -CLIP_STD, CLIP_STD, out=x)
+        return x
+
+    def _guard_finite(self, slots: np.ndarray, outputs: list[np.ndarray], scores: np.ndarray, now: float) -> None:
+        """Reset the model state of the rows whose new state, output or score is non-finite (a NaN
+        score is legitimate: no prediction yet); their scores become NaN (warming up)."""
+        rows = len(slots)
+        finite = np.isfinite(outputs[0].reshape(rows, -1)).all(axis=1) & ~np.isinf(scores).any(axis=1)
+        for i, _ in self._state_outputs:
+            finite &= np.isfinite(outputs[i]).all(axis=(0, 2))  # [layers, B, hidden]
+        if finite.all():
+            return
+        bad = ~finite
+        self.store.reset_model(slots[bad])
+        scores[bad] = np.nan
+        n = int(np.count_nonzero(bad))
+        self._counts.non_finite_resets += n
+        self._counts.model_resets += n
+        self._unwarned += n
+        if now - self._warned_at >= _WARN_EVERY_S:
+            streams = [self.store.stream_of(int(s)) for s in slots[bad][:3]]
+            log.warning(
+                "model %s: %d stream(s) went non-finite and were reset (e.g. %s); at most one such line a minute",
+                self.name,
+                self._unwarned,
+                ", ".join(map(repr, streams)),
+            )
+            self._warned_at, self._unwarned = now, 0
 
     # --- outcomes ------------------------------------------------------------------------------------
     def _outcomes(self, messages: Sequence[Message], plan: Plan, calls: list[_Call]) -> list[Outcome]:

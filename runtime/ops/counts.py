@@ -27,6 +27,8 @@ CountName = Literal[
     "gaps",
     "seq_restarts",
     "model_resets",
+    "non_finite_resets",
+    "clipped_samples",
     "resets",
     "evicted",
     "restored",
@@ -68,7 +70,12 @@ class Counts:
     seq_restarts: int = 0
     """A stream's seq went far back: its sensor restarted its counter (state reset, accepted)."""
     model_resets: int = 0
-    """Streams whose model state was zeroed: gaps with on_gap=reset, seq restarts, reset commands."""
+    """Streams whose model state was zeroed: gaps with on_gap=reset, seq restarts, reset commands,
+    non-finite state."""
+    non_finite_resets: int = 0
+    """Streams whose model state, output or score went non-finite: state zeroed, warming up again."""
+    clipped_samples: int = 0
+    """Samples with a normalized value beyond ±1,000 std, clipped to it (docs/INPUT.md)."""
     resets: int = 0
     """Reset commands applied (the control topic)."""
     evicted: int = 0

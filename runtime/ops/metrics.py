@@ -73,6 +73,12 @@ class _Counters(Collector):
         yield _counter("edgewatch_sequence_gaps", "Sequence or time gaps found in a stream's input", s.gaps)
         yield _counter("edgewatch_seq_restarts", "Streams whose seq counter restarted", s.seq_restarts)
         yield _counter("edgewatch_model_state_resets", "Streams whose model state was zeroed", s.model_resets)
+        yield _counter(
+            "edgewatch_non_finite_resets",
+            "Streams reset because their state or score went non-finite",
+            s.non_finite_resets,
+        )
+        yield _counter("edgewatch_samples_clipped", "Samples with a value clipped to ±1,000 std", s.clipped_samples)
         yield _counter("edgewatch_baselines_learned", "Streams that learned their own baseline", s.baselines_learned)
         yield _counter(
             "edgewatch_baselines_out_of_range",

@@ -381,3 +381,58 @@ def test_state_exported_and_restored_continues_exactly(tmp_path: Path) -> None:
     assert resumed == [(a.id, a.state) for o in expected for a in o.alerts]
     assert any(a.state == "raised" for o in first for a in o.alerts)  # an alert open across the restart
     assert after.process([_msg("ok", data["ok"][110], seq=110)])[0].status == "duplicate"
+
+
+HALF = Normalization(mean=[0.0] * F, std=[0.5] * F)  # raw = x / 2: a raw 3e38 is 6e38 after normalization
+
+
+def _run_alerts(engine: Engine, raw: np.ndarray, stream: str = "s") -> list[tuple[str, int]]:
+    """(state, seq) of every alert, one sample per message (seq = t)."""
+    alerts: list[tuple[str, int]] = []
+    for t in range(len(raw)):
+        for o in engine.process([_msg(stream, raw[t], seq=t, ts=[1_763_800_000.0 + t])]):
+            alerts.extend((a.state, -1 if a.seq is None else a.seq) for a in o.alerts)
+    return alerts
+
+
+@pytest.mark.parametrize("extreme", [3e38, 1e30, -3e38])
+def test_an_extreme_legal_value_does_not_blind_the_stream(tmp_path: Path, extreme: float) -> None:
+    """A finite float32 far outside the model's range (3e38 overflows in normalization) is clipped
+    (docs/INPUT.md): its alert clears, and a gross fault later on the same stream still alerts."""
+    artifact = write_variant(tmp_path, threshold=1.0, normalization=HALF)
+    raw = _faulty(np.random.default_rng(21), steps=400, fault=(250, 300)) * np.float32(0.5)
+    raw[60, 0] = extreme
+    engine = _engine(artifact)
+    alerts = _run_alerts(engine, raw)
+    assert [state for state, _ in alerts] == ["raised", "cleared", "raised", "cleared"], alerts
+    assert 60 <= alerts[0][1] <= 65
+    assert alerts[1][1] < 250
+    assert 250 <= alerts[2][1] <= 255
+    assert totals(engine).clipped_samples == 1
+
+
+class NaNOnce:
+    """An InferenceBackend whose state outputs (and y) turn NaN for the rows of call number `at`."""
+
+    def __init__(self, inner: InferenceBackend, at: int) -> None:
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray], /) -> list[np.ndarray]:
+        outputs = self.inner.run(output_names, feeds)
+        self.calls += 1
+        if self.calls == self.at:
+            outputs = [np.full_like(o, np.nan) for o in outputs]
+        return outputs
+
+
+def test_a_stream_whose_state_goes_non_finite_is_reset_counted_and_keeps_alerting(tmp_path: Path) -> None:
+    artifact = write_variant(tmp_path, threshold=1.0)
+    engine = _engine(artifact, NaNOnce(session(artifact), at=60))
+    raw = _faulty(np.random.default_rng(22), steps=300, fault=(200, 250))
+    alerts = _run_alerts(engine, raw)
+    assert [state for state, _ in alerts] == ["raised", "cleared"], alerts
+    assert 200 <= alerts[0][1] <= 205
+    counts = totals(engine)
+    assert counts.non_finite_resets == 1
+    assert counts.model_resets == 1
+    assert np.isfinite(engine.store.column(artifact.manifest.state[0].input)).all()
