@@ -13,13 +13,16 @@ levels matched by the filter's wildcards, joined with '/':
 
 The id then becomes a level of `<prefix>/alerts/<id>` and `<prefix>/status/<id>`, so an id
 that could widen or escape that topic is rejected (PayloadError reason "stream-id"), never
-published: wildcards, NUL and control characters, a leading '$' in any level, empty, '.' or
-'..' levels, more levels than allowed, or more than `max_bytes` UTF-8 bytes.
+published: wildcards, NUL and control characters, invisible format characters (zero-width,
+bidi controls, BOM: Unicode category Cf) and line or paragraph separators (an id must read in a log
+or a dashboard as what it is), a leading '$' in any level, empty, '.' or '..' levels, more levels
+than allowed, or more than `max_bytes` UTF-8 bytes.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +45,9 @@ MAX_ID_BYTES = 200
 """Keeps `<prefix>/alerts/<id>` far below MQTT's 65,535-byte topic limit and readable in logs."""
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f+#]")
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Unicode categories refused beyond ASCII: C1 controls, format characters (zero-width, bidi
+controls such as U+202E, U+FEFF), line and paragraph separators. Lone surrogates (Cs) fail UTF-8."""
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -72,6 +78,8 @@ def check_stream_id(stream: str, max_levels: int, max_bytes: int = MAX_ID_BYTES)
         raise PayloadError("stream-id", f"stream id of {size} bytes (allowed 1..{max_bytes})")
     if _FORBIDDEN.search(stream):
         raise PayloadError("stream-id", f"stream id {_show(stream)} holds a wildcard or control character")
+    if not stream.isascii() and any(unicodedata.category(c) in _UNPRINTABLE for c in stream):
+        raise PayloadError("stream-id", f"stream id {_show(stream)} holds an invisible, bidi or control character")
     levels = stream.split("/")
     if len(levels) > max_levels:
         raise PayloadError("stream-id", f"stream id {_show(stream)} has {len(levels)} levels (allowed {max_levels})")

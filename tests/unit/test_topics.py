@@ -125,3 +125,32 @@ def test_check_stream_id_rejects_wildcards_and_dollar(bad: str) -> None:
 
 def test_check_stream_id_accepts_unicode_and_dots_inside_levels() -> None:
     assert check_stream_id("Linie-Ä/press.3", max_levels=2) == "Linie-Ä/press.3"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "press\u200b3",  # zero-width space
+        "press\u200d3",  # zero-width joiner
+        "\u200fpress",  # right-to-left mark
+        "a/\u202eevil",  # right-to-left override
+        "press\u2066x\u2069",  # bidi isolates
+        "\u2060press",  # word joiner
+        "\ufeffpress",  # BOM / zero-width no-break space
+        "press\u00ad3",  # soft hyphen (another format character, "Cf")
+        "press\u0085",  # C1 control (next line)
+        "a\u2028b",  # line separator
+    ],
+)
+def test_check_stream_id_rejects_invisible_and_bidi_characters(bad: str) -> None:
+    with pytest.raises(PayloadError) as err:
+        check_stream_id(bad, max_levels=4)
+    assert err.value.reason == "stream-id"
+    assert bad not in str(err.value)  # shown escaped, never raw in a log line
+
+
+def test_resolver_rejects_a_bidi_override_in_the_topic() -> None:
+    r = StreamIdResolver([_stream("site/#")])
+    with pytest.raises(PayloadError) as err:
+        r.resolve("site/press\u202e3")
+    assert err.value.reason == "stream-id"
