@@ -1,7 +1,8 @@
 """`edgewatch config init | check | show`.
 
-config init --broker HOST:PORT --model DIR --topic FILTER [--prefix P] [--target TYPE]
-    prints a complete, commented config that passes `config check`
+config init --broker HOST:PORT --model DIR --topic FILTER [--prefix P] [--target TYPE] [--state-dir DIR]
+    prints a complete, commented config that passes `config check`: client id edgewatch-<host name>
+    (unique per gateway), state checkpointed to state.ckpt beside the config or in --state-dir
 config check FILE [--no-files]   exit 0 valid, 2 invalid (one line per problem on stderr)
 config show FILE [--no-files]    the effective config: environment applied, secrets masked
 """
@@ -9,6 +10,8 @@ config show FILE [--no-files]    the effective config: environment applied, secr
 from __future__ import annotations
 
 import argparse
+import re
+import socket
 import sys
 from pathlib import Path
 
@@ -31,9 +34,20 @@ from edge_config.schema import (
     TargetConfig,
 )
 
-__all__ = ["init_config", "parse_broker", "register", "show_config"]
+__all__ = ["default_client_id", "init_config", "parse_broker", "register", "show_config"]
 
 MASK = "***"
+CHECKPOINT_FILE = "state.ckpt"
+"""What `config init` names the checkpoint (runtime.state: one file per model beside it)."""
+_CLIENT_ID_MAX = 64
+_NOT_CLIENT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def default_client_id() -> str:
+    """ "edgewatch-<host name>", reduced to [A-Za-z0-9_-] and 64 characters: two gateways with one
+    client id on a broker take each other's session over endlessly."""
+    host = _NOT_CLIENT_ID.sub("-", socket.gethostname()).strip("-")
+    return f"edgewatch-{host}"[:_CLIENT_ID_MAX] if host else "edgewatch"
 
 
 def parse_broker(value: str) -> tuple[str, int]:
@@ -50,9 +64,17 @@ def _first_message(exc: ValidationError) -> str:
 
 
 def init_config(
-    broker: str, model_dir: Path, topics: list[str], *, prefix: str | None = None, target: str | None = None
+    broker: str,
+    model_dir: Path,
+    topics: list[str],
+    *,
+    prefix: str | None = None,
+    target: str | None = None,
+    state_dir: Path | None = None,
 ) -> str:
-    """The text of a complete, commented config for one model and its topic filters."""
+    """The text of a complete, commented config for one model and its topic filters.
+
+    state_dir: where checkpoints go (None: beside the config file, a path relative to it)."""
     host, port = parse_broker(broker)
     manifest = read_manifest(model_dir)
     target_type = target or (manifest.providers[0] if manifest.providers else "cpu")
@@ -74,8 +96,10 @@ def init_config(
         runtime = RuntimeConfig() if prefix is None else RuntimeConfig(topic_prefix=prefix)
     except ValidationError as exc:
         raise ConfigError(f"--prefix {prefix!r}: {_first_message(exc)}") from None
+    checkpoint = Path(CHECKPOINT_FILE) if state_dir is None else state_dir / CHECKPOINT_FILE
+    runtime = runtime.model_copy(update={"checkpoint_path": checkpoint})
     config = GatewayConfig(
-        broker=BrokerConfig(host=host, port=port),
+        broker=BrokerConfig(host=host, port=port, client_id=default_client_id()),
         streams=[stream],
         models={manifest.name: ModelConfig(path=model_dir.resolve(), target=target_type)},
         targets={target_type: chosen},
@@ -87,7 +111,11 @@ def init_config(
         f"{manifest.features.count} features.\nCheck it with: edgewatch config check FILE"
     )
     notes: dict[Loc, str] = {
-        ("streams", 0, "features"): f"This model's features, in order: {', '.join(manifest.features.names)}"
+        ("streams", 0, "features"): f"This model's features, in order: {', '.join(manifest.features.names)}",
+        ("runtime", "checkpoint_path"): (
+            "Relative paths are relative to this file's folder. Under systemd (examples/edgewatch.service): "
+            "/var/lib/edgewatch/state.ckpt, or init with --state-dir /var/lib/edgewatch"
+        ),
     }
     return render_annotated(config, header=header, notes=notes)
 
@@ -102,7 +130,11 @@ def show_config(config: GatewayConfig) -> str:
 
 
 def _run_init(args: argparse.Namespace) -> int:
-    sys.stdout.write(init_config(args.broker, Path(args.model), args.topic, prefix=args.prefix, target=args.target))
+    state_dir = None if args.state_dir is None else Path(args.state_dir)
+    text = init_config(
+        args.broker, Path(args.model), args.topic, prefix=args.prefix, target=args.target, state_dir=state_dir
+    )
+    sys.stdout.write(text)
     return 0
 
 
@@ -143,6 +175,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("--prefix", help="topic prefix of everything edgewatch publishes (default: edgewatch)")
     init.add_argument(
         "--target", choices=sorted(PROVIDER_BY_TYPE), help="target type (default: the model's first provider)"
+    )
+    init.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="folder of the state checkpoints, e.g. /var/lib/edgewatch under systemd (default: beside the config)",
     )
     init.set_defaults(func=_run_init)
 

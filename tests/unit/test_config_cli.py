@@ -93,6 +93,53 @@ def test_init_is_complete_and_commented(tmp_path: Path, capsys: pytest.CaptureFi
     assert "# password: never written here." in out
 
 
+@pytest.mark.parametrize(
+    ("hostname", "client_id"),
+    [
+        ("gw-7", "edgewatch-gw-7"),
+        ("Plant 3.Hall_B.local", "edgewatch-Plant-3-Hall_B-local"),
+        ("héllo/+#", "edgewatch-h-llo"),
+        ("", "edgewatch"),
+        ("x" * 200, "edgewatch-" + "x" * 54),
+    ],
+)
+def test_init_derives_a_unique_client_id_from_the_host_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, hostname: str, client_id: str
+) -> None:
+    """Two gateways with the same client id on one broker take each other's session over forever."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    model = write_lstm_artifact(tmp_path / "model")
+    _, out, _ = run(capsys, "config", "init", "--broker", "b:1883", "--model", str(model), "--topic", "a/+")
+    assert yaml.safe_load(out)["broker"]["client_id"] == client_id
+
+
+def test_init_writes_a_checkpoint_path_that_check_accepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """State is checkpointed by default (README): beside the config, or in --state-dir."""
+    model = write_lstm_artifact(tmp_path / "model")
+    _, out, _ = run(capsys, "config", "init", "--broker", "b:1883", "--model", str(model), "--topic", "a/+")
+    assert yaml.safe_load(out)["runtime"]["checkpoint_path"] == "state.ckpt"
+    saved = tmp_path / "etc" / "gateway.yaml"
+    saved.parent.mkdir()
+    saved.write_text(out)
+    assert run(capsys, "config", "check", str(saved))[0] == 0
+    config = load_config(saved, environ={}, secret_dirs=[])
+    assert config.runtime.checkpoint_path == saved.parent / "state.ckpt"
+    assert config.runtime.checkpoint_interval_s == 900.0
+
+    state = tmp_path / "var" / "lib" / "edgewatch"
+    args = ["config", "init", "--broker", "b:1883", "--model", str(model), "--topic", "a/+", "--state-dir", str(state)]
+    _, out, _ = run(capsys, *args)
+    assert yaml.safe_load(out)["runtime"]["checkpoint_path"] == str(state / "state.ckpt")
+    saved.write_text(out)
+    code, _, err = run(capsys, "config", "check", str(saved))
+    assert code == 2
+    assert "does not exist" in err  # the state directory is the user's (systemd: StateDirectory=edgewatch)
+    state.mkdir(parents=True)
+    assert run(capsys, "config", "check", str(saved))[0] == 0
+
+
 def test_init_picks_target_from_manifest_and_refuses_a_target_that_cannot_run_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
