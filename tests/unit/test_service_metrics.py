@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -88,3 +91,31 @@ def test_counters_merge_adds_a_batch_delta() -> None:
     assert (snap.processed, snap.steps) == (4, 8)
     assert snap.skipped == {"duplicate": 3, "out-of-order": 1}
     assert snap.alerts == {"raised": 1}
+
+
+def test_half_open_connections_leave_threads_bounded_and_healthz_answering() -> None:
+    """A slow-loris (connections that send half a request and wait) made a thread each, forever."""
+    server = HealthServer("127.0.0.1:0", Metrics(), lambda: (True, "ready"), max_handlers=4, request_timeout_s=0.5)
+    server.start()
+    before = threading.active_count()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line that ends it
+            idle.append(s)
+        time.sleep(0.2)
+        assert threading.active_count() <= before + 4
+        deadline = time.monotonic() + 10
+        while True:  # refused while every handler is taken; answered once the idle ones time out
+            try:
+                assert _get(server.port, "/healthz") == (200, "ready\n")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "/healthz never answered"
+                time.sleep(0.1)
+        assert threading.active_count() <= before + 4
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()
