@@ -22,6 +22,7 @@ from typing import TextIO
 
 from edge_config.errors import BusError, ConfigError
 from edge_config.schema import BrokerConfig, validate_topic_filter
+from runtime.mqtt.topics import OutputTopics
 
 log = logging.getLogger("edgewatch.alerts")
 _HEADER = f"{'time (UTC)':<23} {'state':<8} {'stream':<24} {'score':>9} {'thresh':>8}  top features / id"
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ConfigError("--count must be >= 1")
     broker, prefix = _broker_and_prefix(args)
     try:
-        topic = validate_topic_filter(f"{prefix}/alerts/{args.stream}")
+        topic = validate_topic_filter(OutputTopics(prefix).alert(args.stream))
     except ValueError as exc:
         raise ConfigError(f"--stream: {exc}") from None
     inbox: queue.Queue[bytes] = queue.Queue()
