@@ -63,7 +63,8 @@ def apply_swap(swap: Swap, engines: MutableMapping[str, Engine], counts: Counts)
             how = f"state kept for {carried.streams} streams"
         else:
             counts.rewarming += carried.streams
-            why = "other weights" if old.artifact.sha256 != new.artifact.sha256 else "state shapes differ"
+            shapes_differ = old.artifact.manifest.state != new.artifact.manifest.state
+            why = "state shapes differ" if shapes_differ else "other weights"
             how = f"{why}: {carried.streams} streams keep their seq and alerts and warm up again"
         log.info(
             "reload: model %r now %s (sha256 %s…, was %s…): %s",
