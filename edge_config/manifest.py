@@ -117,25 +117,40 @@ class ScoreSettings(_Strict):
 
 
 class CalibrationEvidence(_Strict):
-    """What the threshold rests on: runtime.engine.thresholds.ThresholdEvidence, field by field
-    (docs/THRESHOLDS.md). Score units unless space is "logit" (probability models)."""
+    """What a calibrated threshold rests on (runtime.engine.thresholds.choose_threshold;
+    docs/THRESHOLDS.md). Score units unless `space` is "logit" (probability models)."""
 
     steps: int
+    """Warm scored steps (after each segment's warmup_steps; NaN steps left out)."""
     segments: int
     space: Literal["score", "logit"]
+    """"score", or "logit" for probability models (u, scale and peaks are logits)."""
     tail_quantile: float
+    """Empirical level of u among the steps' A_t values (e.g. 0.98)."""
     tail_level: float
+    """u."""
     exceedances: int
+    """Steps whose A_t exceeds u."""
     clusters: int
+    """Runs of exceedances (a gap of clear_m steps ends one)."""
     extremal_index: float
+    """clusters / exceedances (1: exceedances come alone)."""
     gpd_shape: float
+    """ξ of the cluster peaks' excesses over u, kept in [0, 0.45]."""
     gpd_scale: float
+    """σ at its 95% upper confidence bound."""
     gpd_scale_estimate: float
+    """σ as estimated (before the bound)."""
     pot_threshold: float
+    """Where the tail model puts one cluster per target_steps (probability units for probabilities)."""
     replay_floor: float
+    """The lowest threshold at which replaying the hysteresis on the data stays within allowed_raises."""
     allowed_raises: int
+    """steps // target_steps."""
     replay_raises: int
+    """Raises when the hysteresis is replayed on the data at the chosen threshold."""
     expected_false_alerts: float
+    """Per target_steps at the chosen threshold, by the tail model (<= 1)."""
 
 
 class Calibration(_Strict):

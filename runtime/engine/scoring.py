@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_config.errors import ConfigError
-from edge_config.manifest import Calibration, CalibrationEvidence, Manifest, ScoreSettings, Task
+from edge_config.manifest import Calibration, Manifest, ScoreSettings, Task
 from edge_config.schema import AlertPolicy, ModelConfig
 from runtime.engine.streams import StateStore
 from runtime.engine.thresholds import DEFAULT_TARGET_STEPS, choose_threshold
@@ -281,7 +281,7 @@ def calibrate(
         score_std=std,
         source=source,
         target_steps=choice.target_steps,
-        evidence=CalibrationEvidence.model_validate(choice.evidence, from_attributes=True),
+        evidence=choice.evidence,
         warnings=list(choice.warnings),
     )
     return settings, calibration

@@ -26,12 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_config.manifest import Task
+from edge_config.manifest import CalibrationEvidence, Task
 from edge_config.schema import AlertPolicy
 
 __all__ = [
@@ -63,41 +62,8 @@ _Z_95 = 1.6448536269514722
 _P_CLIP = 1e-9
 
 
-@dataclass(frozen=True, slots=True)
-class ThresholdEvidence:
-    """What the choice rests on; score units unless `space` is "logit" (probability models)."""
-
-    steps: int
-    """Warm scored steps (after each segment's warmup_steps; NaN steps left out)."""
-    segments: int
-    space: Literal["score", "logit"]
-    """"score", or "logit" for probability models (u, scale and peaks are logits)."""
-    tail_quantile: float
-    """Empirical level of u among the steps' A_t values (e.g. 0.98)."""
-    tail_level: float
-    """u."""
-    exceedances: int
-    """Steps whose A_t exceeds u."""
-    clusters: int
-    """Runs of exceedances (a gap of clear_m steps ends one)."""
-    extremal_index: float
-    """clusters / exceedances (1: exceedances come alone)."""
-    gpd_shape: float
-    """ξ of the cluster peaks' excesses over u, kept in [0, 0.45]."""
-    gpd_scale: float
-    """σ at its 95% upper confidence bound."""
-    gpd_scale_estimate: float
-    """σ as estimated (before the bound)."""
-    pot_threshold: float
-    """Where the tail model puts one cluster per target_steps (probability units for probabilities)."""
-    replay_floor: float
-    """The lowest threshold at which replaying the hysteresis on the data stays within allowed_raises."""
-    allowed_raises: int
-    """steps // target_steps."""
-    replay_raises: int
-    """Raises when the hysteresis is replayed on the data at the chosen threshold."""
-    expected_false_alerts: float
-    """Per target_steps at the chosen threshold, by the tail model (<= 1)."""
+ThresholdEvidence = CalibrationEvidence
+"""What a choice rests on: the manifest records it as is (edge_config.manifest.CalibrationEvidence)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +303,7 @@ def choose_threshold(
     if probability and threshold >= 1.0:
         notes.append(f"healthy data needs a threshold of {threshold:.6g}: at it the model cannot alert")
 
-    evidence = ThresholdEvidence(
+    evidence = CalibrationEvidence(
         steps=steps,
         segments=len(warm),
         space="logit" if probability else "score",
