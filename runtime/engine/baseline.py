@@ -79,7 +79,7 @@ class Baselines:
             features = store.column("score.contrib").shape[1]
             store.add_column("baseline.state", (), np.int8, LEARNING, scope="baseline")
             store.add_column("baseline.n", (), np.int64, 0, scope="baseline")
-            store.add_column("baseline.sq", (features,), np.float64, 0.0, scope="baseline")  # mean e_f²
+            store.add_column("baseline.sq", (features,), np.float32, 0.0, scope="baseline")  # mean e_f²
             store.add_column("baseline.mean", (), np.float64, 0.0, scope="baseline")  # of its scores
             store.add_column("baseline.m2", (), np.float64, 0.0, scope="baseline")
 
@@ -98,6 +98,10 @@ class Baselines:
         provisional = np.where(n >= PROVISIONAL_AFTER, col("baseline.mean")[s] + 2.0 * self.z * spread, 0.0)
         out[learning] = np.maximum(self.learning_threshold, provisional)
         return out
+
+    def any_learning(self, slots: np.ndarray) -> bool:
+        """Whether any of these streams is still learning (else the step needs no squared errors)."""
+        return self.enabled and bool((self._store.column("baseline.state")[slots] == LEARNING).any())
 
     def threshold_of(self, slot: int) -> float:
         return float(self.thresholds(np.array([slot]))[0])

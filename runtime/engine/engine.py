@@ -235,7 +235,8 @@ class Engine:
         store.steps[slots] = steps_before + steps
         self._counts.ort_calls += 1
         self._counts.steps += len(units) * steps
-        squares = np.empty((len(units), steps, self._features)) if self.baselines.enabled else None
+        learning = self.baselines.any_learning(slots)
+        squares = np.empty((len(units), steps, self._features)) if learning else None
         scores = self.scorer.step(slots, x, y, squares)
         self._guard_finite(slots, outputs, scores, now)
         alerts: list[tuple[int, Alert]] = []

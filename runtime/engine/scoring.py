@@ -162,7 +162,8 @@ class Scorer:
             store.add_column("score.contrib", (n,), np.float64, np.nan, scope="model")
         self.per_stream_scale = per_stream_scale and task == "forecast"
         if self.per_stream_scale:
-            store.add_column("score.scale", (len(self.features),), np.float64, 1.0, scope="baseline")
+            # float32: 4 bytes a feature per stream is plenty for a divisor learned from 300 steps
+            store.add_column("score.scale", (len(self.features),), np.float32, 1.0, scope="baseline")
 
     def step(self, slots: np.ndarray, x_norm: np.ndarray, y: np.ndarray, squares: Floats | None = None) -> Floats:
         """slots int64 [B] (distinct), x_norm float32 [B, T, F], y [B, T, n] → scores float64 [B, T].
