@@ -44,10 +44,10 @@ models:
 {threshold_comment}
     threshold: null
     # Per-stream baselines, at their defaults (edge_config.schema.BaselineConfig): after its warm-up
-    # (below), each pump learns its own score level over {learn_steps} steps, alerting meanwhile only
-    # above {learning_factor:g}x the threshold ({learning_threshold:.1f}); from then on it alerts above the
-    # higher of the threshold and its own (its learned mean + as many of its standard deviations as
-    # the threshold sits above the calibration mean, at least its highest learned score).
+    # (below), each pump learns how large its own errors normally are, sensor by sensor, over
+    # {learn_steps} steps, alerting meanwhile only above {learning_factor:g}x the threshold
+    # ({learning_threshold:.1f}); from then on its errors are divided by what it learned (never by less
+    # than the calibration's) and it alerts above the threshold (docs/BASELINES.md).
     alerts:
       raise_k: 3        # raise when 3 of the last 5 steps are above the threshold
       raise_n: 5
@@ -73,7 +73,7 @@ class DemoGateway:
     """It, as `edgewatch serve` loads it."""
     model_name: str
     calibration: Calibration
-    """The manifest's: its threshold is what every pump alerts against unless its own learned level is higher."""
+    """The manifest's: its threshold is what every pump alerts against once it has learned its errors."""
 
     @property
     def threshold(self) -> float:
@@ -85,9 +85,9 @@ class DemoGateway:
         baseline, warmup = model.baseline, model.alerts.warmup_steps
         return (
             f"{self.threshold:.3f} from the manifest ({_rule(self.calibration)}); each pump learns its own "
-            f"score level over {baseline.learn_steps} s after a {warmup} s warm-up (meanwhile only scores above "
-            f"{baseline.learning_factor * self.threshold:.1f} alert), then alerts above max({self.threshold:.3f}, "
-            "its own)"
+            f"error scale per sensor over {baseline.learn_steps} s after a {warmup} s warm-up (meanwhile only "
+            f"scores above {baseline.learning_factor * self.threshold:.1f} alert), then alerts above "
+            f"{self.threshold:.3f} on its rescaled score"
         )
 
 
