@@ -106,8 +106,8 @@ def write_plots(
         rec = recordings[machine.name]
         flags = alert_flags([a for a in alerts if a.stream == machine.name], len(rec.values))
         note = (
-            f"model {model_name} (int8), threshold {threshold:.2f} (on each pump's score rescaled by its learned "
-            "error scales); orange: alerts the daemon published on MQTT; score recomputed by the same engine"
+            f"{model_name} (int8), threshold {threshold:.2f} on the score rescaled by the pump's learned errors\n"
+            "orange: alerts the daemon published on MQTT; score recomputed by the same engine"
         )
         trace = StreamTrace(
             _title(machine, flags),
