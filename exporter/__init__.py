@@ -8,8 +8,9 @@ imports `exporter.cli` without them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runtime._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from exporter.parity import Tolerances
@@ -28,11 +29,7 @@ _WHERE = {
     "run_export": "exporter.pipeline",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = _lazy_exports(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

@@ -1,6 +1,7 @@
 """Lazy package exports (PEP 562): a package's curated names, imported on first use.
 
-The packages of the data path import each other's modules (engine ↔ state ↔ ops); importing
+Used by runtime's packages and by exporter's (whose public names import torch). The packages
+of the data path import each other's modules (engine ↔ state ↔ ops); importing
 every public name eagerly in each `__init__` would make those imports circular, and it would
 make `edgewatch --help` import ONNX Runtime. Each `__init__` lists its names for type checkers
 under TYPE_CHECKING and resolves them here at run time.

@@ -6,8 +6,9 @@ plotting needs matplotlib, which `import exporter.evaluation` does not load.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runtime._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from exporter.evaluation.metrics import Confusion, confusion, nab_score
@@ -57,11 +58,7 @@ _WHERE = {
     ),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = _lazy_exports(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

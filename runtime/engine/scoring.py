@@ -33,10 +33,9 @@ from edge_config.manifest import Calibration, Manifest, ScoreSettings, Task
 from edge_config.schema import AlertPolicy, ModelConfig
 from runtime.engine.streams import StateStore
 from runtime.engine.thresholds import DEFAULT_TARGET_STEPS, choose_threshold
-from runtime.engine.tracker import STATUS_NAMES, AlertTracker
+from runtime.engine.tracker import AlertTracker
 
 __all__ = [
-    "STATUS_NAMES",
     "AlertTracker",
     "Scorer",
     "calibrate",

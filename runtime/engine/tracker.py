@@ -21,9 +21,8 @@ from runtime.engine.baseline import LEARNING, OUT_OF_RANGE, Baselines
 from runtime.engine.streams import StateStore
 from runtime.engine.types import StreamStatus
 
-__all__ = ["STATUS_NAMES", "WINDOW_COLUMNS", "AlertTracker", "Explain", "Locate"]
+__all__ = ["WINDOW_COLUMNS", "AlertTracker", "Explain", "Locate"]
 
-STATUS_NAMES = ("", "warming-up", "ok", "alert", "learning", "out-of-range")
 """Status codes stored per slot; 0 means nothing reported yet."""
 _WARMING, _OK, _ALERT, _LEARNING, _OUT_OF_RANGE = 1, 2, 3, 4, 5
 _REPORTED: dict[int, StreamStatus] = {
@@ -76,7 +75,7 @@ class AlertTracker:
         store.add_column("alert.id", (), object, None, scope="stream")
         store.add_column("alert.started", (), np.float64, np.nan, scope="stream")
         store.add_column("alert.last_update", (), np.float64, -np.inf, scope="stream", portable=False)  # monotonic s
-        store.add_column("alert.status", (), np.int8, 0, scope="stream")  # last reported, STATUS_NAMES
+        store.add_column("alert.status", (), np.int8, 0, scope="stream")  # last reported (_REPORTED; 0: none)
         store.add_column("alert.last_score", (), np.float64, np.nan, scope="stream")  # of the last active step
         store.add_column("alert.warm", (), np.bool_, False, scope="model")  # was the last step warm?
 

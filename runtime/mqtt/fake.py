@@ -30,7 +30,7 @@ class Publication:
 
 
 class FakeBus:
-    """Connected at start(); an outbox of `limits.max_messages` that never drains unless told to."""
+    """Connected at start(); an outbox of `limits.max_messages` QoS 1 publications that never drains."""
 
     def __init__(
         self,
@@ -57,7 +57,7 @@ class FakeBus:
         self.published: list[Publication] = []
         self.acked: list[Delivery] = []
         self.outbox: list[Publication] = []
-        """Publications not yet confirmed (confirm() empties it)."""
+        """QoS 1 publications not yet confirmed (a fake broker confirms none)."""
         self.events: list[tuple[str, str | int]] = []
         """("publish", topic) and ("ack", mid), in the order they happened."""
         self.counts = BusCounts()
@@ -142,11 +142,6 @@ class FakeBus:
         )
         self._handler(delivery)
         return delivery
-
-    def confirm(self) -> None:
-        """The broker acknowledged every publication in the outbox."""
-        with self._lock:
-            self.outbox.clear()
 
     def on(self, topic_prefix: str) -> list[Publication]:
         """Publications whose topic starts with `topic_prefix`, in order."""

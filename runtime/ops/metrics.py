@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -160,6 +160,11 @@ class Metrics:
         checkpoints: Callable[[], CheckpointStats] | None = None,
     ) -> None:
         self.registry.register(_Counters(service, bus, outbox, checkpoints))
+
+    def providers(self, model: str, nodes_by_provider: Mapping[str, Mapping[str, int]]) -> None:
+        """The graph nodes each execution provider runs for `model` (at start and after a reload)."""
+        for provider, ops in nodes_by_provider.items():
+            self.provider_nodes.labels(model, provider).set(sum(ops.values()))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -129,8 +129,7 @@ class Service:
         engines = {}
         for name in config.models:
             loaded = load_model(name, config)
-            for provider, ops in loaded.report.nodes_by_provider.items():
-                self.metrics.provider_nodes.labels(name, provider).set(sum(ops.values()))
+            self.metrics.providers(name, loaded.report.nodes_by_provider)
             engines[name] = loaded.engine
         return engines
 
@@ -275,8 +274,7 @@ class Service:
     def _swapped(self, swap: Swap) -> None:
         """On the worker, right after a swap: the service's view of the config and providers."""
         for name, loaded in swap.plan.models.items():
-            for provider, ops in loaded.report.nodes_by_provider.items():
-                self.metrics.provider_nodes.labels(name, provider).set(sum(ops.values()))
+            self.metrics.providers(name, loaded.report.nodes_by_provider)
         self.config = swap.plan.config
 
     # --- stats -----------------------------------------------------------------------------------
