@@ -21,40 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root when run as a script
 
-from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig, TargetConfig
-from runtime.engine.engine import Engine
-from runtime.engine.replay import Recording, replay
-from runtime.model.artifact import load_artifact
-from runtime.model.session import create_session
-from runtime.tools.demo.fleet import MODEL_DIR, heterogeneous_fleet
-from runtime.tools.demo.simulator import simulate
-
-
-def fleet(machines: int, steps: int, seed: int, shift_at: int, sigmas: float = 2.0) -> dict[str, Recording]:
-    pool = heterogeneous_fleet(machines, seed, shift_at=shift_at, sigmas=sigmas)
-    return {m.name: Recording(r.values, r.ts) for m in pool for r in [simulate(m, steps)]}
-
-
-def run(
-    model_dir: Path,
-    recordings: dict[str, Recording],
-    baseline: BaselineConfig,
-    threshold: float | None,
-    ewma_alpha: float | None = None,
-) -> dict[str, list[int]]:
-    artifact = load_artifact(model_dir)
-    session, _ = create_session(artifact, TargetConfig(type="cpu"))
-    config = ModelConfig(
-        path=model_dir,
-        target="cpu",
-        threshold=threshold,
-        baseline=baseline,
-        alerts=AlertPolicy(),
-        ewma_alpha=ewma_alpha,
-    )
-    engine = Engine(artifact, session, config, name="fleet")
-    out = replay(engine, recordings)
-    return {name: [a.seq or 0 for a in r.alerts if a.state == "raised"] for name, r in out.items()}
+from edge_config.schema import BaselineConfig
+from runtime.tools.demo.fleet import MODEL_DIR
+from runtime.tools.demo.fleet_replay import fleet_recordings, raised_alerts
 
 
 def main() -> int:
@@ -73,10 +42,12 @@ def main() -> int:
     args = p.parse_args()
     print(f"{'seed':>4} {'learn':>6} {'healthy raised':>15} {'false/100k':>10} {'delay':>6}")
     for seed in args.fleet_seed:
-        recordings = fleet(args.machines, args.steps, seed, args.shift_at, args.sigmas)
+        recordings = fleet_recordings(args.machines, args.steps, seed, shift_at=args.shift_at, sigmas=args.sigmas)
         for learn in args.learn_steps:
             baseline = BaselineConfig(learn_steps=learn, policy=args.policy, learning_factor=args.learning_factor)
-            raised = run(args.model, recordings, baseline, args.threshold, args.ewma_alpha)
+            raised = raised_alerts(
+                args.model, recordings, baseline, threshold=args.threshold, ewma_alpha=args.ewma_alpha
+            )
             healthy = {n: r for n, r in raised.items() if n != "faulty"}
             false = sum(map(len, healthy.values()))
             after = [s for s in raised["faulty"] if s >= args.shift_at]

@@ -9,37 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from edge_config.schema import BaselineConfig, ModelConfig, TargetConfig
-from runtime.engine.engine import Engine
-from runtime.engine.replay import Recording, replay
-from runtime.model.artifact import load_artifact
-from runtime.model.session import create_session
-from runtime.tools.demo.fleet import MODEL_DIR, heterogeneous_fleet
-from runtime.tools.demo.simulator import simulate
+from edge_config.schema import BaselineConfig
+from runtime.tools.demo.fleet import MODEL_DIR
+from runtime.tools.demo.fleet_replay import fleet_recordings, raised_alerts
 
 pytestmark = pytest.mark.slow
 MACHINES, STEPS, SHIFT_AT = 20, 1500, 900
 
 
-def fleet(seed: int, sigmas: float) -> dict[str, Recording]:
-    machines = heterogeneous_fleet(MACHINES, seed, shift_at=SHIFT_AT, sigmas=sigmas)
-    return {m.name: Recording(r.values, r.ts) for m in machines for r in [simulate(m, STEPS)]}
-
-
-def run(recordings: dict[str, Recording], baseline: BaselineConfig) -> dict[str, list[int]]:
-    """Each stream's raised alerts (seq), served with the model's exported threshold."""
-    artifact = load_artifact(MODEL_DIR)
-    session, _ = create_session(artifact, TargetConfig(type="cpu"))
-    engine = Engine(artifact, session, ModelConfig(path=MODEL_DIR, target="cpu", baseline=baseline), name="fleet")
-    out = replay(engine, recordings)
-    return {name: [a.seq or 0 for a in r.alerts if a.state == "raised"] for name, r in out.items()}
-
-
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_the_defaults_keep_a_heterogeneous_fleet_silent_and_catch_a_step_change(seed: int) -> None:
-    recordings = fleet(seed, sigmas=3.0)
-    fixed = run(recordings, BaselineConfig(learn_steps=0))
-    served = run(recordings, BaselineConfig())
+    recordings = fleet_recordings(MACHINES, STEPS, seed, shift_at=SHIFT_AT, sigmas=3.0)
+    fixed = raised_alerts(MODEL_DIR, recordings, BaselineConfig(learn_steps=0))
+    served = raised_alerts(MODEL_DIR, recordings, BaselineConfig())
     healthy = [name for name in recordings if name != "faulty"]
     # The problem: on the calibrated threshold alone, most healthy machines of this fleet alert.
     assert sum(1 for name in healthy if fixed[name]) >= 15
