@@ -60,7 +60,10 @@ def register(subparsers: Any) -> None:
         choices=["auto", "forecast", "probability"],
         help="what the output means (default: auto)",
     )
-    p.add_argument("--name", help="artifact name in the manifest (default: the --out folder's name)")
+    p.add_argument(
+        "--name",
+        help="artifact name in the manifest (default: the --weights file's stem; SPEC's Name if that stem is generic)",
+    )
     s = p.add_argument_group("score and threshold (docs/THRESHOLDS.md)")
     s.add_argument(
         "--false-alert-steps",

@@ -56,6 +56,20 @@ class ExportRequest:
     name: str | None = None
 
 
+_GENERIC_STEMS = frozenset({"model", "weights", "state_dict", "checkpoint", "best", "last", "final"})
+
+
+def artifact_name(req: ExportRequest) -> str:
+    """--name, else the weights file's stem, else (a generic stem such as model.pt) the module's
+    Name from SPEC: never the --out folder, which is often just "artifact"."""
+    if req.name:
+        return req.name
+    stem = req.weights.stem
+    if stem and stem.lower() not in _GENERIC_STEMS:
+        return stem
+    return req.model.rpartition(":")[2] or req.model
+
+
 @dataclass(frozen=True)
 class ExportResult:
     directory: Path
@@ -242,7 +256,7 @@ def _validate_isolation(r: _Run, say: Log) -> None:
 def _write(r: _Run, say: Log) -> None:
     q = r.quantized
     manifest = build_manifest(
-        r.req.name or r.req.out.name,
+        artifact_name(r.req),
         r.target,
         r.m,
         r.inputs,
