@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_config.artifact_files import MAX_MODEL_BYTES, read_artifact_file
 from edge_config.compat import suitable_presets, target_problems
 from edge_config.errors import ArtifactError
 from edge_config.manifest import MODEL_NAME, Manifest, read_manifest, sha256_bytes
@@ -29,9 +30,11 @@ def _artifact(name: str, directory: Path) -> tuple[Manifest | None, list[Problem
         return None, [Problem(loc, str(exc))]
     model = directory / MODEL_NAME
     try:
-        digest = sha256_bytes(model.read_bytes())
+        digest = sha256_bytes(read_artifact_file(model, max_bytes=MAX_MODEL_BYTES))
     except OSError as exc:
         return manifest, [Problem(loc, f"cannot read {model}: {exc.strerror or exc}")]
+    except ArtifactError as exc:
+        return manifest, [Problem(loc, str(exc))]
     if digest != manifest.sha256:
         return manifest, [
             Problem(loc, f"{model} does not match the sha256 in its manifest (replaced or damaged)", "export it again")

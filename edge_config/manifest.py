@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge_config.artifact_files import MAX_MANIFEST_BYTES, read_artifact_file
 from edge_config.errors import ArtifactError
 
 __all__ = [
@@ -249,7 +250,7 @@ def read_manifest(directory: Path) -> Manifest:
     """Read and validate DIR/manifest.json (the model bytes are verified by runtime.model.artifact)."""
     path = Path(directory) / MANIFEST_NAME
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_artifact_file(path, max_bytes=MAX_MANIFEST_BYTES).decode())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no manifest (expected model.onnx + manifest.json in {directory})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx
 
+from edge_config.artifact_files import MAX_MODEL_BYTES, read_artifact_file
 from edge_config.errors import ArtifactError
 from edge_config.manifest import MODEL_NAME, Manifest, read_manifest, sha256_bytes
 
@@ -105,7 +106,7 @@ def load_artifact(directory: Path | str) -> Artifact:
     manifest = read_manifest(directory)
     path = directory / MODEL_NAME
     try:
-        data = path.read_bytes()
+        data = read_artifact_file(path, max_bytes=MAX_MODEL_BYTES)
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read model: {exc.strerror or exc}") from None
     digest = sha256_bytes(data)
