@@ -2,8 +2,8 @@
 
 Every per-stream quantity is a *column* of the store, indexed by slot: the recurrent state
 slabs `[layers, capacity, hidden]` (slot axis 1, the graph's batch axis), the bookkeeping below,
-and whatever the scorer and alert tracker register. Columns grow together (capacity doubles,
-up to `max_streams`), and a slot handed to a new stream is reset in all of them at once, so
+and whatever the scorer and alert tracker register. Columns grow together (capacity by a
+quarter, up to `max_streams`), and a slot handed to a new stream is reset in all of them at once, so
 no module can forget to clear something when a slot is reused.
 
 Three reset scopes:
@@ -290,7 +290,10 @@ class StateStore:
 
     def _grow(self) -> None:
         old = self._capacity
-        new = min(2 * old, self.max_streams)
+        # A quarter, not double: at 10k idle streams the slack is <= 25% of the slabs instead of up
+        # to 100% (bench: 2,424 -> 1,670 B of RSS per stream); still geometric, so the copies stay
+        # amortized O(1) per stream.
+        new = min(old + max(old // 4, 16), self.max_streams)
         for column in self._columns.values():
             shape = list(column.array.shape)
             shape[column.axis] = new - old
