@@ -111,16 +111,31 @@ def _rank_within(keys: np.ndarray) -> np.ndarray:
 _stream, _values_of, _received, _seq = (attrgetter(name) for name in ("stream", "values", "received", "seq"))
 
 
+def _shape(values: np.ndarray | list[float]) -> tuple[int, ...]:
+    return (1, len(values)) if type(values) is list else np.shape(values)
+
+
 def _values(messages: Sequence[Message], features: int) -> tuple[np.ndarray, np.ndarray]:
     arrays = list(map(_values_of, messages))
     try:
-        values = np.concatenate(arrays, dtype=np.float32)
+        if type(arrays[0]) is list and all(type(a) is list for a in arrays):
+            # The intake's single samples (lists of F floats): the whole batch in one numpy call.
+            values = np.array(arrays, dtype=np.float32)
+            counts = np.ones(len(arrays), dtype=np.int64)
+        else:
+            values = np.concatenate(
+                [np.array([a], dtype=np.float32) if type(a) is list else a for a in arrays], dtype=np.float32
+            )
+            counts = np.fromiter((1 if type(a) is list else len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     except ValueError as exc:
         raise BatchError(f"message values must be float32 [T, {features}] arrays: {exc}") from None
-    counts = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
     if values.ndim != 2 or values.shape[1] != features or not counts.all():
-        bad = next(m for m in messages if m.values.ndim != 2 or m.values.shape[1:] != (features,) or not len(m.values))
-        raise BatchError(f"stream {bad.stream!r}: values {bad.values.shape}, expected [T>=1, {features}]")
+        bad = next(
+            m
+            for m in messages
+            if len(_shape(m.values)) != 2 or _shape(m.values)[1:] != (features,) or not len(m.values)
+        )
+        raise BatchError(f"stream {bad.stream!r}: values {_shape(bad.values)}, expected [T>=1, {features}]")
     return values, counts
 
 

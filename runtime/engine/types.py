@@ -41,8 +41,9 @@ class Message:
 
     stream: str
     """Stream id (runtime.mqtt.topics)."""
-    values: np.ndarray
-    """float32 [T, F]."""
+    values: np.ndarray | list[float]
+    """float32 [T, F]; or one sample's F numbers as a list (the intake's common case: the engine
+    converts a batch of them in one numpy call instead of one per message)."""
     seq: int | None
     """seq of the first sample; sample i has seq + i."""
     ts: np.ndarray | None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from edge_config.errors import PayloadError
 from runtime.engine.types import Message
-from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
+from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_samples
 from runtime.mqtt.delivery import Delivery
 from runtime.mqtt.topics import OutputTopics, StreamIdResolver
 from runtime.ops.counts import Tally
@@ -102,7 +102,7 @@ class Intake:
             if route is None:
                 return self._reject("unrouted", "no stream serves this topic", delivery, topic)
             model, layout = self._layouts[route.config.name]
-            values, seq, ts = decode_payload(delivery.payload, layout, self._limits)
+            values, seq, ts = decode_samples(delivery.payload, layout, self._limits)
         except PayloadError as exc:
             return self._reject(exc.reason, exc.detail, delivery, topic)
         return Message(route.stream, values, seq, ts, delivery.received, delivery.received_wall, model, delivery)

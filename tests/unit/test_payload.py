@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from edge_config.errors import ConfigError, PayloadError
 from edge_config.manifest import Features, Manifest, read_manifest
 from edge_config.schema import RuntimeConfig
 from runtime.engine.types import Message
+from runtime.ingest import payload as payload_module
 from runtime.ingest.payload import REASONS, FeatureLayout, PayloadLimits, decode_payload
 from tests.support.onnx_artifacts import write_lstm_artifact
 
@@ -243,6 +245,58 @@ def test_mutated_payloads_raise_only_payload_errors(layout: FeatureLayout) -> No
     assert outcomes["ok"] > 0
     assert outcomes["rejected"] > 0
     assert reasons <= set(REASONS)
+
+
+def _verdict(decode: Callable[[], tuple[np.ndarray, int | None, np.ndarray | None]]) -> object:
+    try:
+        values, seq, ts = decode()
+    except PayloadError as exc:
+        return exc.reason
+    return values.tobytes(), values.shape, seq, None if ts is None else ts.tobytes()
+
+
+def test_fast_path_agrees_with_the_validator(layout: FeatureLayout) -> None:
+    """msgspec's path only accepts, and only what the hand-written validator accepts with the same
+    numbers: every payload (valid, mutated, duplicate keys, escapes, edge numbers) gets the same verdict."""
+    seeds = [
+        b'{"seq": 42, "ts": 1763800000.25, "values": [0.1, 0.2, 0.3, 0.4]}',
+        b'{"seq": 1, "ts": [1.0, 2.0], "values": [[1, 2, 3, 4], [5, 6, 7, 8]]}',
+        b'{"values": {"f0": 1, "f1": 2, "f2": 3, "f3": 4}}',
+        b'{"ts": 5, "values": [[1, 2, 3, 4]], "seq": 9223372036854775807}',
+    ]
+    fixed = [
+        b'{"values": [1, 2, 3, 4], "values": [1, 2, 3, 4]}',
+        b'{"values": {"f0": 1, "f1": 2, "f2": 3, "f0": 4}}',
+        b'{"val\\u0075es": [1, 2, 3, 4], "values": [1, 2, 3, 4]}',
+        b'{"values": [3.4028234663852886e38, -3.4028234663852886e38, 3.4028235e38, 0]}',
+        b'{"values": [16777217, 9007199254740993, 340282346638528859811704183484516925440, -0]}',
+        b'{"seq": 9223372036854775807, "values": [[1, 2, 3, 4], [1, 2, 3, 4]]}',
+        b'{"seq": 9223372036854775808, "values": [1, 2, 3, 4]}',
+        b'{"ts": 1e11, "values": [1, 2, 3, 4]}',
+        b'{"ts": [1], "values": [1, 2, 3, 4]}',
+        b'{"ts": [1, 2], "values": [[1, 2, 3, 4]]}',
+        b'{"values": []}',
+        b'{"values": [[]]}',
+        b'\xef\xbb\xbf{"values": [1, 2, 3, 4]}',
+    ]
+    alphabet = b'[]{}",:0123456789.eE+-tfnNI\\ \xff\x00'
+    rng = random.Random(11)
+    payloads = list(seeds) + fixed
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                data[i] = rng.choice(alphabet)
+            else:
+                data.insert(i, rng.choice(alphabet))
+        payloads.append(bytes(data))
+    accepted = 0
+    for payload in payloads:
+        expected = _verdict(lambda p=payload: payload_module._validate(p, layout, LIMITS))
+        assert _verdict(lambda p=payload: decode_payload(p, layout, LIMITS)) == expected, payload
+        accepted += not isinstance(expected, str)
+    assert accepted > len(seeds)
 
 
 def test_reject_reasons_are_documented() -> None:

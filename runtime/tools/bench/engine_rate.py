@@ -1,7 +1,7 @@
 """Section 1: the Engine without a network — stream-steps/s on one core, all per-message work in.
 
 What one timed message costs here is what the daemon's worker and intake spend on it:
-`decode_payload` of real JSON bytes (with seq and ts), building the Message, and its share of
+`decode_samples` of real JSON bytes (with seq and ts), building the Message, and its share of
 `Engine.process` (admission/dedup, normalization, state gather/scatter, ONNX Runtime, scoring,
 the alert decision). Messages go to `process` in batches of up to `max_batch` (the service's
 default, 1024), one message per stream per round, in round-robin order — what the worker gets
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.engine.types import Message
-from runtime.ingest.payload import decode_payload
+from runtime.ingest.payload import decode_samples
 from runtime.tools.bench.engines import BenchEngine
 from runtime.tools.bench.workload import Workload, stream_names
 
@@ -43,7 +43,7 @@ class EngineRate:
     """Stream-steps (samples) per second."""
     us_per_step: float
     decode_us: float
-    """decode_payload + Message per stream-step."""
+    """decode_samples + Message per stream-step."""
     engine_us: float
     """Engine.process per stream-step."""
     ort_us: float
@@ -66,7 +66,7 @@ def _run_round(
         t0 = perf()
         messages = []
         for i, payload in zip(range(start, stop), payloads, strict=False):
-            values, seq, ts = decode_payload(payload, layout, limits)
+            values, seq, ts = decode_samples(payload, layout, limits)
             messages.append(Message(names[i], values, seq, ts, clock(), wall()))
         t1 = perf()
         outcomes = engine.process(messages)
