@@ -172,8 +172,9 @@ class AlertPolicy(_Strict):
     """Consecutive steps below threshold that clear a raised alert."""
     warmup_steps: int = Field(20, ge=0)
     """Steps a new (or reset) stream runs before it may alert: its state is still settling."""
-    update_interval_s: float | None = Field(None, gt=0)
-    """Publish `update` messages while raised at most this often; null = never."""
+    update_interval_s: float | None = Field(60.0, gt=0)
+    """While raised, publish an `update` (the current score, severity and top features) at most this
+    often, gateway monotonic seconds; null = never (docs/ALERTS.md)."""
     top_features: int = Field(3, ge=0)
     """How many most-deviating features an alert names."""
 

@@ -91,7 +91,14 @@ class Engine:
         self.store = StateStore(manifest.state, max_streams=max_streams)
         settings = resolve_score_settings(manifest, model)
         learns = enabled_for(model.baseline, manifest.calibration, manifest.task)
-        self.scorer = Scorer(manifest.task, settings, manifest.features.names, self.store, per_stream_scale=learns)
+        self.scorer = Scorer(
+            manifest.task,
+            settings,
+            manifest.features.names,
+            self.store,
+            per_stream_scale=learns,
+            normalization=manifest.normalization,
+        )
         self.baselines = Baselines(model.baseline, self.threshold, manifest.calibration, manifest.task, self.store)
         self.tracker = AlertTracker(
             model.alerts,
@@ -99,8 +106,10 @@ class Engine:
             self.store,
             model=name,
             model_sha256=artifact.sha256,
-            explain=self.scorer.top_features,
+            explain=self.scorer.explain,
             baselines=self.baselines,
+            model_name=manifest.name,
+            probability=manifest.task == "probability",
         )
         self._gaps = GapPolicy(on_gap=model.on_gap, max_gap_s=model.max_gap_s, seq_restart_window=seq_restart_window)
         self._session = session

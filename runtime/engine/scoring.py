@@ -29,8 +29,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_config.errors import ConfigError
-from edge_config.manifest import Calibration, Manifest, ScoreSettings, Task
+from edge_config.manifest import Calibration, Manifest, Normalization, ScoreSettings, Task
 from edge_config.schema import AlertPolicy, ModelConfig
+from runtime.engine.alerts import TopFeature
 from runtime.engine.streams import StateStore
 from runtime.engine.thresholds import DEFAULT_TARGET_STEPS, choose_threshold
 from runtime.engine.tracker import AlertTracker
@@ -144,9 +145,11 @@ class Scorer:
         store: StateStore,
         *,
         per_stream_scale: bool = False,
+        normalization: Normalization | None = None,
     ) -> None:
         """per_stream_scale: each stream's squared errors are divided by its own per-feature scale
-        (column "score.scale", 1 until runtime.engine.baseline learns it)."""
+        (column "score.scale", 1 until runtime.engine.baseline learns it). normalization: the
+        manifest's, to report observed and expected values in the sensor's units (explain)."""
         expected = "forecast-error" if task == "forecast" else "probability"
         if settings.kind != expected:
             raise ConfigError(f"score kind {settings.kind!r} does not fit a {task} model (expected {expected!r})")
@@ -159,6 +162,12 @@ class Scorer:
             n = len(self.features)
             store.add_column("score.prev", (n,), np.float64, np.nan, scope="model")
             store.add_column("score.contrib", (n,), np.float64, np.nan, scope="model")
+            # The last scored sample and its prediction (normalized), for explain(); recomputed every
+            # step, so not worth a checkpoint.
+            store.add_column("score.observed", (n,), np.float32, np.nan, scope="model", portable=False)
+            store.add_column("score.expected", (n,), np.float32, np.nan, scope="model", portable=False)
+        self._mean = np.zeros(len(self.features)) if normalization is None else np.asarray(normalization.mean)
+        self._std = np.ones(len(self.features)) if normalization is None else np.asarray(normalization.std)
         self.per_stream_scale = per_stream_scale and task == "forecast"
         if self.per_stream_scale:
             # float32: 4 bytes a feature per stream is plenty for a divisor learned from 300 steps
@@ -176,10 +185,28 @@ class Scorer:
         contrib_col = self._store.column("score.contrib")
         prev, contrib = prev_col[slots], contrib_col[slots]  # fancy indexing: copies
         scale = self._store.column("score.scale")[slots] if self.per_stream_scale else None
+        # The last step's prediction, before run() moves prev on to the next one.
+        self._store.column("score.expected")[slots] = prev if x_norm.shape[1] == 1 else y[:, -2]
+        self._store.column("score.observed")[slots] = x_norm[:, -1]
         scores = self._kernel.run(prev, contrib, x_norm, y, scale, squares)
         prev_col[slots] = prev
         contrib_col[slots] = contrib
         return scores
+
+    def explain(self, slot: int, k: int) -> tuple[TopFeature, ...]:
+        """top_features with each feature's observed and expected value at the slot's last step,
+        in the sensor's units (forecast models; probability models name no features)."""
+        top = self.top_features(slot, k)
+        if not top:
+            return ()
+        index = {name: i for i, name in enumerate(self.features)}
+        rows = [index[name] for name, _ in top]
+        observed = self._store.column("score.observed")[slot, rows] * self._std[rows] + self._mean[rows]
+        expected = self._store.column("score.expected")[slot, rows] * self._std[rows] + self._mean[rows]
+        return tuple(
+            TopFeature(name, share, *((float(o), float(e)) if np.isfinite(o) and np.isfinite(e) else (None, None)))
+            for (name, share), o, e in zip(top, observed.tolist(), expected.tolist(), strict=True)
+        )
 
     def top_features(self, slot: int, k: int) -> tuple[tuple[str, float], ...]:
         """The k features with the largest share of the slot's current score, largest first."""

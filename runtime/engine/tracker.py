@@ -11,12 +11,13 @@ lives in stream-scope columns of the StateStore (it survives model resets, not s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 
 from edge_config.schema import AlertPolicy
-from runtime.engine.alerts import Alert, AlertState, ClearReason, alert_id
+from runtime.engine.alerts import Alert, AlertState, ClearReason, TopFeature, alert_id
 from runtime.engine.baseline import LEARNING, OUT_OF_RANGE, Baselines
 from runtime.engine.streams import StateStore
 from runtime.engine.types import StreamStatus
@@ -38,7 +39,7 @@ the ring, pos < raise_n). State carried into a tracker with another raise_n drop
 
 Locate = Callable[[int], tuple[int | None, float]]
 """Row of the batch → (seq, ts in seconds since the epoch) of the step being observed."""
-Explain = Callable[[int, int], tuple[tuple[str, float], ...]]
+Explain = Callable[[int, int], tuple[TopFeature, ...]]
 """(slot, k) → the k features contributing most to the slot's score."""
 
 
@@ -55,14 +56,19 @@ class AlertTracker:
         model_sha256: str,
         explain: Explain,
         baselines: Baselines | None = None,
+        model_name: str = "",
+        probability: bool = False,
     ) -> None:
-        """baselines: per-stream thresholds (runtime.engine.baseline); None: `threshold` for every stream."""
+        """baselines: per-stream thresholds (runtime.engine.baseline); None: `threshold` for every stream.
+        model_name: the artifact's own name; probability: severities compare odds (runtime.engine.alerts)."""
         if not np.isfinite(threshold):
             raise ValueError(f"threshold must be finite, got {threshold}")
         self.policy = policy
         self.threshold = float(threshold)
         self.model = model
         self.model_sha256 = model_sha256
+        self.model_name = model_name
+        self.probability = probability
         self._store = store
         self._explain = explain
         self.baselines = baselines
@@ -78,6 +84,7 @@ class AlertTracker:
         store.add_column("alert.status", (), np.int8, 0, scope="stream")  # last reported (_REPORTED; 0: none)
         store.add_column("alert.last_score", (), np.float64, np.nan, scope="stream")  # of the last active step
         store.add_column("alert.warm", (), np.bool_, False, scope="model")  # was the last step warm?
+        store.add_column("alert.last_ts", (), np.float64, np.nan, scope="stream")  # ts of the last step while raised
 
     def observe(
         self,
@@ -128,7 +135,14 @@ class AlertTracker:
         events = to_raise | to_clear
         interval = self.policy.update_interval_s
         if interval is not None:
-            events |= raised & ~to_clear & (now - col("alert.last_update")[s] >= interval)
+            last = col("alert.last_update")[s]
+            # -inf: restored from a checkpoint (a monotonic time means nothing after a restart), the
+            # interval starts now rather than an update going out at once.
+            last[np.isneginf(last)] = now
+            col("alert.last_update")[s] = last
+            events |= raised & ~to_clear & (now - last >= interval)
+        for i in np.flatnonzero(raised & ~events):  # open alerts only: the ts an eviction's cleared reports
+            col("alert.last_ts")[s[i]] = locate(int(rows[i]))[1]
         out: list[tuple[int, Alert]] = []
         for i in np.flatnonzero(events):  # events are rare: a Python loop over them is cheap
             row, slot = int(rows[i]), int(s[i])
@@ -142,8 +156,13 @@ class AlertTracker:
         if not self.is_raised(slot):
             return None
         score = float(self._store.column("alert.last_score")[slot])
+        last = float(self._store.column("alert.last_ts")[slot])
+        started = float(self._store.column("alert.started")[slot])
+        # ts on the clock of `started` (the stream's last step); the gateway's clock goes in evicted_at.
+        step_ts = last if np.isfinite(last) else started if np.isfinite(started) else ts
         # A raised stream was observed with a finite score; 0.0 only guards an inconsistent state.
-        return self._transition(slot, "cleared", score if np.isfinite(score) else 0.0, 0.0, None, ts, "evicted")
+        cleared = self._transition(slot, "cleared", score if np.isfinite(score) else 0.0, 0.0, None, step_ts, "evicted")
+        return dataclasses.replace(cleared, evicted_at=ts)
 
     def _transition(
         self,
@@ -163,6 +182,7 @@ class AlertTracker:
             col("alert.started")[slot] = ts
             col("alert.below")[slot] = 0
         col("alert.last_update")[slot] = now
+        col("alert.last_ts")[slot] = ts
         alert = Alert(
             id=str(col("alert.id")[slot]),
             stream=stream,
@@ -176,6 +196,8 @@ class AlertTracker:
             model_sha256=self.model_sha256,
             top_features=self._explain(slot, self.policy.top_features) if reason is None else (),
             reason=reason,
+            model_name=self.model_name,
+            probability=self.probability,
         )
         if state == "cleared":
             # A fresh history: stale above-threshold steps must not re-raise at once.
@@ -185,6 +207,7 @@ class AlertTracker:
             col("alert.below")[slot] = 0
             col("alert.id")[slot] = None
             col("alert.started")[slot] = np.nan
+            col("alert.last_ts")[slot] = np.nan
         return alert
 
     def status_changes(self, slots: np.ndarray) -> list[tuple[int, StreamStatus]]:

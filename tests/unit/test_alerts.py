@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_config.schema import AlertPolicy, BaselineConfig, ModelConfig
-from runtime.engine.alerts import Alert, alert_id
+from runtime.engine.alerts import Alert, TopFeature, alert_id
 from runtime.engine.engine import Engine
 from runtime.engine.types import Message
 from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_payload
@@ -38,7 +38,7 @@ def _alert(**changes: object) -> Alert:
         "seq": 42,
         "model": "press",
         "model_sha256": SHA,
-        "top_features": (("Pressure", 2.5), ("Current", 0.75)),
+        "top_features": (TopFeature("Pressure", 2.5, 7.5, 5.0), TopFeature("Current", 0.75)),
     }
     fields.update(changes)
     return Alert(**fields)  # type: ignore[arg-type]
@@ -47,19 +47,54 @@ def _alert(**changes: object) -> Alert:
 def test_to_json_is_compact_and_ordered() -> None:
     data = _alert().to_json()
     assert data.startswith(b'{"id":"')
-    assert b" " not in data
+    assert b" " not in data.replace(json.dumps(_alert().message).encode(), b"")  # compact but for the message
     doc = json.loads(data)
     order = ["id", "stream", "state", "score", "threshold", "started", "ts", "seq", "model", "model_sha256"]
     order.append("top_features")
-    assert list(doc) == order
-    top = [{"feature": "Pressure", "contribution": 2.5}, {"feature": "Current", "contribution": 0.75}]
+    assert list(doc)[: len(order)] == order  # version 1's fields first, as they were
+    assert list(doc)[len(order) :] == ["schema_version", "model_name", "severity", "message"]
+    top = [
+        {"feature": "Pressure", "contribution": 2.5, "observed": 7.5, "expected": 5.0, "direction": "above"},
+        {"feature": "Current", "contribution": 0.75},
+    ]
     assert doc["top_features"] == top
-    assert list(doc) == _schema("alert.schema.json")["required"]  # the documented order
+    assert list(doc)[: len(order)] == _schema("alert.schema.json")["required"]  # the documented order
+    assert doc["schema_version"] == 2
+    assert doc["model_name"] == "press"  # no artifact name given: the config key
+    assert doc["severity"] == "minor"  # 3.5 / 1.25 = 2.8
+    assert doc["message"] == (
+        "line/1: anomaly (minor, score 3.5 = 2.8x threshold 1.25): Pressure 7.5 vs 5 expected (above) "
+        "[model press 0123456789ab]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("score", "threshold", "severity"),
+    [(1.0, 1.0, "info"), (1.01, 1.0, "minor"), (3.0, 1.0, "major"), (9.99, 1.0, "major"), (10.0, 1.0, "critical")],
+)
+def test_severity_levels_follow_the_score_threshold_ratio(score: float, threshold: float, severity: str) -> None:
+    assert _alert(score=score, threshold=threshold).severity == severity
+
+
+def test_probability_severity_compares_odds() -> None:
+    assert _alert(score=0.99, threshold=0.5, probability=True).severity == "critical"  # odds 99 vs 1
+    assert _alert(score=0.6, threshold=0.5, probability=True).severity == "minor"
+    assert _alert(score=1.0, threshold=0.5, probability=True).severity == "critical"
+    assert "odds" in _alert(score=0.99, threshold=0.5, probability=True).message
+
+
+def test_a_version_1_consumer_finds_every_field_it_knew_unchanged() -> None:
+    """The old schema (no new properties allowed) minus additionalProperties: every v1 field still validates."""
+    old = _schema("alert.schema.json")
+    v1 = {**old, "properties": {k: v for k, v in old["properties"].items() if k in old["required"] or k == "reason"}}
+    v1.pop("additionalProperties")
+    jsonschema.validate(json.loads(_alert().to_json()), v1)
 
 
 def test_alert_json_validates() -> None:
     schema = _schema("alert.schema.json")
-    for alert in (_alert(), _alert(state="cleared", seq=None, top_features=()), _alert(stream="ünïcode/ŝ")):
+    evicted = _alert(state="cleared", seq=None, top_features=(), reason="evicted", evicted_at=1763803650.0)
+    for alert in (_alert(), _alert(state="cleared", seq=None, top_features=()), _alert(stream="ünïcode/ŝ"), evicted):
         jsonschema.validate(json.loads(alert.to_json()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**json.loads(_alert().to_json()), "state": "new"}, schema)
@@ -106,6 +141,14 @@ def test_alerts_from_the_engine_validate(tmp_path: Path) -> None:
         for alert in engine.process([message])[0].alerts:
             jsonschema.validate(json.loads(alert.to_json()), schema)
             seen.append(alert)
+    raised = next(a for a in seen if a.state == "raised")
+    feature = raised.top_features[0]
+    assert feature.observed is not None
+    assert feature.expected is not None
+    # persistence model: the expected value is the previous sample, in raw units
+    assert {feature.observed, feature.expected} <= {0.0, 3.0}
+    assert feature.direction == ("above" if feature.observed > feature.expected else "below")
+    assert raised.model_name == artifact.manifest.name
     assert next(a.state for a in seen) == "raised"
     assert [a.state for a in seen][-1] == "cleared"
     assert "update" in {a.state for a in seen}

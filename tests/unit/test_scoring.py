@@ -10,7 +10,7 @@ import pytest
 from edge_config.errors import ConfigError
 from edge_config.manifest import Calibration, Manifest, ScoreSettings, read_manifest
 from edge_config.schema import AlertPolicy, ModelConfig
-from runtime.engine.alerts import Alert, alert_id
+from runtime.engine.alerts import Alert, TopFeature, alert_id
 from runtime.engine.scoring import (
     AlertTracker,
     Scorer,
@@ -237,7 +237,9 @@ SHA = "ab" * 32
 
 def _tracker(policy: AlertPolicy, streams: int = 1) -> tuple[AlertTracker, np.ndarray]:
     store = StateStore([], max_streams=100, initial_capacity=2)
-    tracker = AlertTracker(policy, 1.0, store, model="m", model_sha256=SHA, explain=lambda slot, k: (("f", 0.5),))
+    tracker = AlertTracker(
+        policy, 1.0, store, model="m", model_sha256=SHA, explain=lambda slot, k: (TopFeature("f", 0.5),)
+    )
     slots = np.array([store.open(f"s{i}", 0.0) for i in range(streams)], dtype=np.int64)
     return tracker, slots
 
@@ -271,7 +273,7 @@ def test_raise_after_k_of_n_and_clear_after_m() -> None:
     assert cleared.seq == 17
     assert raised.score == 2.0
     assert raised.threshold == 1.0
-    assert raised.top_features == (("f", 0.5),)
+    assert raised.top_features == (TopFeature("f", 0.5),)
     assert not tracker.is_raised(int(slots[0]))
 
 

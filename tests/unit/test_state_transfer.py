@@ -171,7 +171,8 @@ def test_an_evicted_stream_with_an_open_alert_gets_a_cleared_with_reason_evicted
     cleared = by_stream["loud"]
     assert cleared is not None
     assert (cleared.state, cleared.reason, cleared.id) == ("cleared", "evicted", raised[0].id)
-    assert cleared.ts == 1.7e9 + 11
+    assert cleared.ts == 1.7e9  # the stream's last step, the clock of `started` (issue 14)
+    assert cleared.evicted_at == 1.7e9 + 11  # the gateway's clock
     assert cleared.seq is None
     assert cleared.score == raised[0].score
     doc = json.loads(cleared.to_json())
