@@ -74,8 +74,9 @@ class StateSpec(_Strict):
     batch_axis: int = 1
     dtype: Literal["float32"] = "float32"
     module: str = ""
-    """Dotted name of the nn.LSTM / nn.GRU inside the user's module."""
-    kind: Literal["lstm_h", "lstm_c", "gru_h"] = "lstm_h"
+    """Dotted name of the recurrent module inside the user's module ("" for the module itself)."""
+    kind: Literal["lstm_h", "lstm_c", "gru_h", "cell"] = "lstm_h"
+    """"cell": a state the user's module declares itself (the step protocol, docs/EXPORT.md)."""
 
     @property
     def layers(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from edge_config.manifest import Features, Manifest, ParityResult, StateSpec, Task, sha256_bytes
 from edge_config.presets import ExportTarget
@@ -12,7 +12,8 @@ from exporter.onnx_run import StateNames
 from exporter.resolve import ResolvedInputs
 
 if TYPE_CHECKING:  # these import torch
-    from exporter.streaming import OutputLayout, RecurrentSite, StreamingWrapper
+    from exporter.sites import RecurrentSite
+    from exporter.streaming import OutputLayout, StreamingWrapper
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,18 @@ class Streamable:
     names: StateNames
     task: Task
 
+    @property
+    def time_steps(self) -> Literal["dynamic", 1]:
+        """1 when a cell runs in the module's own time loop (the graph holds one step), else dynamic."""
+        return 1 if self.wrapper.one_step else "dynamic"
+
 
 def state_names(sites: list[RecurrentSite]) -> StateNames:
     """The graph's state input/output names in wrapper order, with each tensor's (layers, hidden)."""
     return StateNames(
         inputs=[n[0] for s in sites for n in s.state_names()],
         outputs=[n[1] for s in sites for n in s.state_names()],
-        shapes=[(s.layers, s.hidden) for s in sites for _ in s.state_names()],
+        shapes=[shape for s in sites for shape in s.state_shapes()],
     )
 
 
@@ -78,15 +84,15 @@ def build_manifest(
         quantization=target.quantization,
         providers=list(target.provider_types),
         features=Features(names=inputs.features, count=len(inputs.features)),
-        time_steps=1 if target.unrolled else "dynamic",
+        time_steps=1 if target.unrolled else m.time_steps,
         outputs=["y", *m.names.outputs],
         output_kind=m.layout.output_kind,
         output_size=m.layout.output_size,
         task=m.task,
         state=[
-            StateSpec(input=i, output=o, shape=[s.layers, "batch", s.hidden], module=s.name, kind=k)
+            StateSpec(input=i, output=o, shape=[layers, "batch", width], module=s.name, kind=k)
             for s in m.sites
-            for i, o, k in s.state_names()
+            for (i, o, k), (layers, width) in zip(s.state_names(), s.state_shapes(), strict=True)
         ],
         normalization=inputs.normalization,
         score=scoring.settings,

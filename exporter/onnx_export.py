@@ -72,6 +72,8 @@ def export_onnx(
     layout = wrapper.layout
     if layout is None:
         raise ExportError("internal: export_onnx needs a probed StreamingWrapper (make_streaming)")
+    if wrapper.one_step and time_steps != 1:
+        raise ExportError("internal: a model with a cell in its own time loop exports one step (time_steps=1)")
     time = 1 if time_steps == 1 else _EXAMPLE_TIME
     x = torch.zeros(_EXAMPLE_BATCH, time, layout.features)
     states = wrapper.zero_states(_EXAMPLE_BATCH)

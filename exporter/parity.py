@@ -5,6 +5,9 @@
 2. `stream-vs-sequence` the float ONNX graph fed one step at a time, state carried outside,
                         vs the same graph on the full sequence. A model that looks at the
                         future (e.g. normalizes over the time axis) fails here.
+   One-step graphs (a cell in the module's own time loop, traced with one step) can only be
+   stepped: gate 1 compares them with the PyTorch wrapper stepped the same way, gate 2 with
+   PyTorch on the full sequence (and the module as written, from a zero state).
    `unrolled-vs-torch`  (unrolled targets) the one-step unrolled float graph, stepped, vs PyTorch.
 3. `quantized-vs-float` the quantized graph vs the float graph, both stepped one sample at a
                         time over a long stream (error builds up in the carried state), and
@@ -135,6 +138,55 @@ def gate_unrolled_vs_torch(torch_fn: SequenceFn, runner: GraphRunner, features: 
     out_err, state_err = _max_err([y_ref, *s_ref], [y_step, *s_step])
     detail = f"unrolled one-step graph, {x.shape[1]} steps vs PyTorch; output {out_err:.2e}, state {state_err:.2e}"
     return _result(GATE_UNROLLED, "max abs error", max(out_err, state_err), tolerance, detail)
+
+
+def _stepped(
+    fn: SequenceFn, x: np.ndarray, states: Sequence[np.ndarray], output_kind: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """`fn` fed one time step per call, state carried: per-step outputs [B, T, n], final states."""
+    outputs, current = [], list(states)
+    for t in range(x.shape[1]):
+        y, current = fn(x[:, t : t + 1], current)
+        outputs.append(y if output_kind == "last" else y[:, 0])
+    return np.stack(outputs, axis=1), current
+
+
+def gate_step_onnx_vs_torch(torch_fn: SequenceFn, runner: GraphRunner, features: int, tolerance: float) -> ParityResult:
+    """Gate 1 for a one-step graph (a cell in the module's own loop): the graph and the PyTorch
+    wrapper both stepped one sample per call from the same random state, each carrying its own."""
+    x, states = random_case(features, runner.names.shapes, time=16)
+    y_ref, s_ref = _stepped(torch_fn, x, states, runner.output_kind)
+    y, s = runner.step(x, states)
+    out_err, state_err = _max_err([y_ref, *s_ref], [y, *s])
+    detail = (
+        f"one-step graph vs PyTorch, both stepped {x.shape[1]} times from a random state; "
+        f"output {out_err:.2e}, state {state_err:.2e}"
+    )
+    return _result(GATE_ONNX, "max abs error", max(out_err, state_err), tolerance, detail)
+
+
+def gate_step_vs_torch_sequence(
+    torch_fn: SequenceFn,
+    plain_fn: Callable[[np.ndarray], np.ndarray],
+    runner: GraphRunner,
+    features: int,
+    tolerance: float,
+) -> ParityResult:
+    """Gate 2 for a one-step graph: the graph stepped one sample per call vs PyTorch on the whole
+    sequence (from the same random state, and the module as written from a zero state). A module
+    whose loop looks at the future, or whose state is not all declared, fails here."""
+    x, states = random_case(features, runner.names.shapes, batch=2, seed=1)
+    y_seq, s_seq = _per_step(torch_fn, x, states, runner.output_kind)
+    y_step, s_step = runner.step(x, states)
+    out_err, state_err = _max_err([y_seq, *s_seq], [y_step, *s_step])
+    y_zero, _ = runner.step(x, runner.zero_states(x.shape[0]))
+    plain = plain_fn(x)
+    plain_err, _ = _max_err([plain], [y_zero if runner.output_kind == "sequence" else y_zero[:, -1]])
+    detail = (
+        f"{x.shape[1]} one-step calls vs PyTorch on the {x.shape[1]}-step sequence; output {out_err:.2e}, "
+        f"state {state_err:.2e}; zero state vs the module as written: {plain_err:.2e}"
+    )
+    return _result(GATE_STREAM, "max abs error", max(out_err, state_err, plain_err), tolerance, detail)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from exporter.score_calibration import ScoreOptions
 
 if TYPE_CHECKING:  # these import torch; the steps import them when they run
     from exporter.quantize import QuantizationResult
-    from exporter.streaming import RecurrentSite
+    from exporter.sites import RecurrentSite
 
 MIN_STREAM_STEPS = 2000
 _MAX_CALIBRATION_FEEDS = 20_000
@@ -110,8 +110,9 @@ class Step:
 
 
 def _load(r: _Run, say: Log) -> None:
+    from exporter.input_width import find_input_width
     from exporter.loading import build_model, load_weights
-    from exporter.streaming import find_recurrent
+    from exporter.sites import find_recurrent
     from exporter.unroll import unroll_recurrent
 
     req = r.req
@@ -119,16 +120,23 @@ def _load(r: _Run, say: Log) -> None:
     r.model = build_model(req.model, req.model_kwargs)
     load_weights(r.model, req.weights)
     r.sites = find_recurrent(r.model)
-    r.log("  recurrent layers: " + ", ".join(f"{s.name} ({s.kind.upper()} {s.layers}×{s.hidden})" for s in r.sites))
+    r.log("  recurrent layers: " + ", ".join(s.describe() for s in r.sites))
+    found = find_input_width(r.model)
     r.inputs = resolve_inputs(
         features=req.features,
         normalization=req.normalization,
         calibration=req.calibration,
-        default_width=r.sites[0].input_size,
+        default_width=found.width if found is not None else max(r.sites[0].input_size, 1),
     )
+    if found is not None:
+        names = len(r.inputs.features)
+        given = "" if names == found.width else f"; {names} feature names given override it"
+        r.log(f"  input width: {found.width} ({found.how}){given}")
     for warning in r.inputs.warnings:
         r.log(f"  warning: {warning}")
-    r.to_unroll = unroll_recurrent(r.model, r.sites) if r.target.unrolled else None
+    # Cells in a user's loop already trace to Gemm form: only nn.LSTM/nn.GRU need unrolling.
+    sequence_sites = [s for s in r.sites if not s.per_step]
+    r.to_unroll = unroll_recurrent(r.model, sequence_sites) if r.target.unrolled and sequence_sites else None
 
 
 def _make_streamable(r: _Run, say: Log) -> None:
@@ -141,7 +149,11 @@ def _make_streamable(r: _Run, say: Log) -> None:
     assert layout is not None  # make_streaming probed it
     task = resolve_task(r.req.task, output_size=layout.output_size, features=n_features)
     names = state_names(r.sites)
+    order = "time-major [time, batch, features]" if layout.time_major_input else "batch-first [batch, time, features]"
+    r.log(f"  input layout: {order} (detected by probing)")
     r.log(f"  output: {layout.output_kind} of {layout.output_size} ({task}); state inputs: {', '.join(names.inputs)}")
+    if wrapper.one_step:
+        r.log("  a cell runs in the module's own time loop: the graph holds one time step per call")
     r.m = Streamable(r.sites, wrapper, layout, names, task)
 
 
@@ -149,7 +161,7 @@ def _export(r: _Run, say: Log) -> None:
     from exporter.onnx_export import OPSET, export_onnx
 
     say(f"exporting float ONNX (opset {OPSET})")
-    r.float_bytes = export_onnx(r.m.wrapper)
+    r.float_bytes = export_onnx(r.m.wrapper, time_steps=r.m.time_steps)
     r.float_runner = GraphRunner(ort_session(r.float_bytes), r.m.names, output_kind=r.m.layout.output_kind)
 
 
@@ -159,11 +171,17 @@ def _validate_float(r: _Run, say: Log) -> None:
 
     say("parity gates 1-2: ONNX vs PyTorch, one step at a time vs whole sequence")
     tol, n_features, m = r.req.tolerances, len(r.inputs.features), r.m
-    torch_fn = gates.torch_fn(m.wrapper)
-    r.results += [
-        parity.gate_onnx_vs_torch(torch_fn, gates.plain_fn(m.wrapper), r.float_runner, n_features, tol.onnx),
-        parity.gate_stream_vs_sequence(r.float_runner, n_features, tol.stream),
-    ]
+    torch_fn, plain = gates.torch_fn(m.wrapper), gates.plain_fn(m.wrapper)
+    if m.time_steps == 1:  # the graph is one step: stepping it is all it can do, so PyTorch is the sequence
+        r.results += [
+            parity.gate_step_onnx_vs_torch(torch_fn, r.float_runner, n_features, tol.onnx),
+            parity.gate_step_vs_torch_sequence(torch_fn, plain, r.float_runner, n_features, tol.stream),
+        ]
+    else:
+        r.results += [
+            parity.gate_onnx_vs_torch(torch_fn, plain, r.float_runner, n_features, tol.onnx),
+            parity.gate_stream_vs_sequence(r.float_runner, n_features, tol.stream),
+        ]
     gates.check_gates(r.results, r.log)
     r.source_bytes, r.source_runner = r.float_bytes, r.float_runner
     if r.to_unroll is not None:
@@ -188,8 +206,9 @@ def _calibrate(r: _Run, say: Log) -> None:
         r.scoring = gates.Scoring(base)
         return
     say("score calibration on the calibration data")
-    # A last-step model gives one output per call: step it to get every step's output.
-    run = r.float_runner.step if r.m.layout.output_kind == "last" else r.float_runner.run
+    # A last-step model gives one output per call, a one-step graph takes one step: step them.
+    stepped = r.m.layout.output_kind == "last" or r.m.time_steps == 1
+    run = r.float_runner.step if stepped else r.float_runner.run
     y_cal, _ = run(x_cal[None], r.float_runner.zero_states(1))
     settings, calibration, score_fn = calibrate_scores(
         r.m.task, x_cal, y_cal[0], source=cal.source, options=r.req.score

@@ -1,14 +1,19 @@
 """Make a user's module streamable: its recurrent state becomes explicit inputs and outputs.
 
-The user's `forward(x)` takes no state. Every nn.LSTM / nn.GRU inside it gets a forward
-pre-hook that replaces its `hx` with a tensor fed to the wrapper, and a forward hook that
-collects its final state. `StreamingWrapper.forward(x, *states) -> (y, *next_states)` is
-what gets exported:
+The user's `forward(x)` takes no state. Every recurrent site (exporter.sites) gets its state
+replaced by a tensor fed to the wrapper, and its final state collected: an nn.LSTM / nn.GRU
+through forward hooks on its one call; a cell (nn.LSTMCell / nn.GRUCell) through the same
+hooks, fed on the first call of the user's time loop and read after the last; a step module
+through its `step` method, shadowed on the instance the same way.
+`StreamingWrapper.forward(x, *states) -> (y, *next_states)` is what gets exported:
 
 - x: [batch, time, features] always (transposed inside when the model is time-major);
-- states: per site, LSTM → h, c; GRU → h; each [layers, batch, hidden] (batch axis 1);
+- states: per site, LSTM/LSTMCell → h, c; GRU/GRUCell → h; step module → its declared
+  states in order; each [layers, batch, width] (batch axis 1; layers 1 for step sites);
 - y: [batch, time, n] (`output_kind == "sequence"`) or [batch, n] (`"last"`).
 
+A model with a step site is traced with one time step (`one_step`): the user's Python loop
+unrolls under tracing, so only a one-step graph is the same graph for every sequence length.
 The layouts are found by probing with two (batch, time) pairs, never guessed from names.
 
 This module defines an nn.Module, so it imports torch at import time: only the export path
@@ -18,38 +23,17 @@ This module defines an nn.Module, so it imports torch at import time: only the e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from edge_config.errors import UnsupportedModelError
 from edge_config.manifest import OutputKind
-
-StateKind = Literal["lstm_h", "lstm_c", "gru_h"]
+from exporter.sites import RecurrentSite
 
 # Two probes with distinct batch and time sizes (and batch != time) tell every axis apart.
 _PROBES = ((5, 11), (6, 13))
-
-
-@dataclass(frozen=True)
-class RecurrentSite:
-    """One nn.LSTM / nn.GRU of the user's module, by its dotted name."""
-
-    name: str
-    kind: Literal["lstm", "gru"]
-    input_size: int
-    hidden: int
-    layers: int
-    batch_first: bool
-
-    def state_names(self) -> list[tuple[str, str, StateKind]]:
-        """(graph input, graph output, StateSpec.kind) per state tensor, in wrapper order."""
-        h: StateKind = "lstm_h" if self.kind == "lstm" else "gru_h"
-        names = [(f"h0.{self.name}", f"hn.{self.name}", h)]
-        if self.kind == "lstm":
-            names.append((f"c0.{self.name}", f"cn.{self.name}", "lstm_c"))
-        return names
 
 
 @dataclass(frozen=True)
@@ -67,37 +51,6 @@ class OutputLayout:
     """The raw output had no feature axis ([batch] / [batch, time]); the wrapper adds one."""
 
 
-def find_recurrent(model: nn.Module) -> list[RecurrentSite]:
-    """Every nn.LSTM / nn.GRU in `model`; refuse what cannot be streamed."""
-    sites: list[RecurrentSite] = []
-    for name, module in model.named_modules():
-        kind = {nn.LSTM: "lstm", nn.GRU: "gru"}.get(type(module))
-        if kind is None:
-            if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
-                raise UnsupportedModelError(
-                    f"module {name or '<root>'!r} is a {type(module).__name__}: only nn.LSTM and nn.GRU are supported"
-                )
-            continue
-        if not name:
-            raise UnsupportedModelError("the model is a bare nn.LSTM/nn.GRU: wrap it in a module with a head")
-        if module.bidirectional:
-            raise UnsupportedModelError(
-                f"{name}: bidirectional {type(module).__name__} reads the future "
-                "and cannot be streamed one step at a time"
-            )
-        if getattr(module, "proj_size", 0) > 0:
-            raise UnsupportedModelError(
-                f"{name}: LSTM with proj_size={module.proj_size} (LSTMP) is not supported: "
-                "ONNX Runtime cannot run it; use proj_size=0 and a Linear layer instead"
-            )
-        sites.append(
-            RecurrentSite(name, kind, module.input_size, module.hidden_size, module.num_layers, module.batch_first)  # type: ignore[arg-type]
-        )
-    if not sites:
-        raise UnsupportedModelError("the model contains no nn.LSTM or nn.GRU: nothing to stream")
-    return sites
-
-
 class StreamingWrapper(nn.Module):
     """forward(x, *states) -> (y, *next_states); see the module docstring for shapes."""
 
@@ -107,14 +60,24 @@ class StreamingWrapper(nn.Module):
         self.sites = list(sites)
         self.layout: OutputLayout | None = None
         self._time_major_input = False
-        self._feed: dict[str, Any] | None = None  # site name -> hx to inject; None: hooks inactive
+        self._feed: dict[str, Any] | None = None  # site name -> state to inject; None: hooks inactive
         self._final: dict[str, Any] = {}
         self._calls: dict[str, int] = {}
         self._input_batch: dict[str, int] = {}
         for site in self.sites:
             module = model.get_submodule(site.name)
+            if site.kind == "step":
+                # The protocol's step() is a plain method, which hooks do not see: shadow it on the instance.
+                module.step = self._wrap_step(site, module.step)
+                continue
             module.register_forward_pre_hook(self._make_pre_hook(site), with_kwargs=True)
             module.register_forward_hook(self._make_post_hook(site))
+
+    def _seen(self, site: RecurrentSite, batch: int) -> bool:
+        """Count a call; True when it is the first of this forward (the one whose state is fed)."""
+        calls = self._calls[site.name] = self._calls.get(site.name, 0) + 1
+        self._input_batch[site.name] = batch  # the batch size the site really sees verifies the input layout
+        return calls == 1
 
     def _make_pre_hook(self, site: RecurrentSite) -> Any:
         def pre_hook(
@@ -122,10 +85,10 @@ class StreamingWrapper(nn.Module):
         ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
             if self._feed is None:
                 return None
-            self._calls[site.name] = self._calls.get(site.name, 0) + 1
             inp = args[0] if args else kwargs["input"]
-            # Record the batch size the RNN really sees, to verify the input layout.
-            self._input_batch[site.name] = int(inp.shape[0 if module.batch_first else 1])
+            batch_axis = 0 if site.per_step or module.batch_first else 1
+            if not self._seen(site, int(inp.shape[batch_axis])) and site.per_step:
+                return None  # later steps of the user's loop carry the state the previous step returned
             return (inp, self._feed[site.name]), {}
 
         return pre_hook
@@ -133,21 +96,53 @@ class StreamingWrapper(nn.Module):
     def _make_post_hook(self, site: RecurrentSite) -> Any:
         def post_hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
             if self._feed is not None:
-                self._final[site.name] = output[1]
+                self._final[site.name] = output if site.per_step else output[1]
 
         return post_hook
 
+    def _wrap_step(self, site: RecurrentSite, step: Any) -> Any:
+        names = [key for key, _ in site.state]
+
+        def fed_step(x_t: torch.Tensor, state: Any) -> Any:
+            if self._feed is None:
+                return step(x_t, state)
+            if self._seen(site, int(x_t.shape[0])):
+                state = self._feed[site.name]
+            result = step(x_t, state)
+            if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+                raise UnsupportedModelError(f"{site.label}.step() must return (y_t, state dict)")
+            if sorted(result[1]) != sorted(names):
+                raise UnsupportedModelError(
+                    f"{site.label}.step() returned state {sorted(result[1])}, but state_sizes declares {sorted(names)}"
+                )
+            self._final[site.name] = result[1]
+            return result
+
+        return fed_step
+
     def _feeds(self, states: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+        """Graph state tensors (wrapper order) → what each site's first call gets instead of its own."""
         feed: dict[str, Any] = {}
         i = 0
         for site in self.sites:
-            if site.kind == "lstm":
-                feed[site.name] = (states[i], states[i + 1])
-                i += 2
+            n = len(site.state_names())
+            mine = list(states[i : i + n])
+            i += n
+            if site.per_step:
+                mine = [s[0] for s in mine]  # [1, batch, size] → [batch, size]
+            if site.kind == "step":
+                feed[site.name] = {key: s for (key, _), s in zip(site.state, mine, strict=True)}
             else:
-                feed[site.name] = states[i]
-                i += 1
+                feed[site.name] = tuple(mine) if n == 2 else mine[0]
         return feed
+
+    def _flat_final(self, site: RecurrentSite) -> list[torch.Tensor]:
+        final = self._final[site.name]
+        if site.kind == "step":
+            values = [final[key] for key, _ in site.state]
+        else:
+            values = list(final) if isinstance(final, (tuple, list)) else [final]
+        return [v.unsqueeze(0) for v in values] if site.per_step else values
 
     def raw_forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[Any, list[torch.Tensor]]:
         """Run the user's module with injected state: (its raw output, next states flat)."""
@@ -160,19 +155,18 @@ class StreamingWrapper(nn.Module):
             self._feed = None
         if isinstance(out, (tuple, list)):  # e.g. (y, hidden): the model's output is the first element
             out = out[0]
-        twice = [n for n, c in self._calls.items() if c > 1]
+        twice = [s.name for s in self.sites if not s.per_step and self._calls.get(s.name, 0) > 1]
         if twice:
             raise UnsupportedModelError(
                 f"{twice[0]} is called {self._calls[twice[0]]} times in one forward; "
                 "each nn.LSTM/nn.GRU must run once over the whole sequence to be streamed"
             )
-        unused = [s.name for s in self.sites if s.name not in self._final]
+        unused = [s.label for s in self.sites if s.name not in self._final]
         if unused:
             raise UnsupportedModelError(f"{unused[0]} is never called by forward(); remove it from the module")
         flat: list[torch.Tensor] = []
         for site in self.sites:
-            final = self._final[site.name]
-            flat.extend(final if site.kind == "lstm" else (final,))
+            flat.extend(self._flat_final(site))
         return out, flat
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -198,8 +192,13 @@ class StreamingWrapper(nn.Module):
         canonical: torch.Tensor = out.transpose(0, 1) if layout.output_time_major else out
         return canonical
 
+    @property
+    def one_step(self) -> bool:
+        """True when a site runs once per time step: the traced graph then holds exactly one step."""
+        return any(site.per_step for site in self.sites)
+
     def zero_states(self, batch: int) -> list[torch.Tensor]:
-        return [torch.zeros(site.layers, batch, site.hidden) for site in self.sites for _ in site.state_names()]
+        return [torch.zeros(layers, batch, width) for site in self.sites for layers, width in site.state_shapes()]
 
 
 def _probe(wrapper: StreamingWrapper, features: int, time_major: bool) -> list[tuple[int, ...]]:
@@ -213,6 +212,12 @@ def _probe(wrapper: StreamingWrapper, features: int, time_major: bool) -> list[t
         wrong = [n for n, b in wrapper._input_batch.items() if b != batch]
         if wrong:
             raise ValueError(f"{wrong[0]} saw batch size {wrapper._input_batch[wrong[0]]}, expected {batch}")
+        loops = [s for s in wrapper.sites if s.per_step and wrapper._calls.get(s.name) != time]
+        if loops:
+            raise UnsupportedModelError(
+                f"{loops[0].label} is called {wrapper._calls.get(loops[0].name, 0)} times for {time} time steps; "
+                "a cell must be called once per time step to be streamed"
+            )
         shapes.append(tuple(out.shape))
     return shapes
 

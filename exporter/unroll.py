@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
-from exporter.streaming import RecurrentSite
+from exporter.sites import RecurrentSite
 
 
 class _Unrolled(nn.Module):
@@ -121,9 +121,12 @@ class UnrolledGRU(_Unrolled):
 def unroll_recurrent(model: nn.Module, sites: list[RecurrentSite]) -> nn.Module:
     """A deep copy of `model` with each site's nn.LSTM/nn.GRU replaced by its unrolled cell.
 
-    Call it before wrapping: the copy must not carry the streaming wrapper's hooks."""
+    Call it before wrapping: the copy must not carry the streaming wrapper's hooks. Step sites
+    (cells in the user's own loop) are left as they are: they trace to Gemm form already."""
     clone = copy.deepcopy(model).eval()
     for site in sites:
+        if site.per_step:
+            continue
         parent_name, _, attr = site.name.rpartition(".")
         parent = clone.get_submodule(parent_name) if parent_name else clone
         rnn = getattr(parent, attr)

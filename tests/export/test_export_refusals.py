@@ -171,6 +171,7 @@ def test_failed_gate_exits_1_and_writes_nothing(
     )
     assert rc == 1
     assert "parity gate quantized-vs-float failed" in line
+    assert "add --calibration CSV (normal operating data)" in line  # without --calibration: the hint
     assert nothing_left(out)
 
 
@@ -233,3 +234,116 @@ def test_a_failed_gate_names_what_to_try() -> None:
     failed = ParityResult(gate="quantized-vs-float", metric="max abs error", value=0.112, tolerance=0.1, passed=False)
     with pytest.raises(ParityError, match="add --calibration CSV"):
         check_gates([failed], lambda line: None, hint="add --calibration CSV (normal operating data)")
+
+
+STREAMING_REFUSALS = '''
+import torch
+from torch import nn
+
+
+class SymmetricConvStem(nn.Module):
+    """A Conv1d stem padded on both sides: each step's input mixes in the next sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, kernel_size=3, padding=1)
+        self.rnn = nn.LSTM(8, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.conv(x.transpose(1, 2)).transpose(1, 2))
+        return self.head(y)
+
+
+class AttentionOverTime(nn.Module):
+    """Softmax attention over every step of the sequence, added to each step's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 8, batch_first=True)
+        self.score = nn.Linear(8, 1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        context = (torch.softmax(self.score(y), dim=1) * y).sum(dim=1, keepdim=True)
+        return self.head(y + context)
+
+
+class ReversedCellLoop(nn.Module):
+    """An LSTMCell loop that runs backwards in time: it reads the future."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(3, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        state = None
+        outputs = []
+        for t in reversed(range(x.shape[1])):
+            state = self.cell(x[:, t], state)
+            outputs.insert(0, self.head(state[0]))
+        return torch.stack(outputs, dim=1)
+
+
+class CellTwicePerStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.GRUCell(3, 3)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], 3)
+        outputs = []
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], self.cell(x[:, t], h))
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+
+class StepWithUndeclaredState(nn.Module):
+    """Declares h but its step returns h and c."""
+
+    def __init__(self):
+        super().__init__()
+        self.state_sizes = {"h": 4}
+        self.lin = nn.Linear(7, 4)
+
+    def step(self, x_t, state):
+        h = torch.tanh(self.lin(torch.cat([x_t, state["h"]], dim=1)))
+        return h[:, :3], {"h": h, "c": h}
+
+    def forward(self, x):
+        state = {"h": x.new_zeros(x.shape[0], 4)}
+        outputs = []
+        for t in range(x.shape[1]):
+            y, state = self.step(x[:, t], state)
+            outputs.append(y)
+        return torch.stack(outputs, dim=1)
+'''
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("SymmetricConvStem", ("cannot be streamed", "step-by-step")),
+        ("AttentionOverTime", ("cannot be streamed", "step-by-step")),
+        ("ReversedCellLoop", ("cannot be streamed", "step-by-step")),
+        ("CellTwicePerStep", ("cell is called 22 times for 11 time steps", "once per time step")),
+        ("StepWithUndeclaredState", ("step() returned state ['c', 'h']", "declares ['h']")),
+    ],
+    ids=["non-causal-conv1d-stem", "attention-over-time", "cell-loop-reading-the-future", "cell-twice", "undeclared"],
+)
+def test_a_stem_or_cell_that_cannot_stream_is_refused_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, expected: tuple[str, ...]
+) -> None:
+    path = tmp_path / "streaming_refusals.py"
+    path.write_text(STREAMING_REFUSALS)
+    save_weights(path, model, tmp_path / "w.pt")
+    out = tmp_path / "art"
+    args = ["--model", f"{path}:{model}", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32"]
+    rc, line = export_err(capsys, *args, "--out", str(out))
+    assert rc == 2
+    for text in expected:
+        assert text in line
+    assert nothing_left(out)
