@@ -45,6 +45,7 @@ __all__ = [
     "TLSConfig",
     "TargetConfig",
     "consistency_problems",
+    "filters_overlap",
     "validate_topic_filter",
 ]
 
@@ -280,6 +281,18 @@ class RuntimeConfig(_Strict):
     """Most streams held in memory at once."""
     idle_ttl_s: float = Field(3600.0, gt=0)
     """A stream silent this long is forgotten (its state is dropped)."""
+    max_seq_jump: int | None = Field(64, ge=1)
+    """A message whose seq is more than this ahead of its stream's last one is refused (rejected
+    "seq-jump") unless the next message continues from it: one forged seq cannot make more than
+    this many real samples after it look late; a sensor that really skipped ahead loses one
+    message. 64 = the seqs remembered to tell late samples from duplicates. null = no bound."""
+    max_ts_future_s: float | None = Field(86400.0, gt=0)
+    """A ts more than this ahead of the gateway's clock, or before 2000-01-01, is rejected
+    ("ts-range"); one day leaves room for a sensor clock set to another time zone. null = only
+    the payload contract's bounds (0 <= ts < 1e11)."""
+    reset_min_interval_s: float | None = Field(900.0, gt=0)
+    """At most one reset command per stream in this many seconds; more are rejected ("reset-rate"):
+    a reset storm cannot keep a faulty machine warming up. null = no limit."""
     checkpoint_path: Path | None = None
     """File where per-stream state is saved and restored across restarts; null = no checkpoints."""
     checkpoint_interval_s: float = Field(900.0, gt=0)
@@ -353,9 +366,45 @@ def _template_problems(stream: StreamConfig, index: int) -> list[Problem]:
     return []
 
 
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both MQTT topic filters (level by level: '+' any one level,
+    '#' the rest, including the parent level itself: "a/#" matches "a")."""
+    left, right = a.split("/"), b.split("/")
+    for i, (x, y) in enumerate(zip(left, right, strict=False)):
+        if x == "#" or y == "#":
+            return True
+        if x != y and x != "+" and y != "+":
+            return False
+        if i == min(len(left), len(right)) - 1 and len(left) != len(right):
+            longer = left if len(left) > len(right) else right
+            return longer[i + 1 :] == ["#"]
+    return True
+
+
+def _overlap_problems(streams: list[StreamConfig]) -> list[Problem]:
+    """Stream entries whose topic filters overlap: a message is routed to the first entry only,
+    so the other model would silently never see those topics."""
+    problems: list[Problem] = []
+    for j, later in enumerate(streams):
+        for i, earlier in enumerate(streams[:j]):
+            pair = next(((a, b) for a in earlier.topics for b in later.topics if filters_overlap(a, b)), None)
+            if pair is not None:
+                problems.append(
+                    Problem(
+                        ("streams", j, "topics"),
+                        f"{pair[1]!r} overlaps {pair[0]!r} of streams[{i}] ({earlier.name!r}): a message is "
+                        "served by one stream entry only, so this one would miss those topics",
+                        "make the filters disjoint (running two models on the same streams is not supported yet)",
+                    )
+                )
+                break
+    return problems
+
+
 def consistency_problems(config: GatewayConfig) -> list[Problem]:
     """What no single section can check alone, each at its own place: stream-id templates that
-    do not fit their topic filters, duplicate stream names, undefined models and targets.
+    do not fit their topic filters, duplicate stream names, stream entries with overlapping topic
+    filters, undefined models and targets.
 
     The template check lives here, not on StreamConfig, so that `runtime.mqtt.topics` can still be
     handed (and refuse) any StreamConfig.
@@ -371,6 +420,7 @@ def consistency_problems(config: GatewayConfig) -> list[Problem]:
         if stream.model not in config.models:
             hint = _closest(stream.model, list(config.models), "models")
             problems.append(Problem(("streams", i, "model"), f"{stream.model!r} is not defined under models", hint))
+    problems.extend(_overlap_problems(config.streams))
     for name, model in config.models.items():
         if model.target not in config.targets:
             hint = _closest(model.target, list(config.targets), "targets")

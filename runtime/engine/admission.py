@@ -3,7 +3,14 @@
 Per message (arrival order): its stream's slot (or refused, at max_streams); seq deduplication
 — samples at or before the stream's last seq are dropped, so a message overlapping it loses only
 its seen prefix; gap detection (a seq jump, a ts or arrival-time gap beyond max_gap_s, a seq
-restart) and whether it resets the model state. The kept samples become *units* — the message
+restart) and whether it resets the model state.
+
+A seq more than `max_seq_jump` ahead of the stream's last one is not trusted on its own word: the
+message is refused (verdict SEQ_JUMP, counted as rejected "seq-jump") and the stream's seq stays
+where it was, so one forged message cannot make the real samples after it look late. Its last
+seq is remembered (column PENDING_SEQ): a next message that continues from it (at most
+`max_seq_jump` further on) confirms the jump — a sensor that really skipped ahead loses one
+message — and is accepted as a gap; any other accepted message forgets it. The kept samples become *units* — the message
 (or the pieces between gaps inside it), or one unit per sample for graphs that take one step per
 call — and a stream's k-th unit goes to round k: a stream appears once per ORT call, in order.
 Each round makes one call per distinct unit length T.
@@ -29,7 +36,7 @@ from runtime.engine.streams import NO_SEQ, StateStore
 from runtime.engine.types import Message, OutcomeStatus
 from runtime.ops.counts import Counts
 
-__all__ = ["GapPolicy", "Plan", "Verdict", "admit"]
+__all__ = ["PENDING_SEQ", "GapPolicy", "Plan", "Verdict", "add_columns", "admit"]
 
 
 class Verdict(IntEnum):
@@ -40,6 +47,8 @@ class Verdict(IntEnum):
     DUPLICATE = 1
     OUT_OF_ORDER = 2
     REFUSED = 3
+    SEQ_JUMP = 4
+    """seq too far ahead of the stream's last one, not (yet) confirmed by a following message."""
 
     @property
     def status(self) -> OutcomeStatus:
@@ -51,8 +60,12 @@ _STATUS: dict[Verdict, OutcomeStatus] = {
     Verdict.DUPLICATE: "duplicate",
     Verdict.OUT_OF_ORDER: "out-of-order",
     Verdict.REFUSED: "refused",
+    Verdict.SEQ_JUMP: "seq-jump",
 }
 KEEP, DUPLICATE, OUT_OF_ORDER, REFUSED = Verdict.KEEP, Verdict.DUPLICATE, Verdict.OUT_OF_ORDER, Verdict.REFUSED
+SEQ_JUMP = Verdict.SEQ_JUMP
+PENDING_SEQ = "seq.pending"
+"""Stream column (int64, NO_SEQ: none): last seq of a refused jump, confirmed by a message continuing it."""
 _WINDOW_BITS = 64  # seqs remembered behind the last one, to tell a duplicate from a late sample
 _ALL_BITS = np.uint64((1 << _WINDOW_BITS) - 1)
 
@@ -65,6 +78,9 @@ class GapPolicy:
     max_gap_s: float | None = None
     seq_restart_window: int | None = 1024
     """A seq this far behind the stream's last one is a restarted sensor counter (reset, accept)."""
+    max_seq_jump: int | None = None
+    """A seq more than this far ahead of the stream's last one is refused unless the next message
+    continues from it (see the module doc); None: any jump is a gap."""
 
 
 @dataclass(slots=True)
@@ -185,12 +201,15 @@ class _Admission:
         store, slots = self.store, self.slots[rows]
         seq, size = self.seqs[rows], self.sizes[rows]
         last, window = store.last_seq[slots], store.seq_window[slots]
+        pending = store.column(PENDING_SEQ)
         if ((seq - last == 1) & (size == 1) & (last != NO_SEQ)).all():
             # The steady state: every stream's next single sample. Nothing dropped, no gap.
             store.seq_window[slots] = (window << np.uint64(1)) | np.uint64(1)
             store.last_seq[slots] = seq
+            pending[slots] = NO_SEQ
             return
         known = last != NO_SEQ
+        jumped = self._jumps(rows, known, seq, last, size, pending[slots])
         if self.policy.seq_restart_window is not None:
             restart = known & (last - seq > self.policy.seq_restart_window)  # no overflow: both >= 0
             if restart.any():
@@ -201,13 +220,16 @@ class _Admission:
         behind = known & (seq <= last)
         start = np.where(behind, np.minimum(size, last - seq + 1), 0)
         self.start[rows] = start
-        self.gap[rows] = known & (seq - last > 1)
+        gap = known & (seq - last > 1) & ~jumped
+        self.gap[rows] = gap
+        self.counts.seq_gap_samples += int((seq - last - 1)[gap].sum())
         unseen = np.zeros(len(rows), dtype=bool)
         for k in np.flatnonzero(behind):  # rare: tell duplicates from late samples, sample by sample
             window[k], unseen[k] = self._classify(int(seq[k]), int(start[k]), int(last[k]), int(window[k]))
         dropped = start == size
         self.status[rows[dropped]] = np.where(unseen[dropped], OUT_OF_ORDER, DUPLICATE)
-        kept = ~dropped
+        kept = ~dropped & ~jumped
+        pending[slots[kept]] = NO_SEQ
         end = (seq + size - 1)[kept]
         shift = np.where(known, seq + size - 1 - last, _WINDOW_BITS)[kept].astype(np.uint64)
         fresh = np.minimum(size - start, _WINDOW_BITS)[kept].astype(np.uint64)
@@ -217,6 +239,29 @@ class _Admission:
         window[kept] = shifted | ones
         store.seq_window[slots] = window
         store.last_seq[slots[kept]] = end
+
+    def _jumps(
+        self,
+        rows: np.ndarray,
+        known: np.ndarray,
+        seq: np.ndarray,
+        last: np.ndarray,
+        size: np.ndarray,
+        pending: np.ndarray,
+    ) -> np.ndarray:
+        """Refuse the rows whose seq jumps more than max_seq_jump ahead, unless they continue a jump
+        refused before (then the jump is confirmed: accepted as a gap). Returns the refused rows' mask."""
+        bound = self.policy.max_seq_jump
+        if bound is None:
+            return np.zeros(len(rows), dtype=bool)
+        jump = known & (seq - last > bound)
+        if not jump.any():
+            return jump
+        confirmed = jump & (pending != NO_SEQ) & (seq > pending) & (seq - pending <= bound)
+        refused = jump & ~confirmed
+        self.store.column(PENDING_SEQ)[self.slots[rows[refused]]] = (seq + size - 1)[refused]
+        self.status[rows[refused]] = SEQ_JUMP
+        return refused
 
     def _classify(self, seq: int, dropped: int, last: int, window: int) -> tuple[int, bool]:
         """Count a message's `dropped` first samples as duplicates (seq seen) or late (never seen).
@@ -347,6 +392,11 @@ def _calls(rounds: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     r, t = rounds[order], lengths[order]
     cuts = np.flatnonzero((r[1:] != r[:-1]) | (t[1:] != t[:-1])) + 1
     return np.split(order, cuts)
+
+
+def add_columns(store: StateStore) -> None:
+    """The stream columns admission keeps beyond the store's built-in ones (once per store)."""
+    store.add_column(PENDING_SEQ, (), np.int64, NO_SEQ, scope="stream", portable=False)
 
 
 def admit(messages: Sequence[Message], store: StateStore, policy: GapPolicy, *, features: int, stepwise: bool) -> Plan:

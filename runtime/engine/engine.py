@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_config.schema import ModelConfig
-from runtime.engine.admission import KEEP, GapPolicy, Plan, Verdict, admit
+from runtime.engine.admission import KEEP, GapPolicy, Plan, Verdict, add_columns, admit
 from runtime.engine.alerts import Alert
 from runtime.engine.baseline import Baselines, enabled_for
 from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
@@ -75,10 +75,13 @@ class Engine:
         idle_ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         seq_restart_window: int | None = 1024,
+        max_seq_jump: int | None = None,
     ) -> None:
         """seq_restart_window: a seq this far *behind* the stream's last one means the sensor
         restarted its counter (the state is reset and the message accepted), not a late message;
-        None never assumes a restart (such a sensor is then silenced until reset())."""
+        None never assumes a restart (such a sensor is then silenced until reset()).
+        max_seq_jump: a seq further *ahead* is refused until a next message confirms it
+        (runtime.engine.admission; RuntimeConfig.max_seq_jump); None: any jump is a gap."""
         manifest = artifact.manifest
         self.name = name
         self.artifact = artifact
@@ -111,7 +114,13 @@ class Engine:
             model_name=manifest.name,
             probability=manifest.task == "probability",
         )
-        self._gaps = GapPolicy(on_gap=model.on_gap, max_gap_s=model.max_gap_s, seq_restart_window=seq_restart_window)
+        self._gaps = GapPolicy(
+            on_gap=model.on_gap,
+            max_gap_s=model.max_gap_s,
+            seq_restart_window=seq_restart_window,
+            max_seq_jump=max_seq_jump,
+        )
+        add_columns(self.store)
         self._session = session
         self._clock = clock
         self._input = manifest.input
@@ -364,6 +373,8 @@ class Engine:
         if per_verdict[Verdict.REFUSED]:
             c.add_reason("rejected", "max-streams", per_verdict[Verdict.REFUSED])
 
+        if per_verdict[Verdict.SEQ_JUMP]:
+            c.add_reason("rejected", "seq-jump", per_verdict[Verdict.SEQ_JUMP])
 
 def _mid_sequence(opened: list[str], messages: Sequence[Message]) -> int:
     """How many of the newly opened streams arrived with a first seq > 0 (runs only when new

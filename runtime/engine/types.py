@@ -20,9 +20,10 @@ if TYPE_CHECKING:  # carried, never used: the engine knows nothing of MQTT
 
 __all__ = ["Eviction", "InferenceBackend", "Message", "Outcome", "OutcomeStatus", "StreamStatus"]
 
-OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused"]
+OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused", "seq-jump"]
 """processed: stepped; duplicate: every sample already seen; out-of-order: too late;
-refused: a new stream while max_streams streams are active (nothing was stepped)."""
+refused: a new stream while max_streams streams are active (nothing was stepped); seq-jump: its
+seq is too far ahead of the stream's last one (runtime.engine.admission)."""
 StreamStatus = Literal["ok", "alert", "warming-up", "learning", "out-of-range"]
 """The retained status of a stream (docs/RUNTIME.md): warming-up (no warm score yet), learning
 (its baseline, runtime.engine.baseline), ok, alert (an alert is open), out-of-range (its scores

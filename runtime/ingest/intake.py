@@ -7,6 +7,12 @@
 
 Runs on the network thread, so it never blocks and raises only what the router catches anyway;
 every reject is counted by reason and logged at most once per reason every LOG_EVERY_S.
+
+Bounds on what one publisher can do (IntakeBounds, from RuntimeConfig; docs/RELIABILITY.md):
+    ts-range     a ts before MIN_TS (2000-01-01) or more than max_ts_future_s ahead of the
+                 gateway's clock (not checked while that clock itself reads before MIN_TS: a
+                 gateway that booted without a real-time clock must not refuse everything)
+    reset-rate   a reset command for a stream reset less than reset_min_interval_s ago
 """
 
 from __future__ import annotations
@@ -14,20 +20,69 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from edge_config.errors import PayloadError
+from edge_config.schema import RuntimeConfig
 from runtime.engine.types import Message
 from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_samples
 from runtime.mqtt.delivery import Delivery
 from runtime.mqtt.topics import OutputTopics, StreamIdResolver
 from runtime.ops.counts import Tally
 
-__all__ = ["LOG_EVERY_S", "Intake", "RejectLog", "Rejected", "Reset"]
+__all__ = ["LOG_EVERY_S", "MIN_TS", "Intake", "IntakeBounds", "RejectLog", "Rejected", "Reset", "ResetLimiter"]
 
 log = logging.getLogger("edgewatch.intake")
 LOG_EVERY_S = 10.0
+MIN_TS = 946_684_800.0
+"""2000-01-01T00:00:00Z: no sample of a running machine is older (a ts in seconds since the epoch)."""
+_RESET_MEMORY = 65_536  # streams whose last reset time is remembered (oldest forgotten first)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeBounds:
+    """What the intake refuses beyond the payload contract; None switches a bound off."""
+
+    max_ts_future_s: float | None = None
+    """A ts more than this ahead of the gateway's wall clock is rejected ("ts-range")."""
+    min_ts: float | None = None
+    """A ts before this (seconds since the epoch) is rejected ("ts-range")."""
+    reset_min_interval_s: float | None = None
+    """A stream's reset commands closer together than this are rejected ("reset-rate")."""
+
+    @classmethod
+    def from_runtime(cls, runtime: RuntimeConfig) -> IntakeBounds:
+        return cls(
+            max_ts_future_s=runtime.max_ts_future_s,
+            min_ts=MIN_TS if runtime.max_ts_future_s is not None else None,
+            reset_min_interval_s=runtime.reset_min_interval_s,
+        )
+
+
+class ResetLimiter:
+    """At most one reset per stream per interval (monotonic s); remembers the last _RESET_MEMORY streams."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._last: OrderedDict[str, float] = OrderedDict()  # oldest reset first
+        self._lock = threading.Lock()
+
+    def allow(self, stream: str, now: float) -> bool:
+        with self._lock:
+            last = self._last.get(stream)
+            if last is not None and now - last < self._interval:
+                return False
+            self._last[stream] = now
+            self._last.move_to_end(stream)
+            while self._last and (
+                len(self._last) > _RESET_MEMORY or now - next(iter(self._last.values())) >= self._interval
+            ):
+                self._last.popitem(last=False)
+            return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +133,7 @@ class Intake:
         *,
         topics: OutputTopics,
         tally: Tally,
+        bounds: IntakeBounds = IntakeBounds(),
     ) -> None:
         """layouts: stream config name → (model name, its FeatureLayout)."""
         self._resolver = resolver
@@ -86,6 +142,9 @@ class Intake:
         self._topics = topics
         self._tally = tally
         self._log = RejectLog()
+        self._bounds = bounds
+        interval = bounds.reset_min_interval_s
+        self._resets = None if interval is None else ResetLimiter(interval)
 
     def accept(self, delivery: Delivery) -> Message | Reset | Rejected | None:
         """The queue item for one delivery; None for a publication of our own topic tree (ignored)."""
@@ -105,16 +164,36 @@ class Intake:
             values, seq, ts = decode_samples(delivery.payload, layout, self._limits)
         except PayloadError as exc:
             return self._reject(exc.reason, exc.detail, delivery, topic)
+        if ts is not None:
+            problem = self._implausible(ts, delivery.received_wall)
+            if problem:
+                return self._reject("ts-range", problem, delivery, topic)
         return Message(route.stream, values, seq, ts, delivery.received, delivery.received_wall, model, delivery)
+
+    def _implausible(self, ts: np.ndarray, wall_now: float) -> str | None:
+        """Why the message's ts [T] cannot be a real sample's time, or None."""
+        bounds = self._bounds
+        if bounds.min_ts is not None and float(ts.min()) < bounds.min_ts:
+            return f'"ts" {float(ts.min()):.0f} is before {bounds.min_ts:.0f} (year 2000)'
+        future = bounds.max_ts_future_s
+        if future is not None and wall_now >= MIN_TS and float(ts.max()) > wall_now + future:
+            return f'"ts" {float(ts.max()):.0f} is more than {future:.0f} s ahead of the gateway clock'
+        return None
 
     def _control(self, topic: str, delivery: Delivery) -> Reset | Rejected:
         if delivery.retain:
             # A retained command would reset the stream again at every restart.
             return self._reject("control-retained", "retained control messages are ignored", delivery, topic)
         try:
-            return Reset(self._topics.reset_target(topic), delivery)
+            stream = self._topics.reset_target(topic)
         except PayloadError as exc:
             return self._reject(exc.reason, exc.detail, delivery, topic)
+        if self._resets is not None and not self._resets.allow(stream, delivery.received):
+            interval = self._bounds.reset_min_interval_s
+            return self._reject(
+                "reset-rate", f"{stream[:80]!r} was reset less than {interval:g} s ago", delivery, topic
+            )
+        return Reset(stream, delivery)
 
     def _reject(self, reason: str, detail: str, delivery: Delivery, topic: str) -> Rejected:
         self._tally.add_reason("rejected", reason)

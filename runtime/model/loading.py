@@ -51,5 +51,6 @@ def load_model(name: str, config: GatewayConfig, artifact: Artifact | None = Non
         name=name,
         max_streams=config.runtime.max_streams,
         idle_ttl_s=config.runtime.idle_ttl_s,
+        max_seq_jump=config.runtime.max_seq_jump,
     )
     return LoadedModel(engine, report)

@@ -25,6 +25,7 @@ CountName = Literal[
     "duplicate_samples",
     "out_of_order_samples",
     "gaps",
+    "seq_gap_samples",
     "seq_restarts",
     "model_resets",
     "non_finite_resets",
@@ -56,7 +57,7 @@ class Counts:
     """Batches the worker took from the input queue."""
     rejected: dict[str, int] = field(default_factory=dict)
     """Messages rejected, by reason (runtime.ingest.payload.REASONS, "stream-id", "topic-not-utf8",
-    "unrouted", "control-*", "max-streams", "engine-error", "handler-error")."""
+    "unrouted", "control-*", "max-streams", "seq-jump", "reset-rate", "ts-range", "engine-error", "handler-error")."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Valid messages not stepped: "duplicate", "out-of-order" (every sample seen or too late)."""
     dropped: dict[str, int] = field(default_factory=dict)
@@ -70,6 +71,9 @@ class Counts:
     seq_restarts: int = 0
     """A stream's seq went far back: its sensor restarted its counter (state reset, accepted)."""
     model_resets: int = 0
+    seq_gap_samples: int = 0
+    """Samples missing in accepted seq gaps (seq - last - 1 summed): what the sensor skipped or the
+    network lost."""
     """Streams whose model state was zeroed: gaps with on_gap=reset, seq restarts, reset commands,
     non-finite state."""
     non_finite_resets: int = 0

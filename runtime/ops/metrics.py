@@ -71,6 +71,11 @@ class _Counters(Collector):
             {"duplicate": s.duplicate_samples, "out-of-order": s.out_of_order_samples},
         )
         yield _counter("edgewatch_sequence_gaps", "Sequence or time gaps found in a stream's input", s.gaps)
+        yield _counter(
+            "edgewatch_sequence_gap_samples",
+            "Samples missing in accepted seq gaps (skipped by the sensor or lost)",
+            s.seq_gap_samples,
+        )
         yield _counter("edgewatch_seq_restarts", "Streams whose seq counter restarted", s.seq_restarts)
         yield _counter("edgewatch_model_state_resets", "Streams whose model state was zeroed", s.model_resets)
         yield _counter(

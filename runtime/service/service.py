@@ -26,7 +26,7 @@ from types import FrameType
 
 from edge_config.schema import GatewayConfig
 from runtime.engine.engine import Engine
-from runtime.ingest.intake import Intake
+from runtime.ingest.intake import Intake, IntakeBounds
 from runtime.ingest.payload import FeatureLayout, PayloadLimits
 from runtime.ingest.queue import InputQueue
 from runtime.model.loading import load_model
@@ -80,7 +80,14 @@ class Service:
             s.name: (s.model, FeatureLayout.from_manifest(self.engines[s.model].artifact.manifest, s.features))
             for s in config.streams
         }
-        intake = Intake(resolver, layouts, PayloadLimits.from_runtime(rt), topics=self.topics, tally=self.tally)
+        intake = Intake(
+            resolver,
+            layouts,
+            PayloadLimits.from_runtime(rt),
+            topics=self.topics,
+            tally=self.tally,
+            bounds=IntakeBounds.from_runtime(rt),
+        )
         self.queue: InputQueue[QueueItem] = InputQueue(rt.queue_max, rt.drop_policy)
         qos = config.broker.input_qos
         self.bus: MessageBus = bus_factory(
