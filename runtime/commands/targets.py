@@ -1,7 +1,10 @@
 """`edgewatch targets`: what this machine's ONNX Runtime can run, and where a model really runs.
 
     edgewatch targets [--config FILE]
-        the installed ORT flavour, version and providers; the export presets; the config's targets
+        the installed ORT flavour, version and providers; the export presets; the config's targets;
+        with --config, the node placement of every configured model on its own target (a model
+        whose artifact is not on this machine is named and skipped). Exit 1 when a placed model's
+        fallback policy is not met.
     edgewatch targets --model DIR [--target NAME] [--config FILE] [--fallback strict|allow-cpu]
         builds the session exactly as `serve` does (runtime.model.session.create_session), runs the
         warm-up step and prints the nodes per op type per provider. Exit 1 when the target's
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge_config.errors import TargetError
+from edge_config.errors import ArtifactError, TargetError
 from edge_config.presets import EXPORT_TARGETS, PROVIDER_BY_TYPE
 from edge_config.schema import GatewayConfig, TargetConfig
+
+if TYPE_CHECKING:
+    from runtime.model.artifact import Artifact
 
 
 def node_table(nodes_by_provider: dict[str, dict[str, int]]) -> str:
@@ -68,15 +75,36 @@ def _pick_target(name: str | None, config: GatewayConfig | None, default_type: s
 
 def _probe(model_dir: Path, target_name: str | None, config: GatewayConfig | None, fallback: str | None) -> int:
     from runtime.model.artifact import load_artifact
-    from runtime.model.session import create_session
 
     artifact = load_artifact(model_dir)
     providers = artifact.manifest.providers
     name, target = _pick_target(target_name, config, providers[0] if providers else "cpu")
     if fallback is not None:
         target = target.model_copy(update={"fallback": fallback})
+    return _place(artifact, name, target, label=repr(artifact.manifest.name))
+
+
+def _configured(config: GatewayConfig) -> int:
+    """Every model of the config on its own target: 1 when any placed model misses its fallback policy."""
+    from runtime.model.artifact import load_artifact
+
+    worst = 0
+    for model_name, model in config.models.items():
+        try:
+            artifact = load_artifact(model.path)
+        except ArtifactError as exc:
+            print(f"\nmodel {model_name!r}: not placed, its artifact is not usable here: {exc}")
+            continue
+        worst = max(worst, _place(artifact, model.target, config.targets[model.target], label=repr(model_name)))
+    return worst
+
+
+def _place(artifact: Artifact, name: str, target: TargetConfig, *, label: str) -> int:
+    """Build the session as `serve` does and print where its nodes run; 1 when the policy is not met."""
+    from runtime.model.session import create_session
+
     print(
-        f"\nmodel {artifact.manifest.name!r} ({artifact.manifest.target}, {artifact.manifest.precision}) "
+        f"\nmodel {label} ({artifact.manifest.target}, {artifact.manifest.precision}) "
         f"on target {name!r}: {' → '.join(target.providers)}, fallback {target.fallback}"
     )
     try:
@@ -103,7 +131,9 @@ def _run(args: argparse.Namespace) -> int:
     # would only repeat it (and refuse a config whose other models are missing here).
     config = load_config(args.config, check_files=False) if args.config else None
     _inventory(config, args.config)
-    return 0 if args.model is None else _probe(args.model, args.target, config, args.fallback)
+    if args.model is not None:
+        return _probe(args.model, args.target, config, args.fallback)
+    return 0 if config is None else _configured(config)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
