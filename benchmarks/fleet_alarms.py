@@ -1,7 +1,7 @@
 """False alerts on a heterogeneous healthy fleet, and how fast a modest fault is caught.
 
     .venv/bin/python benchmarks/fleet_alarms.py [--machines 20] [--steps 1500] [--fleet-seed 1] [--sigmas 2]
-        [--learn-steps 300 ...] [--policy max|stream] [--model DIR] [--threshold T]
+        [--learn-steps 300 ...] [--level-steps 200] [--policy max|stream] [--model DIR] [--threshold T]
 
 Simulated pumps (runtime.tools.demo.simulator) whose readings differ from the rig the model was
 trained on (Variation.random: offsets, gains, noise, phase), served through the gateway's own
@@ -35,6 +35,9 @@ def main() -> int:
     p.add_argument("--sigmas", type=float, default=2.0, help="the step change, in healthy standard deviations")
     p.add_argument("--fleet-seed", type=int, nargs="+", default=[1])
     p.add_argument("--learn-steps", type=int, nargs="+", default=[0, 600])
+    p.add_argument(
+        "--level-steps", type=int, default=BaselineConfig().level_steps, help="0: no CUSUM against the stream's level"
+    )
     p.add_argument("--policy", default="max", choices=["max", "stream"])
     p.add_argument("--learning-factor", type=float, default=BaselineConfig().learning_factor)
     p.add_argument("--threshold", type=float, default=None, help="override the manifest's threshold")
@@ -44,7 +47,12 @@ def main() -> int:
     for seed in args.fleet_seed:
         recordings = fleet_recordings(args.machines, args.steps, seed, shift_at=args.shift_at, sigmas=args.sigmas)
         for learn in args.learn_steps:
-            baseline = BaselineConfig(learn_steps=learn, policy=args.policy, learning_factor=args.learning_factor)
+            baseline = BaselineConfig(
+                learn_steps=learn,
+                level_steps=args.level_steps,
+                policy=args.policy,
+                learning_factor=args.learning_factor,
+            )
             raised = raised_alerts(
                 args.model, recordings, baseline, threshold=args.threshold, ewma_alpha=args.ewma_alpha
             )

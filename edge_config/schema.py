@@ -204,6 +204,16 @@ class BaselineConfig(_Strict):
     """A stream whose learned mean score is above this multiple of the calibration data's mean is
     not taken as normal: its retained status says `out-of-range` (the model does not know this
     machine) instead of `ok`; it alerts against its own level."""
+    level_steps: int = Field(200, ge=0)
+    """Warm steps after the scales are learned over which a stream learns its own level of the
+    rescaled score; then a CUSUM against that level catches a persistent moderate shift that the
+    per-step threshold misses (runtime.engine.baseline). 0 switches the shift detector off."""
+    cusum_k: float = Field(2.0, ge=0.0)
+    """The CUSUM's slack: how far above its own level (in standard deviations of the calibration
+    scores) a stream's score must sit to count towards a shift."""
+    cusum_h: float = Field(60.0, gt=0.0)
+    """The CUSUM's decision interval, in standard deviations of the calibration scores: a shift
+    is reported (as a step above the threshold, for the hysteresis) while the sum exceeds it."""
 
 
 class ModelConfig(_Strict):

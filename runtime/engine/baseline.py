@@ -22,6 +22,15 @@ So each stream learns, after it first appears (and after a reset command), from 
     out-of-range  mean_f s_f above out_of_range_factor × the calibration scores' mean: the model
                does not know this machine. It is scaled like a learned stream (an alarm that is
                always on is no alarm), but its retained status says `out-of-range`, not `ok`.
+    level      then, over `level_steps` more warm steps under the threshold, the stream learns μ_s,
+               the mean of its rescaled score, and from there runs a one-sided CUSUM against it:
+                   S ← min(max(0, S + (score - μ_s)/σ_cal - k), 2h)
+               (σ_cal: the calibration scores' standard deviation; k = cusum_k, h = cusum_h). A
+               step with S > h counts as above the threshold for the hysteresis: a next-step
+               forecaster follows a level shift within a few steps, so a moderate one shows only
+               as a small lasting rise of the score, which the per-step threshold misses and the
+               sum catches (docs/BASELINES.md, measured). The cap 2h bounds how long the sum
+               takes to fall back under h once the shift is over (≥ h/k steps).
 
 Without calibration statistics, with learn_steps 0, or for probability models (their output is
 already the quantity to threshold), every stream is scored and thresholded as calibrated. The
@@ -33,12 +42,15 @@ reload to other weights. docs/BASELINES.md has the reasoning and the measurement
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edge_config.manifest import Calibration, Task
 from edge_config.schema import BaselineConfig
 from runtime.engine.streams import StateStore
 
 __all__ = ["LEARNED", "LEARNING", "OUT_OF_RANGE", "PROVISIONAL_AFTER", "Baselines"]
+
+Bools = NDArray[np.bool_]
 
 LEARNING, LEARNED, OUT_OF_RANGE = 0, 1, 2
 PROVISIONAL_AFTER = 30
@@ -68,6 +80,11 @@ class Baselines:
         self.enabled = enabled_for(config, calibration, task)
         self._mean_cal = calibration.score_mean if calibration is not None else 1.0
         std_cal = calibration.score_std if calibration is not None else 1.0
+        self._std_cal = std_cal
+        self.shift_enabled = self.enabled and config.level_steps > 0
+        """Whether learned streams also run the CUSUM against their own level."""
+        self.shifts = 0
+        """Steps that started a shift (the sum crossed h) since the engine last took its counts."""
         self.z = max((self.threshold - self._mean_cal) / std_cal, 0.0) if self.enabled else 0.0
         """How many calibration standard deviations the threshold sits above the calibration mean."""
         self.learning_threshold = config.learning_factor * self.threshold if self.enabled else self.threshold
@@ -82,6 +99,10 @@ class Baselines:
             store.add_column("baseline.sq", (features,), np.float32, 0.0, scope="baseline")  # mean e_f²
             store.add_column("baseline.mean", (), np.float64, 0.0, scope="baseline")  # of its scores
             store.add_column("baseline.m2", (), np.float64, 0.0, scope="baseline")
+        if self.shift_enabled:
+            store.add_column("baseline.level_n", (), np.int32, 0, scope="baseline")
+            store.add_column("baseline.level", (), np.float32, 0.0, scope="baseline")  # μ_s, running mean
+            store.add_column("baseline.cusum", (), np.float32, 0.0, scope="baseline")  # S
 
     def thresholds(self, slots: np.ndarray) -> np.ndarray:
         """float64 [B]: the threshold each stream alerts against now."""
@@ -132,6 +153,37 @@ class Baselines:
         done = n >= self.config.learn_steps
         if done.any():
             self._finish(s[done])
+
+    def watch(self, slots: np.ndarray, scores: np.ndarray, warm: np.ndarray, thresholds: np.ndarray) -> Bools:
+        """One time step of B distinct streams after learning: learn each stream's level of the
+        rescaled score, then run its CUSUM. Returns bool [B]: the sum is above h (a shift)."""
+        shifted = np.zeros(len(slots), dtype=np.bool_)
+        if not self.shift_enabled:
+            return shifted
+        col = self._store.column
+        rows = np.flatnonzero(warm & (col("baseline.state")[slots] != LEARNING) & np.isfinite(scores))
+        if rows.size == 0:
+            return shifted
+        s, x = slots[rows], scores[rows]
+        n = col("baseline.level_n")[s]
+        ready = n >= self.config.level_steps
+        learn = ~ready & (x <= thresholds[rows])  # a step above the threshold is no level to learn
+        if learn.any():
+            sl, nl = s[learn], n[learn] + 1
+            col("baseline.level_n")[sl] = nl
+            level = col("baseline.level")[sl]
+            col("baseline.level")[sl] = level + (x[learn] - level) / nl
+        if ready.any():
+            sr = s[ready]
+            k, h = self.config.cusum_k, self.config.cusum_h
+            before = col("baseline.cusum")[sr]
+            step = (x[ready] - col("baseline.level")[sr]) / self._std_cal - k
+            after = np.clip(before + step, 0.0, 2.0 * h)
+            col("baseline.cusum")[sr] = after
+            above = after > h
+            self.shifts += int(np.count_nonzero(above & (before <= h)))
+            shifted[rows[ready]] = above
+        return shifted
 
     def _finish(self, slots: np.ndarray) -> None:
         col = self._store.column

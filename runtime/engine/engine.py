@@ -162,7 +162,8 @@ class Engine:
         counts, self._counts = self._counts, Counts()
         counts.baselines_learned += self.baselines.learned
         counts.baselines_out_of_range += self.baselines.out_of_range
-        self.baselines.learned = self.baselines.out_of_range = 0
+        counts.level_shifts += self.baselines.shifts
+        self.baselines.learned = self.baselines.out_of_range = self.baselines.shifts = 0
         return counts
 
     def evict_idle(self, wall_now: float | None = None) -> list[Eviction]:

@@ -108,7 +108,8 @@ class AlertTracker:
             above_all = scores > self.threshold
         else:
             thresholds = self.baselines.thresholds(slots)
-            above_all = scores > thresholds
+            # a persistent shift (CUSUM against the stream's own level) counts as a step above
+            above_all = (scores > thresholds) | self.baselines.watch(slots, scores, warm, thresholds)
             if squares is not None:  # after the comparison: a step never judges itself
                 self.baselines.learn(slots, scores, squares, warm, thresholds)
         count = col("alert.above")

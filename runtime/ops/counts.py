@@ -36,6 +36,7 @@ CountName = Literal[
     "rewarming",
     "baselines_learned",
     "baselines_out_of_range",
+    "level_shifts",
     "alerts_not_sent",
 ]
 ReasonTable = Literal["rejected", "skipped", "dropped", "alerts", "reloads"]
@@ -94,6 +95,8 @@ class Counts:
     """Streams that finished learning their own baseline (runtime.engine.baseline)."""
     baselines_out_of_range: int = 0
     """Streams whose baseline came out far above the calibration data's: not learned as normal."""
+    level_shifts: int = 0
+    """Steps at which a stream's CUSUM against its own level crossed h (a persistent shift)."""
     alerts: dict[str, int] = field(default_factory=dict)
     """Alert messages handed to the MQTT client, by state: "raised", "update", "cleared"."""
     alerts_not_sent: int = 0

@@ -90,6 +90,11 @@ class _Counters(Collector):
             "Streams whose baseline was far from the calibration data (not learned as normal)",
             s.baselines_out_of_range,
         )
+        yield _counter(
+            "edgewatch_level_shifts",
+            "Persistent shifts of a stream's score over its own level (CUSUM crossed h)",
+            s.level_shifts,
+        )
         yield _counter("edgewatch_alerts_not_sent", "Alerts or statuses the full outbox refused", s.alerts_not_sent)
         yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
         yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)

@@ -178,3 +178,46 @@ def test_learned_baselines_survive_a_checkpoint_file(tmp_path: Path) -> None:
     assert again is not None
     assert restarted.baselines.states(np.array([again]))[0] == old.baselines.states(np.array([slot]))[0]
     np.testing.assert_array_equal(restarted.store.column("score.scale")[again], old.store.column("score.scale")[slot])
+
+
+def _shift_rig(level_steps: int) -> Rig:
+    return Rig(BaselineConfig(learn_steps=50, level_steps=level_steps, cusum_k=2.0, cusum_h=60.0))
+
+
+def test_a_persistent_shift_under_the_threshold_alerts_through_the_cusum_and_clears_after() -> None:
+    # Errors 1 on every feature: scale 1, score 1 (the stream's level). Then errors √1.5: score
+    # 1.5, under T = 2 at every step, so only the sum can see it: (1.5 - 1) / 0.2 - 2 = 0.5 a step.
+    with_sum, without = _shift_rig(50), _shift_rig(0)
+    for rig in (with_sum, without):
+        assert [s for _ in range(200) for s in rig.feed("m", np.ones(F))] == []
+    events = [with_sum.feed("m", np.full(F, np.sqrt(1.5))) for _ in range(200)]
+    raised_at = next(i for i, e in enumerate(events) if "raised" in e)
+    # h / 0.5 = 120 steps, more while the EWMA climbs from 1 to 1.5, then 3 of 5 for the hysteresis
+    assert 120 <= raised_at <= 150
+    assert [s for _ in range(200) for s in without.feed("m", np.full(F, np.sqrt(1.5)))] == []
+    # back to its level: the sum (capped at 2h) falls by k a step, then clear_m steps under h
+    back = [s for _ in range(200) for s in with_sum.feed("m", np.ones(F))]
+    assert back == ["cleared"]
+
+
+def test_the_level_is_learned_after_the_scales_and_relearned_after_a_reset() -> None:
+    rig = _shift_rig(50)
+    for _ in range(60):
+        rig.feed("m", np.full(F, 0.5))  # quieter than the calibration: scale 1 (policy max), score 0.25
+    slot = rig.store.slot("m")
+    assert slot is not None
+    assert rig.state("m") == LEARNED
+    assert 0 < rig.store.column("baseline.level_n")[slot] < 50  # scales first, then the level
+    for _ in range(60):
+        rig.feed("m", np.full(F, 0.5))
+    assert rig.store.column("baseline.level")[slot] == pytest.approx(0.25, rel=1e-5)
+    rig.store.reset_baseline(slot)
+    assert rig.store.column("baseline.level_n")[slot] == 0
+    assert rig.store.column("baseline.cusum")[slot] == 0.0
+
+
+def test_a_machine_that_stays_at_its_own_level_never_shifts() -> None:
+    rng = np.random.default_rng(6)
+    rig = _shift_rig(200)
+    assert [s for e in _errors(rng, (1.5, 1.0, 0.7), 3000) for s in rig.feed("m", e)] == []
+    assert rig.baselines.shifts == 0
