@@ -13,22 +13,36 @@ What it guarantees to the service:
   once a minute), is retried with backoff between reconnect_min_s and reconnect_max_s, and
   never sets `connected`.
 - The outbox (what paho holds until the broker acknowledges it) is bounded in messages and
-  bytes; what does not fit is dropped and counted exactly. At most MAX_INFLIGHT QoS 1
-  publications are unacknowledged at a time, after a reconnect too (runtime.mqtt.client fixes
-  paho 2.2, which resends them all at once).
+  bytes; what does not fit is dropped, counted exactly and logged (at most once a minute);
+  statuses and stats may use only part of it, so alerts still fit (runtime.mqtt.outbox). At
+  most MAX_INFLIGHT QoS 1 publications are unacknowledged at a time, after a reconnect too
+  (runtime.mqtt.client fixes paho 2.2, which resends them all at once).
+- Liveness: a publication held without any confirmation for `broker.ack_timeout_s` while
+  connected means the connection is broken (mosquitto 2.0.11 once held 20 unacknowledged
+  publications for > 100 s, everything queued behind them): the socket is shut, paho
+  reconnects and resends; counted (`ack_timeouts`), logged, and `problem` says so until the
+  broker accepts us again. When nothing was published for half of it, an empty QoS 1 probe to
+  `<prefix>/probe` checks the broker still answers (a frozen broker keeps the TCP connection).
+- Sessions: every accepted connection subscribes (idempotent; MQTT 5 asks for retained
+  messages only for subscriptions the session lacked); with a persistent session `stop_input()`
+  does not unsubscribe, so what is published while the gateway is stopped waits in its session.
+  A session taken over by another client with our client id (MQTT 5 reason 0x8E) is logged,
+  counted, reported by `problem`, and the next reconnect waits reconnect_max_s (two gateways
+  with one id must not flap twice a second).
 - Acks are tagged with the connection they came from: after a reconnect the broker reuses
   packet ids, so a late ack for an old delivery could acknowledge a different new message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import socket
 import sys
 import threading
 import time
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -38,8 +52,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_config.schema import BrokerConfig
-from runtime.mqtt.client import make_client
+from runtime.mqtt.client import PahoClient, make_client
 from runtime.mqtt.delivery import Delivery
+from runtime.mqtt.outbox import DropLog, Outbox
 from runtime.mqtt.protocol import BusCounts, DeliveryHandler, OutboxLimits
 from runtime.mqtt.topics import OutputTopics
 
@@ -48,24 +63,9 @@ __all__ = ["Bus"]
 log = logging.getLogger("edgewatch.bus")
 
 _REPEAT_LOG_S = 60.0
-
-
-@dataclass(slots=True)
-class _Outbox:
-    """Bytes held by paho per publication mid, until on_publish says the broker has it."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pending: dict[int, tuple[int, int]] = field(default_factory=dict)  # mid → (bytes, qos)
-    done_early: set[int] = field(default_factory=set)  # on_publish ran before publish() returned
-    bytes: int = 0
-
-    def forget_qos0(self) -> tuple[int, int]:
-        """Drop QoS 0 entries (paho discards unsent QoS 0 packets on reconnect); return (count, bytes)."""
-        with self.lock:
-            lost = [mid for mid, (_, qos) in self.pending.items() if qos == 0]
-            size = sum(self.pending.pop(mid)[0] for mid in lost)
-            self.bytes -= size
-            return len(lost), size
+_WATCH_S = 0.25  # how often the liveness rule is checked
+_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+_TAKEOVER_QUIET = 2.0  # × reconnect_max_s connected without a takeover before it is ready again
 
 
 class _RepeatFilter:
@@ -108,24 +108,33 @@ class Bus:
         self._keep_retain = frozenset(retain_as_published)
         self._handler = on_message
         self._limits = limits
-        self.availability_topic = OutputTopics(prefix).available
+        topics = OutputTopics(prefix)
+        self.availability_topic = topics.available
+        self._probe_topic = topics.probe
         self._counters = BusCounts()
         self._counter_lock = threading.Lock()
-        self._outbox = _Outbox()
+        self._outbox = Outbox(limits)
+        self._drops = DropLog(limits)
         self._connected = threading.Event()
         self._connection = 0
-        self._subscribed_once = False
+        self._connected_at = 0.0
+        self._broken_connection = -1  # the connection the liveness rule shut (once per connection)
+        self._problem: str | None = None
+        self._takeover_at: float | None = None
         self._taking_input = True
         self._failures = _RepeatFilter()
         self._refused = False
         self._closing = False
         self._v5 = broker.protocol == "5"
         self._receive_maximum = max(1, min(receive_maximum, 65535))
-        self._client = self._build_client(client_id or broker.client_id)
+        self._client_id = client_id or broker.client_id
+        self._client = self._build_client(self._client_id)
+        self._watch_stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="edgewatch-bus-watch", daemon=True)
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _build_client(self, client_id: str) -> mqtt.Client:
+    def _build_client(self, client_id: str) -> PahoClient:
         client = make_client(self._broker, client_id, manual_ack=True, max_inflight=self._limits.max_inflight)
         client.max_queued_messages_set(self._limits.max_messages)
         client.will_set(self.availability_topic, b"offline", qos=1, retain=True)
@@ -160,6 +169,7 @@ class Bus:
         else:
             self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
         self._client.loop_start()
+        self._watcher.start()
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -169,6 +179,18 @@ class Bus:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the connection is not usable now; None when connected and the broker answers."""
+        problem = self._problem
+        if problem is not None:
+            return problem
+        return None if self._connected.is_set() else "not connected to the broker"
+
+    @property
+    def bulk_room(self) -> int:
+        return self._outbox.bulk_room()
 
     def snapshot(self) -> BusCounts:
         with self._counter_lock:
@@ -204,8 +226,16 @@ class Bus:
                     )
                 return
             self._connection += 1
+            self._connected_at = time.monotonic()
             self._count("connects")
+            if not flags.session_present:
+                self._count("fresh_sessions")
             self._failures.reset()
+            self._outbox.restart_clock()
+            if self._takeover_at is None:
+                self._problem = None
+            else:  # back in after a takeover: ready once no other client took it for a while
+                self._client.reconnect_delay_set(self._broker.reconnect_min_s, self._broker.reconnect_max_s)  # type: ignore[arg-type]
             log.info(
                 "connected to %s:%d (MQTT %s, session present: %s)",
                 self._broker.host,
@@ -218,20 +248,21 @@ class Bus:
                 with self._counter_lock:
                     self._counters.dropped_outgoing += lost
                     self._counters.dropped_outgoing_bytes += size
-            self.publish(self.availability_topic, b"online", qos=1, retain=True)
-            # A broker that kept our session kept our subscriptions; the first connect of this
-            # process subscribes anyway, in case the config's filters changed since.
-            if self._taking_input and self._subscriptions and (not flags.session_present or not self._subscribed_once):
+            self.publish(self.availability_topic, b"online", qos=1, retain=True, urgent=True)
+            # Every connect subscribes, session present or not: a session kept by the broker may
+            # still lack our subscriptions (another client with our id unsubscribed in it, the
+            # filters changed). Subscribing again is idempotent; under MQTT 5 retainHandling=1
+            # sends retained messages only for a subscription the session did not have.
+            if self._taking_input and self._subscriptions:
                 if self._v5:
                     client.subscribe(
                         [
-                            (f, SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain))
+                            (f, SubscribeOptions(qos=q, retainAsPublished=f in self._keep_retain, retainHandling=1))
                             for f, q in self._subscriptions
                         ]
                     )
                 else:  # MQTT 3.1.1 takes a bare QoS (paho refuses SubscribeOptions there)
                     client.subscribe(list(self._subscriptions))
-                self._subscribed_once = True
             self._connected.set()
         except Exception:
             log.exception("error in on_connect")
@@ -257,9 +288,13 @@ class Bus:
             self._connected.clear()
             if self._closing:
                 return
+            if was_connected and reason.value == _SESSION_TAKEN_OVER:
+                self._taken_over()
+                return
             if was_connected:
                 self._count("disconnects")
-                log.warning("disconnected from the broker: %s (reconnecting)", reason)
+                if self._broken_connection != self._connection:  # the liveness rule said why already
+                    log.warning("disconnected from the broker: %s (reconnecting)", reason)
                 return
             if self._refused:
                 self._refused = False
@@ -281,7 +316,25 @@ class Bus:
         except Exception:  # a paho callback must not raise
             log.debug("error in on_disconnect", exc_info=True)
 
+    def _taken_over(self) -> None:
+        self._count("takeovers")
+        self._count("disconnects")
+        self._takeover_at = time.monotonic()
+        wait = self._broker.reconnect_max_s
+        self._problem = (
+            f"another client connected with our client id {self._client_id!r} and the broker handed it our "
+            "session (broker.client_id must be unique per gateway)"
+        )
+        if self._failures.should_log("session taken over"):
+            log.error("%s; reconnecting in %.1f s", self._problem, wait)
+        # paho waits reconnect_min_s after a connection that was accepted: two gateways with one
+        # id would take the session from each other twice a second.
+        self._client.reconnect_delay_set(wait, wait)  # type: ignore[arg-type]
+
     def _on_message(self, _client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if not self._taking_input:  # stopping: left unacknowledged, the next session gets it again
+            self._count("deferred")
+            return
         try:
             raw = bytes(msg._topic)  # msg.topic raises on invalid UTF-8
             try:
@@ -306,43 +359,79 @@ class Bus:
 
     def _on_publish(self, _c: mqtt.Client, _u: object, mid: int, _r: ReasonCode, _p: Properties) -> None:
         try:
-            box = self._outbox
-            with box.lock:
-                entry = box.pending.pop(mid, None)
-                if entry is None:
-                    box.done_early.add(mid)
-                else:
-                    box.bytes -= entry[0]
+            self._outbox.confirm(mid)
         except Exception:  # a paho callback must not raise
             log.debug("error in on_publish", exc_info=True)
 
+    # --- liveness (its own thread) ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        timeout = self._broker.ack_timeout_s
+        while not self._watch_stop.wait(_WATCH_S):
+            try:
+                self._check(time.monotonic(), timeout)
+            except Exception:  # the watch must outlive any surprise
+                log.exception("error in the connection watch")
+
+    def _check(self, now: float, timeout: float) -> None:
+        box = self._outbox
+        held, waited = box.waiting(now)
+        self._drops.flush(held, box.bytes)
+        if self._closing or not self._connected.is_set():
+            return
+        if self._takeover_at is not None and now - self._connected_at > _TAKEOVER_QUIET * self._broker.reconnect_max_s:
+            log.info("no other client took our session over for %.0f s: ready again", now - self._connected_at)
+            self._takeover_at = None
+            self._problem = None
+        if held and waited > timeout:
+            self._break_connection(held, waited)
+        elif not held and waited > timeout / 2:
+            # Nothing to confirm for a while: an empty QoS 1 publication proves the broker answers.
+            self.publish(self._probe_topic, b"", qos=1, urgent=True)
+
+    def _break_connection(self, held: int, waited: float) -> None:
+        connection = self._connection
+        if self._broken_connection == connection:
+            return
+        self._broken_connection = connection
+        self._count("ack_timeouts")
+        self._problem = (
+            f"the broker confirmed no publication for {waited:.1f} s ({held} waiting; "
+            f"broker.ack_timeout_s {self._broker.ack_timeout_s:g}): reconnecting"
+        )
+        log.warning("%s; the connection is treated as broken", self._problem)
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            # The plain socket's shutdown, also under TLS: paho's network thread sees the end of
+            # the stream, reports the connection lost, reconnects and resends what it holds.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
     # --- used by the service -------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
-        """Hand one publication to paho; False (and counted) when the bounded outbox is full."""
+    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool = False, urgent: bool = False) -> bool:
+        """Hand one publication to paho; False (counted, logged at most once a minute) when the
+        bounded outbox is full. urgent: alerts and availability may use the whole outbox."""
         box = self._outbox
         size = len(payload) + len(topic)
-        if box.bytes + size > self._limits.max_bytes:
-            self._drop(size)
+        if not box.admits(size, urgent=urgent):
+            self._drop(size, urgent)
             return False
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         # QoS 1 while disconnected: paho keeps it (rc NO_CONN) and sends it after reconnecting.
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE or (info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and qos == 0):
-            self._drop(size)
+            self._drop(size, urgent)
             return False
-        with box.lock:
-            if info.mid in box.done_early:
-                box.done_early.discard(info.mid)
-            else:
-                box.pending[info.mid] = (size, qos)
-                box.bytes += size
+        box.add(info.mid, size, qos)
         self._count("published")
         return True
 
-    def _drop(self, size: int) -> None:
+    def _drop(self, size: int, urgent: bool) -> None:
         with self._counter_lock:
             self._counters.dropped_outgoing += 1
             self._counters.dropped_outgoing_bytes += size
+            self._counters.dropped_urgent += urgent
+        self._drops.dropped(urgent=urgent, held=len(self._outbox.pending), held_bytes=self._outbox.bytes)
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge a delivery; skipped (counted) if it came over an earlier connection.
@@ -354,11 +443,32 @@ class Bus:
             return
         self._client.ack(delivery.mid, delivery.qos)
 
-    def stop_input(self) -> None:
-        """Unsubscribe from every input filter (shutdown step 1: stop taking input)."""
+    def ack_many(self, deliveries: Iterable[Delivery]) -> None:
+        """`ack` for each delivery, the PUBACKs queued as one write (runtime.mqtt.client)."""
+        connection, mids, stale = self._connection, [], 0
+        for delivery in deliveries:
+            if delivery.qos == 1:
+                if delivery.connection == connection:
+                    mids.append(delivery.mid)
+                else:
+                    stale += 1
+            elif delivery.qos:
+                self.ack(delivery)
+        if stale:
+            self._count("stale_acks", stale)
+        self._client.ack_many(mids)
+
+    def stop_input(self) -> bool:
+        """Shutdown step 1: stop taking input. Deliveries from now on are left unacknowledged.
+        With a persistent session the subscriptions stay, so the broker keeps what is published
+        while we are stopped (and redelivers what we left); with a clean session this
+        unsubscribes. True if it unsubscribed (deliveries may still be on the wire)."""
         self._taking_input = False
-        if self._subscriptions and self.connected:
-            self._client.unsubscribe([f for f, _ in self._subscriptions])
+        persistent = self._broker.session_expiry_s > 0
+        if persistent or not self._subscriptions or not self.connected:
+            return False
+        self._client.unsubscribe([f for f, _ in self._subscriptions])
+        return True
 
     def flush(self, timeout: float) -> bool:
         """Wait until the broker has every QoS 1 publication (True) or the timeout passed (False)."""
@@ -371,8 +481,9 @@ class Bus:
 
     def stop(self, *, availability: str = "stopped", timeout: float = 5.0) -> None:
         """Publish `availability` (retained), wait for the outbox, disconnect cleanly (no last will)."""
+        self._watch_stop.set()
         if self.connected:
-            if not self.publish(self.availability_topic, availability.encode(), qos=1, retain=True):
+            if not self.publish(self.availability_topic, availability.encode(), qos=1, retain=True, urgent=True):
                 self._client.publish(self.availability_topic, availability.encode(), qos=1, retain=True)
             if not self.flush(timeout):
                 log.warning("stopping with %d publications not confirmed by the broker", len(self._outbox.pending))

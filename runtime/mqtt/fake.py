@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from edge_config.schema import BrokerConfig
@@ -76,20 +76,32 @@ class FakeBus:
     def outbox_bytes(self) -> int:
         return sum(len(p.payload) + len(p.topic) for p in self.outbox)
 
+    @property
+    def problem(self) -> str | None:
+        return None if self.connected else "not connected to the broker"
+
+    @property
+    def bulk_room(self) -> int:
+        return max(0, self._limits.bulk_room(len(self.outbox), self.outbox_bytes)[0])
+
     def start(self) -> None:
         self._connected.set()
         self.counts.connects += 1
-        self.publish(self.availability_topic, b"online", qos=1, retain=True)
+        self.publish(self.availability_topic, b"online", qos=1, retain=True, urgent=True)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
+    def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool = False, urgent: bool = False) -> bool:
         publication = Publication(topic, payload, qos, retain)
         with self._lock:
-            if qos > 0 and len(self.outbox) >= self._limits.max_messages:
+            room = self._limits.max_messages - len(self.outbox)
+            if not urgent:
+                room = self._limits.bulk_room(len(self.outbox), 0)[0]
+            if qos > 0 and room < 1:
                 self.counts.dropped_outgoing += 1
                 self.counts.dropped_outgoing_bytes += len(payload) + len(topic)
+                self.counts.dropped_urgent += urgent
                 return False
             if qos > 0:
                 self.outbox.append(publication)
@@ -108,15 +120,20 @@ class FakeBus:
             self.acked.append(delivery)
             self.events.append(("ack", delivery.mid))
 
+    def ack_many(self, deliveries: Iterable[Delivery]) -> None:
+        for delivery in deliveries:
+            self.ack(delivery)
+
     def snapshot(self) -> BusCounts:
         with self._lock:
             return BusCounts(**{name: getattr(self.counts, name) for name in BusCounts.__dataclass_fields__})
 
-    def stop_input(self) -> None:
+    def stop_input(self) -> bool:
         self.taking_input = False
+        return False
 
     def stop(self, *, availability: str = "stopped", timeout: float = 5.0) -> None:
-        self.publish(self.availability_topic, availability.encode(), qos=1, retain=True)
+        self.publish(self.availability_topic, availability.encode(), qos=1, retain=True, urgent=True)
         self._connected.clear()
 
     # --- for tests -------------------------------------------------------------------------------

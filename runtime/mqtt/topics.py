@@ -202,6 +202,7 @@ class OutputTopics:
     <prefix>/status/<stream>          retained stream status
     <prefix>/stats                    the periodic stats message
     <prefix>/available                online / offline (last will) / stopped, retained
+    <prefix>/probe                    empty QoS 1 liveness probe when nothing else was published
     <prefix>/control/<stream>/reset   commands to the gateway (the only input under the prefix)
     """
 
@@ -214,6 +215,10 @@ class OutputTopics:
     @property
     def stats(self) -> str:
         return f"{self.prefix}/stats"
+
+    @property
+    def probe(self) -> str:
+        return f"{self.prefix}/probe"
 
     def alert(self, stream: str) -> str:
         return f"{self.prefix}/alerts/{stream}"

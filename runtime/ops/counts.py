@@ -38,6 +38,8 @@ CountName = Literal[
     "baselines_out_of_range",
     "level_shifts",
     "alerts_not_sent",
+    "statuses_not_sent",
+    "statuses_resent",
 ]
 ReasonTable = Literal["rejected", "skipped", "dropped", "alerts", "reloads"]
 
@@ -100,7 +102,13 @@ class Counts:
     alerts: dict[str, int] = field(default_factory=dict)
     """Alert messages handed to the MQTT client, by state: "raised", "update", "cleared"."""
     alerts_not_sent: int = 0
-    """Alerts or statuses the bounded outbox refused (also in the bus's dropped_outgoing)."""
+    """Alerts the bounded outbox refused (also in the bus's dropped_outgoing)."""
+    statuses_not_sent: int = 0
+    """Retained statuses (and eviction clears) the outbox refused: kept as the stream's latest and
+    published again once the outbox has room (statuses_resent)."""
+    statuses_resent: int = 0
+    """Retained statuses published again: refused ones once the outbox had room, and every known
+    stream's after the broker lost our session (its retained messages may be gone too)."""
     reloads: dict[str, int] = field(default_factory=dict)
     """SIGHUP reloads by result: "ok" (applied, or nothing changed), "failed" (the old config serves on)."""
 

@@ -95,7 +95,15 @@ class _Counters(Collector):
             "Persistent shifts of a stream's score over its own level (CUSUM crossed h)",
             s.level_shifts,
         )
-        yield _counter("edgewatch_alerts_not_sent", "Alerts or statuses the full outbox refused", s.alerts_not_sent)
+        yield _counter("edgewatch_alerts_not_sent", "Alerts the full outbox refused", s.alerts_not_sent)
+        yield _counter(
+            "edgewatch_statuses_not_sent", "Retained statuses the full outbox refused (sent later)", s.statuses_not_sent
+        )
+        yield _counter(
+            "edgewatch_statuses_resent",
+            "Retained statuses published again (after a refusal, or a session the broker lost)",
+            s.statuses_resent,
+        )
         yield _counter("edgewatch_stream_resets", "Stream resets from the control topic", s.resets)
         yield _counter("edgewatch_streams_evicted", "Streams evicted after the idle TTL", s.evicted)
         yield _counter("edgewatch_streams_restored", "Streams given their state back (checkpoint, reload)", s.restored)
@@ -109,6 +117,29 @@ class _Counters(Collector):
         yield _counter("edgewatch_published", "Publications handed to the MQTT client", b.published)
         yield _counter("edgewatch_outgoing_dropped", "Publications dropped: outbox full", b.dropped_outgoing)
         yield _counter("edgewatch_outgoing_dropped_bytes", "Bytes of dropped publications", b.dropped_outgoing_bytes)
+        yield _counter(
+            "edgewatch_outgoing_dropped_urgent",
+            "Of the dropped publications: alerts and availability",
+            b.dropped_urgent,
+        )
+        yield _counter(
+            "edgewatch_mqtt_ack_timeouts",
+            "Connections dropped: a publication unacknowledged past broker.ack_timeout_s",
+            b.ack_timeouts,
+        )
+        yield _counter(
+            "edgewatch_mqtt_session_takeovers", "Our session handed to another client with our client id", b.takeovers
+        )
+        yield _counter(
+            "edgewatch_mqtt_fresh_sessions",
+            "Accepted connections where the broker held no session for us",
+            b.fresh_sessions,
+        )
+        yield _counter(
+            "edgewatch_deliveries_deferred",
+            "Deliveries left unacknowledged at stop (redelivered next session)",
+            b.deferred,
+        )
         if self._checkpoints is not None:
             k = self._checkpoints()
             yield _counter("edgewatch_checkpoints_written", "State checkpoints written", k.written)
@@ -120,6 +151,11 @@ class _Counters(Collector):
             yield _counter("edgewatch_checkpoint_write_seconds", "Time encoding and writing checkpoints", k.seconds)
             yield GaugeMetricFamily(
                 "edgewatch_checkpoint_last_bytes", "Size of the last checkpoint written", value=k.last_bytes
+            )
+            yield GaugeMetricFamily(
+                "edgewatch_checkpoint_failing",
+                "1 while the last checkpoint write failed",
+                value=int(k.failing is not None),
             )
             yield GaugeMetricFamily(
                 "edgewatch_checkpoint_last_write_seconds", "Time the last checkpoint write took", value=k.last_seconds

@@ -1,7 +1,16 @@
 """Everything the worker publishes: alerts, retained stream statuses, evictions, stats.
 
-Each publication goes to the bus's bounded outbox; what the outbox refuses is counted
-(`alerts_not_sent`) and what it takes is counted by alert state, into the caller's Counts.
+Alerts are urgent: they may use the whole outbox, statuses only part of it (runtime.mqtt.outbox),
+so a flood of new streams' statuses cannot crowd them out. What the outbox refuses is counted
+(`alerts_not_sent`, `statuses_not_sent`) and what it takes is counted by alert state, into the
+caller's Counts.
+
+A retained status is the level consumers trust, so a refused one is not forgotten: the publisher
+keeps each stream's latest status and the streams whose latest is not handed over yet, and
+`catch_up` publishes those when the outbox has room again (`statuses_resent`). After the broker
+lost our session (`resend_all`: its retained messages may be gone too), every known stream's
+status is published again the same way. An evicted stream's retained status is cleared (an empty
+retained payload), with or without an open alert.
 """
 
 from __future__ import annotations
@@ -14,6 +23,9 @@ from runtime.ops.counts import Counts
 
 __all__ = ["Publisher"]
 
+_CLEAR = b""  # an empty retained message deletes the retained status (MQTT 3.1.1 §3.3.1.3)
+_CATCH_UP_MAX = 1000  # statuses per catch_up call: the worker's turn stays short
+
 
 class Publisher:
     def __init__(self, bus: MessageBus, topics: OutputTopics, *, qos: int) -> None:
@@ -21,32 +33,74 @@ class Publisher:
         self._bus = bus
         self.topics = topics
         self._qos = qos
+        self._latest: dict[str, bytes] = {}
+        """stream → its latest status payload (_CLEAR: evicted, the clear not handed over yet)."""
+        self._unsent: dict[str, None] = {}
+        """Streams whose latest status the outbox refused, oldest first (an ordered set)."""
+        self._sessions = 0  # the bus's fresh_sessions when last looked at
+
+    @property
+    def unsent(self) -> int:
+        """Streams whose latest retained status is not handed to the MQTT client yet."""
+        return len(self._unsent)
 
     def outcome(self, outcome: Outcome, counts: Counts) -> None:
         """The outcome's alerts, in order, then the stream's new status (retained) if it changed."""
         for alert in outcome.alerts:
             self.alert(alert, counts)
         if outcome.stream_status is not None:
-            self._retained(outcome.message.stream, outcome.stream_status.encode(), counts)
+            self._status(outcome.message.stream, outcome.stream_status.encode(), counts)
 
     def alert(self, alert: Alert, counts: Counts) -> None:
-        if self._bus.publish(self.topics.alert(alert.stream), alert.to_json(), qos=self._qos):
+        if self._bus.publish(self.topics.alert(alert.stream), alert.to_json(), qos=self._qos, urgent=True):
             counts.add_reason("alerts", alert.state)
         else:
             counts.alerts_not_sent += 1
 
     def eviction(self, eviction: Eviction, counts: Counts) -> None:
-        """An evicted stream's open alert gets its `cleared` and its retained status is removed, so
-        no consumer holds that alert open forever."""
-        if eviction.cleared is None:
-            return
-        self.alert(eviction.cleared, counts)
-        # An empty retained message deletes the retained status (MQTT 3.1.1 §3.3.1.3).
-        self._retained(eviction.stream, b"", counts)
+        """An evicted stream's open alert gets its `cleared`, and its retained status is removed
+        (open alert or not: a status nobody updates any more would stay on the broker forever)."""
+        if eviction.cleared is not None:
+            self.alert(eviction.cleared, counts)
+        self._status(eviction.stream, _CLEAR, counts)
 
     def stats(self, payload: bytes) -> None:
         self._bus.publish(self.topics.stats, payload, qos=0)
 
-    def _retained(self, stream: str, payload: bytes, counts: Counts) -> None:
-        if not self._bus.publish(self.topics.status(stream), payload, qos=self._qos, retain=True):
-            counts.alerts_not_sent += 1
+    def resend_all(self) -> None:
+        """The broker lost our session: publish every known stream's status again (catch_up)."""
+        self._unsent = dict.fromkeys(self._latest)
+
+    def catch_up(self, counts: Counts) -> int:
+        """After a connection without our session, every known status again; then, while
+        connected, unsent statuses as far as the outbox has room (half of it); how many."""
+        sessions = self._bus.snapshot().fresh_sessions
+        if sessions != self._sessions:
+            self._sessions = sessions
+            self.resend_all()
+        if not self._unsent or self._bus.problem is not None:
+            return 0
+        budget = min(self._bus.bulk_room // 2, _CATCH_UP_MAX, len(self._unsent))
+        sent = 0
+        while sent < budget:
+            stream = next(iter(self._unsent))
+            payload = self._latest.get(stream, _CLEAR)
+            if not self._bus.publish(self.topics.status(stream), payload, qos=self._qos, retain=True):
+                break
+            self._handed_over(stream, payload)
+            sent += 1
+        counts.statuses_resent += sent
+        return sent
+
+    def _status(self, stream: str, payload: bytes, counts: Counts) -> None:
+        self._latest[stream] = payload
+        if self._bus.publish(self.topics.status(stream), payload, qos=self._qos, retain=True):
+            self._handed_over(stream, payload)
+        else:
+            counts.statuses_not_sent += 1
+            self._unsent[stream] = None
+
+    def _handed_over(self, stream: str, payload: bytes) -> None:
+        self._unsent.pop(stream, None)
+        if payload == _CLEAR:
+            self._latest.pop(stream, None)

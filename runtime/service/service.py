@@ -5,8 +5,8 @@
     start()          metrics endpoint, worker, bus (connects in the background); READY=1
     run()            start(), then wait for SIGTERM/SIGINT (stop) or SIGHUP (reload)
     reload()         re-read the config file, verify the changed models off the worker, hand them over
-    stop()           unsubscribe, drain the queue (every delivery processed and acked), last
-                     checkpoint, `stopped`, disconnect
+    stop()           stop taking input (a persistent session keeps its subscriptions), drain the
+                     queue (every delivery processed and acked), last checkpoint, `stopped`, disconnect
 
 The bus and the engines can be injected (a fake bus and engines over a fake backend for unit
 tests of routing, acks and publishing; runtime.mqtt.fake). docs/RUNTIME.md has the topics, the
@@ -169,12 +169,19 @@ class Service:
         self._notifier.ready(f"serving {len(self.engines)} model(s)")
 
     def health(self) -> tuple[bool, str]:
+        """(ready, why): what /healthz answers. Not ready while the bus has a problem (not
+        connected, an unacknowledged publication past broker.ack_timeout_s, our session taken
+        over); ready but degraded while checkpoint writes fail."""
         if self._stopped or self.worker.draining.is_set():
             return False, "stopping"
         if not self.worker.is_alive():
             return False, "the worker thread is not running"
-        if not self.bus.connected:
-            return False, "not connected to the broker"
+        problem = self.bus.problem
+        if problem is not None:
+            return False, problem
+        failing = self.checkpoints.stats().failing if self.checkpoints is not None else None
+        if failing is not None:
+            return True, f"ready, degraded: checkpoint writes failing: {failing}"
         return True, "ready"
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -184,8 +191,8 @@ class Service:
         self._stopped = True
         self._notifier.stopping("draining")
         self.metrics.ready.set(0)
-        self.bus.stop_input()
-        time.sleep(_UNSUBSCRIBE_GRACE_S if self.bus.connected else 0)
+        unsubscribed = self.bus.stop_input()
+        time.sleep(_UNSUBSCRIBE_GRACE_S if unsubscribed and self.bus.connected else 0)
         self.worker.draining.set()
         self.queue.close()
         if self.worker.started:
@@ -297,6 +304,8 @@ class Service:
             **c.as_json_dict(),
             "outgoing_dropped": b.dropped_outgoing,
             "outbox_messages": self.bus.outbox_messages,
+            "ack_timeouts": b.ack_timeouts,
+            "session_takeovers": b.takeovers,
         }
         if self.checkpoints is not None:
             k = self.checkpoints.stats()
@@ -306,6 +315,7 @@ class Service:
                 "bytes": k.bytes,
                 "last_bytes": k.last_bytes,
                 "last_seconds": round(k.last_seconds, 4),
+                "failing": k.failing,
             }
         return stats
 

@@ -39,6 +39,8 @@ to the MQTT client: for tests and embedding, never needed by the daemon."""
 
 _IDLE_POLL_S = 0.1  # the loop's longest sleep: periodic work and the watchdog need it to turn
 _GAUGES_EVERY_S = 1.0
+_CATCH_UP_EVERY_S = 0.2  # unsent retained statuses, and all of them after a lost session
+_CAP_LOG_EVERY_S = 60.0
 
 
 class _Every:
@@ -92,7 +94,10 @@ class Worker:
         self._periodic = [
             _Every(_GAUGES_EVERY_S, self._gauges, first=now),
             _Every(min(runtime.idle_ttl_s / 10, 60.0), self._evict, first=now),
+            _Every(_CATCH_UP_EVERY_S, self._catch_up, first=now),
         ]
+        self._capped = 0  # messages of new streams refused at max_streams since the last log line
+        self._cap_logged = -_CAP_LOG_EVERY_S
         if runtime.stats_interval_s:
             self._periodic.append(
                 _Every(runtime.stats_interval_s, lambda _now: publish_stats(), first=now + runtime.stats_interval_s)
@@ -162,6 +167,8 @@ class Worker:
                 counts.add_reason("rejected", "engine-error", len(messages))
                 outcomes = []
             counts.merge(engine.take_counts())
+            if counts.rejected.get("max-streams"):
+                self._at_stream_cap(counts.rejected["max-streams"])
             for outcome in outcomes:
                 self._publisher.outcome(outcome, counts)
             if outcome_log.isEnabledFor(logging.DEBUG):  # written before the acks below
@@ -211,6 +218,27 @@ class Worker:
         self._metrics.learning_streams.set(sum(learning for learning, _ in census))
         self._metrics.out_of_range_streams.set(sum(out for _, out in census))
 
+    def _at_stream_cap(self, refused: int) -> None:
+        """One warning line at once, then at most one a minute, while new streams are refused."""
+        self._capped += refused
+        now = time.monotonic()
+        if now - self._cap_logged < _CAP_LOG_EVERY_S:
+            return
+        log.warning(
+            "stream cap reached: %d message(s) of new streams refused since the last line (runtime.max_streams %d "
+            "held; a stream frees its slot after runtime.idle_ttl_s %.0f s of silence; counted as rejected "
+            "max-streams)",
+            self._capped,
+            self._rt.max_streams,
+            self._rt.idle_ttl_s,
+        )
+        self._capped, self._cap_logged = 0, now
+
+    def _catch_up(self, _now: float) -> None:
+        counts = Counts()
+        if self._publisher.catch_up(counts):
+            self._tally.merge(counts)
+
     def _evict(self, _now: float) -> None:
         counts = Counts()
         with_alert = 0
@@ -221,7 +249,7 @@ class Worker:
             counts.merge(engine.take_counts())
         if with_alert:
             log.info(
-                "evicted %d idle stream(s); %d had an open alert: cleared (reason evicted), status removed",
+                "evicted %d idle stream(s), retained statuses removed; %d had an open alert: cleared (reason evicted)",
                 counts.evicted,
                 with_alert,
             )

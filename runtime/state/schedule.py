@@ -92,8 +92,19 @@ class Checkpointing:
         return queued
 
     def close(self, timeout: float) -> bool:
-        """Finish the queued writes (the last checkpoint of a clean stop); False on timeout."""
+        """Finish the queued writes (the last checkpoint of a clean stop); False (logged) on a
+        timeout or when the last write failed."""
         done = self._writer.close(timeout)
         if not done:
             log.error("the last checkpoint was not written within %.0f s; the previous generation stays", timeout)
-        return done
+            return False
+        failing = self._writer.stats().failing
+        if failing is not None:
+            # The write of this stop failed, or earlier ones did and nothing changed since: either
+            # way the files on disk are older than the state being stopped.
+            log.error(
+                "stopping with checkpoint writes failing (%s): the next start restores an older checkpoint "
+                "(or none) and the streams re-warm",
+                failing,
+            )
+        return failing is None

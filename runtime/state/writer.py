@@ -45,6 +45,8 @@ class CheckpointStats:
     """Time spent encoding + writing (fsync and renames included), successful writes."""
     last_bytes: int = 0
     last_seconds: float = 0.0
+    failing: str | None = None
+    """Why the last write failed; None once one succeeds (/healthz and a gauge report it)."""
 
 
 class CheckpointWriter:
@@ -122,6 +124,7 @@ class CheckpointWriter:
             s.seconds += took
             s.last_bytes, s.last_seconds = done.bytes, took
             recovered, self._failing = self._failing, None
+            s.failing = None
         if recovered is not None:
             log.info("checkpoint writes work again (%s, %d bytes)", path, done.bytes)
         log.debug("checkpoint %s: %d streams, %d bytes in %.3f s", path, len(snapshot.streams), done.bytes, took)
@@ -130,6 +133,6 @@ class CheckpointWriter:
         with self._cond:
             self._stats.failed += 1
             repeat = self._failing == reason
-            self._failing = reason
+            self._failing = self._stats.failing = reason
         if not repeat:  # once per run of failures (and when the reason changes): a full disk must not flood the log
             log.error("%s (still serving; failures are counted and not logged again until one succeeds)", reason)

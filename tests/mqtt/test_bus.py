@@ -176,7 +176,7 @@ def test_outbox_is_bounded_with_exact_counts_and_drains_after_connecting(tmp_pat
     port = free_port()  # nothing listens yet: every publication waits in the outbox
     bus = _bus(_config(port=port), Sink(), subs=[], limits=OutboxLimits(max_messages=10, max_bytes=10_000))
     bus.start()
-    accepted = sum(bus.publish("t/alerts/x", b"a" * 100, qos=1) for _ in range(25))
+    accepted = sum(bus.publish("t/alerts/x", b"a" * 100, qos=1, urgent=True) for _ in range(25))
     assert accepted == 10
     counters = bus.snapshot()
     assert counters.dropped_outgoing == 15
@@ -204,7 +204,7 @@ def test_outbox_byte_bound(broker: Broker) -> None:
     bus = _bus(_config(port=free_port()), Sink(), subs=[], limits=OutboxLimits(max_messages=1000, max_bytes=1024))
     bus.start()
     try:
-        results = [bus.publish("x", b"b" * 299, qos=1) for _ in range(5)]  # 300 bytes each with the topic
+        results = [bus.publish("x", b"b" * 299, qos=1, urgent=True) for _ in range(5)]  # 300 bytes each with the topic
         assert results == [True, True, True, False, False]
         assert bus.snapshot().dropped_outgoing_bytes == 600
     finally:
