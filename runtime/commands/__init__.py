@@ -7,8 +7,10 @@ The modules are listed by import path, not imported here: importing this package
 
     targets   what this machine's ONNX Runtime can run, and where a model really runs
     serve     the daemon, in the foreground
+    keys      Ed25519 key pairs for signed artifacts
     alerts    subscribe to the alert topics and print one line per alert
     replay    publish a CSV file as one sensor stream
+    score     run a model over a CSV recording as a gateway would (alerts, scores, what-if)
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ COMMAND_MODULES = (
     "edge_config.cli",  # config init|check|show
     "runtime.commands.targets",  # targets
     "runtime.commands.serve",  # serve
+    "runtime.commands.keys",  # keys generate
     "runtime.commands.alerts",  # alerts
     "runtime.commands.replay",  # replay
+    "runtime.commands.score",  # score
     "runtime.tools.demo",  # demo
     "runtime.tools.bench",  # bench
 )

@@ -6,7 +6,13 @@ round, exactly the batched gateway path. Nothing from a stream's future reaches 
 the Engine carries the recurrent state and the scorer's memory sample by sample, and the
 alert decisions are the AlertTracker's (hysteresis included).
 
-No torch here: this is the runtime side of evaluation, usable on a gateway image too.
+An Engine built with a `RecordedClock` (runtime.model.loading.load_model(clock=...)) runs on the
+recording's time: `update_interval_s` then counts recorded seconds, as the daemon would count
+them had the recording been published live, so a replay's updates do not depend on how fast the
+machine replays it.
+
+One replay path: `edgewatch score`, `edgewatch eval skab`, the demo's plots and the fleet
+benchmark all call `replay`. No torch here: usable on a gateway image too.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from runtime.engine.alerts import Alert
 from runtime.engine.engine import Engine
 from runtime.engine.types import Message
 
-__all__ = ["Recording", "Replay", "alert_flags", "replay"]
+__all__ = ["RecordedClock", "Recording", "Replay", "alert_flags", "replay"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,16 @@ class Recording:
 
     values: np.ndarray
     ts: np.ndarray | None = None
+
+
+class RecordedClock:
+    """An Engine's clock (monotonic seconds) that `replay` sets to each round's recorded time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -40,6 +56,10 @@ class Replay:
     alerts: list[Alert]
     raised: np.ndarray
     """bool [T]: an alert was open after the row was processed."""
+    thresholds: np.ndarray
+    """float64 [T]: the threshold the row's score was compared with (with per-stream baselines:
+    the learning threshold while the stream learned, the model's after; a message of several
+    rows: the one before its first row)."""
 
 
 def alert_flags(alerts: list[Alert], rows: int, *, first_seq: int = 0) -> np.ndarray:
@@ -62,12 +82,18 @@ def alert_flags(alerts: list[Alert], rows: int, *, first_seq: int = 0) -> np.nda
 
 
 def replay(
-    engine: Engine, recordings: Mapping[str, Recording], *, chunk: int = 1, stop: int | None = None
+    engine: Engine,
+    recordings: Mapping[str, Recording],
+    *,
+    chunk: int = 1,
+    stop: int | None = None,
+    clock: RecordedClock | None = None,
 ) -> dict[str, Replay]:
     """Feed rows [0, stop) of every recording (keyed by stream id, new to `engine`) through it.
 
     Round r sends every stream's r-th message in one `process` call, so a round is one
-    batched ORT call per distinct message length.
+    batched ORT call per distinct message length. clock: the engine's, set before each round to
+    the latest recorded time of the round (ts, else the row index as seconds).
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -75,6 +101,7 @@ def replay(
     ends = {n: len(recordings[n].values) if stop is None else min(stop, len(recordings[n].values)) for n in names}
     scores: dict[str, list[np.ndarray]] = {n: [] for n in names}
     alerts: dict[str, list[Alert]] = {n: [] for n in names}
+    thresholds: dict[str, list[np.ndarray]] = {n: [] for n in names}
     cursor = 0
     while True:
         batch = []
@@ -90,6 +117,9 @@ def replay(
             batch.append(Message(stream=name, values=values, seq=cursor, ts=ts, received=wall, received_wall=wall))
         if not batch:
             break
+        if clock is not None:
+            clock.now = max(clock.now, max(m.received for m in batch))
+        before = _thresholds(engine, batch)
         for outcome in engine.process(batch):
             if outcome.status != "processed" or outcome.scores is None:
                 raise RuntimeError(
@@ -97,12 +127,24 @@ def replay(
                 )
             scores[outcome.message.stream].append(outcome.scores)
             alerts[outcome.message.stream].extend(outcome.alerts)
+        after = _thresholds(engine, batch)  # a stream's first message: its threshold once it exists
+        for m, pre, post in zip(batch, before, after, strict=True):
+            thresholds[m.stream].append(np.full(len(m.values), post if np.isnan(pre) else pre))
         cursor += chunk
     return {
         name: Replay(
             np.concatenate(scores[name]) if scores[name] else np.empty(0),
             alerts[name],
             alert_flags(alerts[name], ends[name]),
+            np.concatenate(thresholds[name]) if thresholds[name] else np.empty(0),
         )
         for name in names
     }
+
+
+def _thresholds(engine: Engine, batch: list[Message]) -> list[float]:
+    """Each message's stream's threshold now (NaN: a stream the engine does not know yet)."""
+    slots = [engine.store.slot(m.stream) for m in batch]
+    known = np.array([s for s in slots if s is not None], dtype=np.int64)
+    values = iter(engine.baselines.thresholds(known).tolist())
+    return [float("nan") if s is None else next(values) for s in slots]

@@ -204,7 +204,7 @@ class Scorer:
         observed = self._store.column("score.observed")[slot, rows] * self._std[rows] + self._mean[rows]
         expected = self._store.column("score.expected")[slot, rows] * self._std[rows] + self._mean[rows]
         return tuple(
-            TopFeature(name, share, *((float(o), float(e)) if np.isfinite(o) and np.isfinite(e) else (None, None)))
+            TopFeature(name, share, *((_digits(o), _digits(e)) if np.isfinite(o) and np.isfinite(e) else (None, None)))
             for (name, share), o, e in zip(top, observed.tolist(), expected.tolist(), strict=True)
         )
 
@@ -217,6 +217,11 @@ class Scorer:
             return ()
         order = np.argsort(-shares, kind="stable")[:k]
         return tuple((self.features[i], float(shares[i])) for i in order)
+
+
+def _digits(value: float) -> float:
+    """7 significant digits: what float32 holds of a value, without float32's noise in the JSON."""
+    return float(f"{value:.7g}")
 
 
 def _as_segments(arrays: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -9,6 +9,8 @@ raises (an EdgewatchError with one line, or ONNX Runtime's own error) and is nev
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,10 +32,17 @@ class LoadedModel:
     report: SessionReport
 
 
-def load_model(name: str, config: GatewayConfig, artifact: Artifact | None = None) -> LoadedModel:
+def load_model(
+    name: str,
+    config: GatewayConfig,
+    artifact: Artifact | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> LoadedModel:
     """Load, verify and warm up model `name` of `config` (slow: seconds; call it off the worker).
 
-    artifact: already loaded (and so verified) from the model's folder; None loads it."""
+    artifact: already loaded (and so verified) from the model's folder; None loads it.
+    clock: the engine's monotonic clock (runtime.engine.replay.RecordedClock for a replay)."""
     from runtime.model.artifact import load_artifact
     from runtime.model.session import create_session
 
@@ -51,6 +60,7 @@ def load_model(name: str, config: GatewayConfig, artifact: Artifact | None = Non
         name=name,
         max_streams=config.runtime.max_streams,
         idle_ttl_s=config.runtime.idle_ttl_s,
+        clock=clock,
         max_seq_jump=config.runtime.max_seq_jump,
     )
     return LoadedModel(engine, report)

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from edge_config.schema import GatewayConfig
-from runtime.engine.types import Message
 from runtime.tools.demo.simulator import SENSORS, Machine, Recording
 from runtime.tools.demo.watch import SeenAlert
 
@@ -48,33 +47,18 @@ def alert_flags(alerts: Sequence[SeenAlert], steps: int) -> np.ndarray:
 
 def replay_scores(config: GatewayConfig, model_name: str, recordings: Mapping[str, Recording]) -> dict[str, np.ndarray]:
     """float64 [T] score per sample of each recording, from a fresh Engine built as the daemon
-    builds its own (NaN where the scorer has no prediction yet: the first sample)."""
-    from runtime.engine.engine import Engine
-    from runtime.model.artifact import load_artifact
-    from runtime.model.session import create_session
+    builds its own, through the one replay path (runtime.engine.replay; NaN where the scorer has
+    no prediction yet: the first sample)."""
+    from runtime.engine.replay import RecordedClock, replay
+    from runtime.engine.replay import Recording as Samples
+    from runtime.model.loading import load_model
 
-    model = config.models[model_name]
-    artifact = load_artifact(model.path)
-    session, _ = create_session(artifact, config.targets[model.target], name=model_name)
-    engine = Engine(artifact, session, model, name=model_name)
-    scores: dict[str, list[np.ndarray]] = {name: [] for name in recordings}
+    clock = RecordedClock()
+    engine = load_model(model_name, config, clock=clock).engine
     steps = min(len(r.values) for r in recordings.values())
-    for step in range(steps):
-        batch = [
-            Message(
-                stream=name,
-                values=rec.values[step : step + 1],
-                seq=step,
-                ts=rec.ts[step : step + 1],
-                received=float(rec.ts[step]),
-                received_wall=float(rec.ts[step]),
-            )
-            for name, rec in recordings.items()
-        ]
-        for outcome in engine.process(batch):
-            if outcome.scores is not None:
-                scores[outcome.message.stream].append(outcome.scores)
-    return {name: np.concatenate(parts).astype(np.float64) for name, parts in scores.items()}
+    chosen = {name: Samples(rec.values, rec.ts) for name, rec in recordings.items()}
+    out = replay(engine, chosen, stop=steps, clock=clock)
+    return {name: r.scores.astype(np.float64) for name, r in out.items()}
 
 
 def _title(machine: Machine, flags: np.ndarray) -> str:
