@@ -10,27 +10,30 @@ from pathlib import Path
 
 from edge_config.artifact_files import MAX_MODEL_BYTES, read_artifact_file
 from edge_config.compat import suitable_presets, target_problems
-from edge_config.errors import ArtifactError
-from edge_config.manifest import MODEL_NAME, Manifest, read_manifest, sha256_bytes
+from edge_config.errors import ArtifactError, ConfigError
+from edge_config.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, parse_manifest, read_manifest_bytes, sha256_bytes
 from edge_config.problems import Problem
-from edge_config.schema import GatewayConfig
+from edge_config.schema import GatewayConfig, TrustConfig
+from edge_config.signing import load_public_keys, verify_signature
 
 __all__ = ["file_problems"]
 
 
-def _artifact(name: str, directory: Path) -> tuple[Manifest | None, list[Problem]]:
+def _artifact(name: str, directory: Path, trust: TrustConfig) -> tuple[Manifest | None, list[Problem]]:
     loc = ("models", name, "path")
     if not directory.is_dir():
         what = "is not a folder" if directory.exists() else "does not exist"
         hint = "an artifact folder holds model.onnx + manifest.json, written by `edgewatch export`"
         return None, [Problem(loc, f"{directory} {what}", hint)]
     try:
-        manifest = read_manifest(directory)
+        manifest_bytes = read_manifest_bytes(directory)
+        manifest = parse_manifest(manifest_bytes, directory / MANIFEST_NAME)
     except ArtifactError as exc:
         return None, [Problem(loc, str(exc))]
     model = directory / MODEL_NAME
     try:
-        digest = sha256_bytes(read_artifact_file(model, max_bytes=MAX_MODEL_BYTES))
+        model_bytes = read_artifact_file(model, max_bytes=MAX_MODEL_BYTES)
+        digest = sha256_bytes(model_bytes)
     except OSError as exc:
         return manifest, [Problem(loc, f"cannot read {model}: {exc.strerror or exc}")]
     except ArtifactError as exc:
@@ -39,6 +42,16 @@ def _artifact(name: str, directory: Path) -> tuple[Manifest | None, list[Problem
         return manifest, [
             Problem(loc, f"{model} does not match the sha256 in its manifest (replaced or damaged)", "export it again")
         ]
+    try:
+        verify_signature(
+            directory,
+            model_bytes,
+            manifest_bytes,
+            keys=load_public_keys(trust.public_keys),
+            require=trust.require_signature,
+        )
+    except (ArtifactError, ConfigError) as exc:
+        return manifest, [Problem(loc, str(exc))]
     return manifest, []
 
 
@@ -46,7 +59,7 @@ def _model_problems(config: GatewayConfig) -> tuple[dict[str, Manifest], list[Pr
     manifests: dict[str, Manifest] = {}
     problems: list[Problem] = []
     for name, model in config.models.items():
-        manifest, found = _artifact(name, model.path)
+        manifest, found = _artifact(name, model.path, config.trust)
         problems.extend(found)
         if manifest is None:
             continue

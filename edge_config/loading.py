@@ -6,7 +6,8 @@ message has one line per problem, sorted by position:
     gateway.yaml:12:5: runtime.max_bacth: unknown key 'max_bacth' (did you mean 'max_batch'?)
     $EDGEWATCH_BROKER__PORT: broker.port: Input should be a valid integer, got 'x'
 
-Relative paths (models.*.path, broker.password_file, broker.tls.*, runtime.checkpoint_path)
+Relative paths (models.*.path, broker.password_file, broker.tls.*, runtime.checkpoint_path,
+trust.public_keys)
 are relative to the config file's folder, wherever they were set, so that a config works
 the same from any working directory (systemd starts services in /).
 """
@@ -49,7 +50,9 @@ def resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
     broker = broker.model_copy(update={"tls": tls, "password_file": _under(base, broker.password_file)})
     models = {name: m.model_copy(update={"path": _under(base, m.path)}) for name, m in config.models.items()}
     runtime = config.runtime.model_copy(update={"checkpoint_path": _under(base, config.runtime.checkpoint_path)})
-    return config.model_copy(update={"broker": broker, "models": models, "runtime": runtime})
+    keys = [p if p.is_absolute() else base / p for p in config.trust.public_keys]
+    trust = config.trust.model_copy(update={"public_keys": keys})
+    return config.model_copy(update={"broker": broker, "models": models, "runtime": runtime, "trust": trust})
 
 
 def _format(source: YamlSource, overlay: EnvOverlay, problems: list[Problem]) -> str:

@@ -32,7 +32,9 @@ __all__ = [
     "ScoreSettings",
     "StateSpec",
     "Task",
+    "parse_manifest",
     "read_manifest",
+    "read_manifest_bytes",
     "sha256_bytes",
     "write_manifest",
 ]
@@ -247,21 +249,32 @@ def write_manifest(manifest: Manifest, directory: Path) -> Path:
     return path
 
 
-def read_manifest(directory: Path) -> Manifest:
-    """Read and validate DIR/manifest.json (the model bytes are verified by runtime.model.artifact)."""
+def read_manifest_bytes(directory: Path) -> bytes:
+    """DIR/manifest.json's bytes (a regular file under MAX_MANIFEST_BYTES), or an ArtifactError."""
     path = Path(directory) / MANIFEST_NAME
     try:
-        raw = json.loads(read_artifact_file(path, max_bytes=MAX_MANIFEST_BYTES).decode())
+        return read_artifact_file(path, max_bytes=MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: no manifest (expected model.onnx + manifest.json in {directory})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+
+
+def parse_manifest(raw: bytes, path: Path) -> Manifest:
+    """Validate a manifest's bytes (path: for messages)."""
+    try:
+        doc = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable manifest: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
-        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ArtifactError(f"{path}: manifest format {got!r} is not supported (expected {MANIFEST_FORMAT})")
     try:
-        return Manifest.model_validate(raw)
+        return Manifest.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ArtifactError(f"{path}: invalid manifest at {where}: {first['msg']}") from None
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate DIR/manifest.json (the model bytes are verified by runtime.model.artifact)."""
+    return parse_manifest(read_manifest_bytes(directory), Path(directory) / MANIFEST_NAME)

@@ -44,6 +44,7 @@ __all__ = [
     "StreamConfig",
     "TLSConfig",
     "TargetConfig",
+    "TrustConfig",
     "consistency_problems",
     "filters_overlap",
     "validate_topic_filter",
@@ -283,7 +284,8 @@ class RuntimeConfig(_Strict):
     max_batch: int = Field(1024, ge=1)
     """Most messages stepped in one inference call."""
     max_wait_ms: float = Field(2.0, ge=0)
-    """How long a partial batch waits for more messages."""
+    """How long the worker waits to fill a batch after a full one (max_batch: it is behind); a
+    quiet gateway never waits (runtime.service.worker)."""
     queue_max: int = Field(100_000, ge=1)
     """Bound of the input queue between MQTT and the worker."""
     drop_policy: Literal["drop-oldest", "drop-newest", "block"] = "block"
@@ -342,6 +344,17 @@ class RuntimeConfig(_Strict):
         return v
 
 
+class TrustConfig(_Strict):
+    """Which signed artifacts this gateway accepts (edge_config.signing, docs/RELIABILITY.md)."""
+
+    public_keys: list[Path] = []
+    """Ed25519 public keys (PEM files, relative to this file's folder) whose signatures
+    (signature.json, written by `edgewatch export --sign KEY`) are trusted."""
+    require_signature: bool = False
+    """Refuse a model that is unsigned or not validly signed by one of public_keys; off: an
+    unsigned model is served with a warning (a signature present is still checked when keys are set)."""
+
+
 class GatewayConfig(_Strict):
     broker: BrokerConfig = BrokerConfig()
     """The MQTT broker."""
@@ -353,6 +366,8 @@ class GatewayConfig(_Strict):
     """Targets by name: where a model runs."""
     runtime: RuntimeConfig = RuntimeConfig()
     """Batching, queues, state, metrics and topics."""
+    trust: TrustConfig = TrustConfig()
+    """Signed artifacts: trusted public keys, and whether a signature is required."""
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> GatewayConfig:

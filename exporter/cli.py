@@ -112,6 +112,13 @@ def register(subparsers: Any) -> None:
         "--steps", type=int, default=2000, metavar="N", help="gate 3 stream length, at least 2000 (default 2000)"
     )
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    p.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEY",
+        help="sign model.onnx + manifest.json with this Ed25519 private key (PEM; `edgewatch keys generate`): "
+        "writes signature.json, which gateways with trust.public_keys check",
+    )
     p.set_defaults(func=run)
 
 
@@ -140,6 +147,8 @@ def format_summary(manifest: Any, directory: Path) -> str:
         lines.extend(f"  warning: {w}" for w in cal.warnings)
     lines.extend(f"  note: {note}" for note in manifest.notes)
     lines.append(f"  files: {directory / 'model.onnx'}  {directory / 'manifest.json'}")
+    if (directory / "signature.json").exists():
+        lines[-1] += f"  {directory / 'signature.json'}"
     return "\n".join(lines)
 
 
@@ -172,7 +181,12 @@ def run(args: argparse.Namespace) -> int:
         ),
         force=args.force,
         name=args.name,
+        sign=args.sign,
     )
+    if args.sign is not None:  # a bad key must fail before minutes of work, not after
+        from edge_config.signing import public_key_of
+
+        public_key_of(args.sign)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -54,6 +54,8 @@ class ExportRequest:
     """Score options and the false-alert target of the threshold (docs/THRESHOLDS.md)."""
     force: bool = False
     name: str | None = None
+    sign: Path | None = None
+    """Ed25519 private key (PEM): sign the artifact (DIR/signature.json, edge_config.signing)."""
 
 
 _GENERIC_STEMS = frozenset({"model", "weights", "state_dict", "checkpoint", "best", "last", "final"})
@@ -285,7 +287,7 @@ def _write(r: _Run, say: Log) -> None:
         parity_results=r.results,
         notes=q.notes,
     )
-    directory = write_artifact(r.req.out, q.model, manifest, force=r.req.force)
+    directory = write_artifact(r.req.out, q.model, manifest, force=r.req.force, sign=r.req.sign)
     r.result = ExportResult(directory, manifest)
 
 

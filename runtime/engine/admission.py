@@ -254,11 +254,11 @@ class _Admission:
         bound = self.policy.max_seq_jump
         if bound is None:
             return np.zeros(len(rows), dtype=bool)
-        jump = known & (seq - last > bound)
+        jump: np.ndarray = known & (seq - last > bound)
         if not jump.any():
             return jump
         confirmed = jump & (pending != NO_SEQ) & (seq > pending) & (seq - pending <= bound)
-        refused = jump & ~confirmed
+        refused: np.ndarray = jump & ~confirmed
         self.store.column(PENDING_SEQ)[self.slots[rows[refused]]] = (seq + size - 1)[refused]
         self.status[rows[refused]] = SEQ_JUMP
         return refused

@@ -10,6 +10,7 @@ in between).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,13 @@ from pathlib import Path
 import onnx
 
 from edge_config.artifact_files import MAX_MODEL_BYTES, read_artifact_file
-from edge_config.errors import ArtifactError
-from edge_config.manifest import MODEL_NAME, Manifest, read_manifest, sha256_bytes
+from edge_config.errors import ArtifactError, ConfigError
+from edge_config.manifest import MANIFEST_NAME, MODEL_NAME, Manifest, parse_manifest, read_manifest_bytes, sha256_bytes
+from edge_config.schema import TrustConfig
 
 __all__ = ["Artifact", "load_artifact"]
+
+log = logging.getLogger("edgewatch.artifact")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Artifact:
     directory: Path
     manifest: Manifest
     model_bytes: bytes
+    signer: str | None = None
+    """Key id of the trusted key that signed it (edge_config.signing); None: not checked or unsigned."""
 
     @property
     def sha256(self) -> str:
@@ -95,15 +101,18 @@ def _shape_mismatches(model: onnx.ModelProto, manifest: Manifest) -> list[str]:
     return problems
 
 
-def load_artifact(directory: Path | str) -> Artifact:
+def load_artifact(directory: Path | str, trust: TrustConfig | None = None) -> Artifact:
     """Read DIR/manifest.json + DIR/model.onnx; raise ArtifactError unless both are intact.
 
-    Checks, in order: the manifest is valid; the bytes' sha256 is the manifest's; they parse
+    Checks, in order: the manifest is valid; the bytes' sha256 is the manifest's; with `trust`
+    (what a gateway passes), DIR/signature.json over both files' bytes (edge_config.signing:
+    refused when invalid or, with require_signature, missing; an unsigned model is logged); they parse
     as ONNX; no tensor refers to external data; the ONNX checker passes; the graph has the
     inputs and outputs the manifest names, with the static state/feature dims it states.
     """
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest_bytes = read_manifest_bytes(directory)
+    manifest = parse_manifest(manifest_bytes, directory / MANIFEST_NAME)
     path = directory / MODEL_NAME
     try:
         data = read_artifact_file(path, max_bytes=MAX_MODEL_BYTES)
@@ -115,6 +124,7 @@ def load_artifact(directory: Path | str) -> Artifact:
             f"{path}: sha256 {digest[:12]}… does not match the manifest's {manifest.sha256[:12]}… "
             "(tampered or replaced)"
         )
+    signer = None if trust is None else _check_signature(directory, data, manifest_bytes, trust)
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # noqa: BLE001 — protobuf raises several unrelated types
@@ -143,4 +153,17 @@ def load_artifact(directory: Path | str) -> Artifact:
     mismatches = _shape_mismatches(model, manifest)
     if mismatches:
         raise ArtifactError(f"{path}: graph and manifest disagree: {'; '.join(mismatches[:3])}")
-    return Artifact(directory=directory, manifest=manifest, model_bytes=data)
+    return Artifact(directory=directory, manifest=manifest, model_bytes=data, signer=signer)
+
+
+def _check_signature(directory: Path, model: bytes, manifest: bytes, trust: TrustConfig) -> str | None:
+    from edge_config.signing import load_public_keys, verify_signature
+
+    try:
+        keys = load_public_keys(trust.public_keys)
+    except ConfigError as exc:
+        raise ArtifactError(f"trust.public_keys: {exc}") from None
+    verdict = verify_signature(directory, model, manifest, keys=keys, require=trust.require_signature)
+    if verdict.warning is not None:
+        log.warning("%s", verdict.warning)
+    return verdict.key_id

@@ -48,7 +48,7 @@ def load_model(
 
     model = config.models[name]
     if artifact is None:
-        artifact = load_artifact(model.path)
+        artifact = load_artifact(model.path, config.trust)
     session, report = create_session(artifact, config.targets[model.target], name=name)
     log.info("%s", report.summary())
     for warning in report.warnings:

@@ -7,7 +7,8 @@ returned engines to its worker, which carries each stream's state across (runtim
 between two batches.
 
 What a reload applies: `models` (artifact folder content, threshold, score and alert settings,
-on_gap) and `targets`. Changes elsewhere (`broker`, `streams`, `runtime`), adding or removing
+on_gap) and `targets`. Changes elsewhere (`broker`, `streams`, `runtime`, `trust`: new models
+are checked against the running trust settings), adding or removing
 a model, or a model whose features differ (queued input was decoded for the old ones) need a
 restart: the first three are reported and left as they run, the last two refuse the reload.
 """
@@ -25,7 +26,7 @@ from runtime.model.loading import LoadedModel, load_model
 
 __all__ = ["ReloadPlan", "prepare_reload"]
 
-_RESTART_SECTIONS = ("broker", "streams", "runtime")
+_RESTART_SECTIONS = ("broker", "streams", "runtime", "trust")
 
 
 @dataclass
@@ -51,7 +52,7 @@ def prepare_reload(path: Path, running: GatewayConfig, engines: Mapping[str, Eng
     plan = ReloadPlan(config, not_applied=tuple(s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(running, s)))
     for name, model in new.models.items():
         old = engines[name]
-        artifact = load_artifact(model.path)  # verified every time: a tampered file fails the reload
+        artifact = load_artifact(model.path, running.trust)  # verified every time: a tampered file fails
         if (
             model == old.model
             and new.targets[model.target] == running.targets[old.model.target]

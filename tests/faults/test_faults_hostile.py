@@ -55,7 +55,7 @@ HOSTILE: list[tuple[int, str | None, str, bytes]] = [
     (200, "wrong-arity", "stream", b'{"values":[1,2]}'),
     (200, "wrong-arity", "stream", b'{"values":[1,2,3,4]}'),
     (20, "too-large", "stream", OVERSIZE),  # 300 kB over the 256 kB limit
-    (400, "not-utf8", "stream", b'{"values":[1,2,3],"x":"\xff\xfe"}'),
+    (300, "not-utf8", "stream", b'{"values":[1,2,3],"x":"\xff\xfe"}'),
     (400, "duplicate-key", "stream", b'{"values":[1,2,3],"values":[1,2,3]}'),
     (200, "not-json", "stream", b'{"values":[1,2,3]'),
     (100, "not-json", "stream", b""),
@@ -63,7 +63,9 @@ HOSTILE: list[tuple[int, str | None, str, bytes]] = [
     (150, "bad-structure", "stream", b'{"values":[1,2,3],"sequence":3}'),
     (200, "bad-value", "stream", b'{"values":[true,1,2]}'),
     (200, "bad-seq", "stream", b'{"seq":-1,"values":[1,2,3]}'),
-    (200, "bad-ts", "stream", b'{"ts":1.7e12,"values":[1,2,3]}'),  # milliseconds
+    (100, "bad-ts", "stream", b'{"ts":1.7e12,"values":[1,2,3]}'),  # milliseconds
+    (100, "ts-range", "stream", b'{"ts":9.9e10,"values":[1,2,3]}'),  # year ~5100: was accepted
+    (100, "ts-range", "stream", b'{"ts":86400,"values":[1,2,3]}'),  # 1970-01-02: before 2000
     (50, "too-many-samples", "stream", MANY),
     (100, "unknown-feature", "stream", b'{"values":{"f0":1,"f1":2,"zz":3}}'),
     (100, "missing-feature", "stream", b'{"values":{"f0":1,"f1":2}}'),

@@ -65,7 +65,7 @@ def test_init_is_complete_and_commented(tmp_path: Path, capsys: pytest.CaptureFi
     model = write_lstm_artifact(tmp_path / "model")
     _, out, _ = run(capsys, "config", "init", "--broker", "[::1]:1883", "--model", str(model), "--topic", "a/+")
     data = yaml.safe_load(out)
-    assert set(data) == {"broker", "streams", "models", "targets", "runtime"}
+    assert set(data) == {"broker", "streams", "models", "targets", "runtime", "trust"}
     assert data["broker"]["host"] == "::1"
     assert set(data["runtime"]) == {
         "max_batch",
