@@ -284,7 +284,8 @@ class RuntimeConfig(_Strict):
     max_batch: int = Field(1024, ge=1)
     """Most messages stepped in one inference call."""
     max_wait_ms: float = Field(2.0, ge=0)
-    """How long a partial batch waits for more messages."""
+    """How long the worker waits to fill a batch after a full one (max_batch: it is behind); a
+    quiet gateway never waits (runtime.service.worker)."""
     queue_max: int = Field(100_000, ge=1)
     """Bound of the input queue between MQTT and the worker."""
     drop_policy: Literal["drop-oldest", "drop-newest", "block"] = "block"

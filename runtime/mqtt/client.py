@@ -2,28 +2,92 @@
 
 Also holds one fix to paho 2.2 itself: after a reconnect it resends *every* unacknowledged
 QoS 1 publication at once (`_messages_reconnect_reset_out` compares against the in-flight
-limit but never counts, so all are marked for sending). `_Client` requeues all but the first
+limit but never counts, so all are marked for sending). `PahoClient` requeues all but the first
 `max_inflight_messages`; paho's own PUBACK handling (`_update_inflight`) sends the rest as
 acknowledgements arrive. tests/mqtt/test_bus.py checks the resend stays within the limit.
+
+And two per-packet costs of paho's receive and ack path (docs/RUNTIME.md, Performance):
+- Reads: paho reads each packet with three or more `recv` calls (1 byte of command, 1 byte at
+  a time of remaining length, then the body) and, with the network thread, reads one packet per
+  `select`. `PahoClient` reads up to 64 KiB per `recv` into a buffer that paho's reads are served
+  from, and `loop_read` goes on until the socket has nothing more (so nothing is left in the
+  buffer while `select` waits on the socket).
+- Nagle: paho does not set TCP_NODELAY; small writes (PUBACKs, alerts) then wait for the
+  broker's delayed ACK behind an unacknowledged one. `PahoClient` sets it.
+- Acks: `ack()` queues one 4-byte packet and wakes the network thread once per ack; `ack_many`
+  queues a batch's PUBACKs as one write and one wake-up. They are still sent only when the
+  caller acks (after the step): at-least-once is unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import struct
+from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_config.errors import ConfigError
 from edge_config.schema import BrokerConfig, TLSConfig
 
-__all__ = ["broker_password", "make_client", "tls_context"]
+__all__ = ["PahoClient", "broker_password", "make_client", "tls_context"]
 
 log = logging.getLogger("edgewatch.bus")
 
 
-class _Client(mqtt.Client):
+_READ_SIZE = 65536
+_PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: reason 0 implied)
+_PUBACK_BYTE = 0x40
+
+
+class PahoClient(mqtt.Client):
+    """paho's Client with the reconnect fix above, buffered reads and batched PUBACKs."""
+
+    _rbuf = b""
+    _rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """paho's reads, served from one large `recv` (raises what the socket raises when empty)."""
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(_READ_SIZE)
+            if len(data) <= bufsize:
+                return data  # b"" (closed) included
+            self._rbuf, self._rpos = data, 0
+        start = self._rpos
+        self._rpos = min(start + bufsize, len(self._rbuf))
+        return self._rbuf[start : self._rpos]
+
+    def _create_socket_connection(self) -> socket.socket:
+        sock = super()._create_socket_connection()
+        # paho leaves Nagle on: a PUBACK or an alert (a few bytes) would wait for the broker's
+        # delayed ACK whenever an earlier write is unacknowledged.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0  # never hand a new connection the old one's bytes
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Every packet the socket holds now (paho reads one per select when nothing is in flight)."""
+        while True:
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """PUBACK each QoS 1 packet id: one queued write and one wake-up for all of them."""
+        packet = b"".join([_PUBACK.pack(_PUBACK_BYTE, 2, mid) for mid in mids])
+        if packet:
+            self._packet_queue(_PUBACK_BYTE, packet, 0, 1)
+
     def _messages_reconnect_reset_out(self) -> None:
         super()._messages_reconnect_reset_out()
         if self._max_inflight_messages <= 0:
@@ -66,12 +130,14 @@ def tls_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
-def make_client(broker: BrokerConfig, client_id: str, *, manual_ack: bool, max_inflight: int = 20) -> mqtt.Client:
+def make_client(broker: BrokerConfig, client_id: str, *, manual_ack: bool, max_inflight: int = 20) -> PahoClient:
     """A configured, not yet connected client (MQTT 5 or 3.1.1, TLS and credentials from the config)."""
     if broker.protocol == "5":
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+        client = PahoClient(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+        )
     else:
-        client = _Client(
+        client = PahoClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,

@@ -4,6 +4,12 @@ periodic work (gauges, idle eviction, checkpoints, stats, the systemd watchdog).
 It owns the engines' state: only this thread steps, evicts, resets, snapshots or swaps them.
 A batch runs in arrival order, messages grouped per model, a reset between the messages before
 and after it. One `Counts` per model group is merged into the service's Tally.
+
+Batching adapts to load: the worker takes whatever is queued (up to max_batch) without waiting,
+so a quiet gateway steps a message as soon as it arrives, and under load the batch is what
+arrived while the previous one ran. Only after a full batch (max_batch: the worker is behind)
+does it wait up to max_wait_ms to fill the next one. A batch's alerts are handed to the MQTT
+client right after its step, and its deliveries acknowledged together after that.
 """
 
 from __future__ import annotations
@@ -119,9 +125,11 @@ class Worker:
 
     def _loop(self) -> None:
         rt = self._rt
+        batch: list[QueueItem] = []
         try:
             while True:
-                batch = self._queue.get_batch(rt.max_batch, rt.max_wait_ms / 1000, _IDLE_POLL_S)
+                wait = rt.max_wait_ms / 1000 if len(batch) >= rt.max_batch else 0.0
+                batch = self._queue.get_batch(rt.max_batch, wait, _IDLE_POLL_S)
                 if batch:
                     self.process(batch)
                 now = time.monotonic()

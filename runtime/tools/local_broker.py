@@ -69,6 +69,9 @@ class Broker:
             "allow_anonymous true",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
+            # Without it the broker's small writes (a delivery, a PUBACK) may wait for Nagle's
+            # delayed ACK: publish -> alert p50 measured 7.3 -> 4.9 ms with it (issue 13).
+            "set_tcp_nodelay true",
             f"log_dest file {self.log}",
             "log_type error",
             "log_type warning",
