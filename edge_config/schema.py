@@ -298,6 +298,10 @@ class RuntimeConfig(_Strict):
     """Most streams held in memory at once."""
     idle_ttl_s: float = Field(3600.0, gt=0)
     """A stream silent this long is forgotten (its state is dropped)."""
+    stale_after_s: float | None = Field(300.0, gt=0)
+    """A stream with no sample stepped for this long (silent, or every message rejected) gets the
+    retained status `stale` (not while an alert is open); its next good sample restores the real
+    one. Set it above the slowest stream's sample interval; null = never stale."""
     max_seq_jump: int | None = Field(64, ge=1)
     """A message whose seq is more than this ahead of its stream's last one is refused (rejected
     "seq-jump") unless the next message continues from it: one forged seq cannot make more than

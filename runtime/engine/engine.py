@@ -76,17 +76,20 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         seq_restart_window: int | None = 1024,
         max_seq_jump: int | None = None,
+        stale_after_s: float | None = None,
     ) -> None:
         """seq_restart_window: a seq this far *behind* the stream's last one means the sensor
         restarted its counter (the state is reset and the message accepted), not a late message;
         None never assumes a restart (such a sensor is then silenced until reset()).
         max_seq_jump: a seq further *ahead* is refused until a next message confirms it
-        (runtime.engine.admission; RuntimeConfig.max_seq_jump); None: any jump is a gap."""
+        (runtime.engine.admission; RuntimeConfig.max_seq_jump); None: any jump is a gap.
+        stale_after_s: see stale_statuses(); None: never stale."""
         manifest = artifact.manifest
         self.name = name
         self.artifact = artifact
         self.model = model
         self.idle_ttl_s = idle_ttl_s
+        self.stale_after_s = stale_after_s
         self._counts = Counts()
         self.version = 0
         """Changes whenever the streams' state may have: a step, an eviction, a reset, a restore."""
@@ -184,6 +187,20 @@ class Engine:
         self._counts.evicted += len(idle)
         self.version += 1
         return evictions
+
+    def stale_statuses(self) -> list[tuple[str, StreamStatus]]:
+        """Streams with no sample stepped for stale_after_s (monotonic: silent, or every message
+        rejected, refused or skipped) whose status now turns `stale` (AlertTracker.mark_stale:
+        not while an alert is open); their next stepped sample reports the real status again."""
+        if self.stale_after_s is None:
+            return []
+        idle = self.store.idle(self._clock(), self.stale_after_s)
+        if not idle:
+            return []
+        slots = np.array([self.store.slot(stream) for stream in idle], dtype=np.int64)
+        turned = self.tracker.mark_stale(slots)
+        self._counts.stale += len(turned)
+        return [(self.store.stream_of(int(slot)), "stale") for slot in turned]
 
     def resume(self, streams: Sequence[str]) -> None:
         """Mark streams just restored from a checkpoint after a restart. At its first message, a
@@ -373,9 +390,9 @@ class Engine:
                 c.add_reason("skipped", verdict.status, per_verdict[verdict])
         if per_verdict[Verdict.REFUSED]:
             c.add_reason("rejected", "max-streams", per_verdict[Verdict.REFUSED])
-
         if per_verdict[Verdict.SEQ_JUMP]:
             c.add_reason("rejected", "seq-jump", per_verdict[Verdict.SEQ_JUMP])
+
 
 def _mid_sequence(opened: list[str], messages: Sequence[Message]) -> int:
     """How many of the newly opened streams arrived with a first seq > 0 (runs only when new

@@ -25,13 +25,14 @@ from runtime.engine.types import StreamStatus
 __all__ = ["WINDOW_COLUMNS", "AlertTracker", "Explain", "Locate"]
 
 """Status codes stored per slot; 0 means nothing reported yet."""
-_WARMING, _OK, _ALERT, _LEARNING, _OUT_OF_RANGE = 1, 2, 3, 4, 5
+_WARMING, _OK, _ALERT, _LEARNING, _OUT_OF_RANGE, _STALE = 1, 2, 3, 4, 5, 6
 _REPORTED: dict[int, StreamStatus] = {
     _WARMING: "warming-up",
     _OK: "ok",
     _ALERT: "alert",
     _LEARNING: "learning",
     _OUT_OF_RANGE: "out-of-range",
+    _STALE: "stale",
 }
 WINDOW_COLUMNS = ("alert.ring", "alert.pos", "alert.above")
 """The raise window: sized by raise_n and consistent only together (above = True entries of
@@ -226,6 +227,17 @@ class AlertTracker:
             return []
         reported[slots[changed]] = status[changed]
         return [(int(row), _REPORTED[int(status[row])]) for row in changed]
+
+    def mark_stale(self, slots: np.ndarray) -> np.ndarray:
+        """Report `stale` for these slots (no sample stepped for a while: Engine.stale_statuses);
+        returns the ones whose status changed. A raised stream keeps `alert` (its alert is open:
+        a status other than `alert` promises none is); a slot that never reported stays silent.
+        Its next stepped sample reports its real status again (status_changes sees the difference)."""
+        reported = self._store.column("alert.status")
+        current = reported[slots]
+        turn = slots[(current != 0) & (current != _STALE) & ~self._store.column("alert.raised")[slots]]
+        reported[turn] = _STALE
+        return turn
 
     def is_raised(self, slot: int) -> bool:
         return bool(self._store.column("alert.raised")[slot])

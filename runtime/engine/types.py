@@ -24,10 +24,11 @@ OutcomeStatus = Literal["processed", "duplicate", "out-of-order", "refused", "se
 """processed: stepped; duplicate: every sample already seen; out-of-order: too late;
 refused: a new stream while max_streams streams are active (nothing was stepped); seq-jump: its
 seq is too far ahead of the stream's last one (runtime.engine.admission)."""
-StreamStatus = Literal["ok", "alert", "warming-up", "learning", "out-of-range"]
+StreamStatus = Literal["ok", "alert", "warming-up", "learning", "out-of-range", "stale"]
 """The retained status of a stream (docs/RUNTIME.md): warming-up (no warm score yet), learning
 (its baseline, runtime.engine.baseline), ok, alert (an alert is open), out-of-range (its scores
-are far from anything the model was calibrated on)."""
+are far from anything the model was calibrated on), stale (no sample stepped for
+runtime.stale_after_s: silent, or every message rejected or refused)."""
 
 
 class InferenceBackend(Protocol):

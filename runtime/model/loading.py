@@ -62,5 +62,6 @@ def load_model(
         idle_ttl_s=config.runtime.idle_ttl_s,
         clock=clock,
         max_seq_jump=config.runtime.max_seq_jump,
+        stale_after_s=config.runtime.stale_after_s,
     )
     return LoadedModel(engine, report)

@@ -26,6 +26,7 @@ CountName = Literal[
     "out_of_order_samples",
     "gaps",
     "seq_gap_samples",
+    "stale",
     "seq_restarts",
     "model_resets",
     "non_finite_resets",
@@ -71,12 +72,14 @@ class Counts:
     """Samples older than their stream's last seq that were never stepped (late: dropped)."""
     gaps: int = 0
     """Sequence or time gaps found between or inside messages."""
-    seq_restarts: int = 0
-    """A stream's seq went far back: its sensor restarted its counter (state reset, accepted)."""
-    model_resets: int = 0
+    stale: int = 0
+    """Times a stream's retained status turned `stale` (runtime.stale_after_s without a stepped sample)."""
     seq_gap_samples: int = 0
     """Samples missing in accepted seq gaps (seq - last - 1 summed): what the sensor skipped or the
     network lost."""
+    seq_restarts: int = 0
+    """A stream's seq went far back: its sensor restarted its counter (state reset, accepted)."""
+    model_resets: int = 0
     """Streams whose model state was zeroed: gaps with on_gap=reset, seq restarts, reset commands,
     non-finite state."""
     non_finite_resets: int = 0

@@ -71,6 +71,7 @@ class _Counters(Collector):
             {"duplicate": s.duplicate_samples, "out-of-order": s.out_of_order_samples},
         )
         yield _counter("edgewatch_sequence_gaps", "Sequence or time gaps found in a stream's input", s.gaps)
+        yield _counter("edgewatch_streams_stale", "Times a stream's status turned stale (no sample stepped)", s.stale)
         yield _counter(
             "edgewatch_sequence_gap_samples",
             "Samples missing in accepted seq gaps (skipped by the sensor or lost)",

@@ -16,7 +16,7 @@ retained payload), with or without an open alert.
 from __future__ import annotations
 
 from runtime.engine.alerts import Alert
-from runtime.engine.types import Eviction, Outcome
+from runtime.engine.types import Eviction, Outcome, StreamStatus
 from runtime.mqtt.protocol import MessageBus
 from runtime.mqtt.topics import OutputTopics
 from runtime.ops.counts import Counts
@@ -63,6 +63,10 @@ class Publisher:
         if eviction.cleared is not None:
             self.alert(eviction.cleared, counts)
         self._status(eviction.stream, _CLEAR, counts)
+
+    def status(self, stream: str, status: StreamStatus, counts: Counts) -> None:
+        """A stream's new retained status outside an outcome (`stale`: Engine.stale_statuses)."""
+        self._status(stream, status.encode(), counts)
 
     def stats(self, payload: bytes) -> None:
         self._bus.publish(self.topics.stats, payload, qos=0)

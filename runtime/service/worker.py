@@ -102,6 +102,8 @@ class Worker:
             _Every(min(runtime.idle_ttl_s / 10, 60.0), self._evict, first=now),
             _Every(_CATCH_UP_EVERY_S, self._catch_up, first=now),
         ]
+        if runtime.stale_after_s is not None:
+            self._periodic.append(_Every(min(runtime.stale_after_s / 4, 30.0), self._stale, first=now))
         self._capped = 0  # messages of new streams refused at max_streams since the last log line
         self._cap_logged = -_CAP_LOG_EVERY_S
         if runtime.stats_interval_s:
@@ -261,6 +263,14 @@ class Worker:
                 counts.evicted,
                 with_alert,
             )
+        self._tally.merge(counts)
+
+    def _stale(self, _now: float) -> None:
+        counts = Counts()
+        for engine in self.engines.values():
+            for stream, status in engine.stale_statuses():
+                self._publisher.status(stream, status, counts)
+            counts.merge(engine.take_counts())
         self._tally.merge(counts)
 
     def _checkpoint(self, now: float) -> None:
