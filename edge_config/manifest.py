@@ -77,8 +77,9 @@ class StateSpec(_Strict):
     dtype: Literal["float32"] = "float32"
     module: str = ""
     """Dotted name of the recurrent module inside the user's module ("" for the module itself)."""
-    kind: Literal["lstm_h", "lstm_c", "gru_h", "cell"] = "lstm_h"
-    """"cell": a state the user's module declares itself (the step protocol, docs/EXPORT.md)."""
+    kind: Literal["lstm_h", "lstm_c", "gru_h", "cell", "frames"] = "lstm_h"
+    """"cell": a state the user's module declares itself (the step protocol, docs/EXPORT.md);
+    "frames": the last input frames of a causal Conv1d, [frames, batch, channels]."""
 
     @property
     def layers(self) -> int:

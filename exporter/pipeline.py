@@ -136,9 +136,9 @@ def _load(r: _Run, say: Log) -> None:
         r.log(f"  input width: {found.width} ({found.how}){given}")
     for warning in r.inputs.warnings:
         r.log(f"  warning: {warning}")
-    # Cells in a user's loop already trace to Gemm form: only nn.LSTM/nn.GRU need unrolling.
-    sequence_sites = [s for s in r.sites if not s.per_step]
-    r.to_unroll = unroll_recurrent(r.model, sequence_sites) if r.target.unrolled and sequence_sites else None
+    # Cells and convolutions already trace to Gemm/Conv form: only nn.LSTM/nn.GRU need unrolling.
+    rnns = [s for s in r.sites if s.kind in ("lstm", "gru")]
+    r.to_unroll = unroll_recurrent(r.model, rnns) if r.target.unrolled and rnns else None
 
 
 def _make_streamable(r: _Run, say: Log) -> None:

@@ -1,7 +1,7 @@
 """Float ONNX bytes → the target's precision, on the ONNX side (torch.ao LSTMs do not export).
 
 - `none`    fp32 as exported.
-- `weights` (cpu-int8) int8 *weights only*: each LSTM/GRU W and R and each MatMul/Gemm
+- `weights` (cpu-int8) int8 *weights only*: each LSTM/GRU W and R and each MatMul/Gemm/Conv
             weight is stored as int8 with one float scale, behind `Cast` + `Mul`; activations stay float32.
             ORT folds Cast·Mul into float initializers when the session is created, so the
             file is ~28 % of fp32 and the engine runs the float kernels: a stream's outputs do
@@ -75,7 +75,7 @@ def _topological(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # Weight inputs worth storing as int8: (op type, input index). Biases stay float32 (small).
-_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {"LSTM": (1, 2), "GRU": (1, 2), "MatMul": (1,), "Gemm": (1,)}
+_WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {"LSTM": (1, 2), "GRU": (1, 2), "MatMul": (1,), "Gemm": (1,), "Conv": (1,)}
 
 
 def _int8_initializers(graph: onnx.GraphProto, name: str, weight: NDArray[np.float32]) -> list[onnx.NodeProto]:

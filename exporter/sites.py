@@ -2,8 +2,12 @@
 
 Two shapes of recurrence, one abstraction (`RecurrentSite`):
 
-- sequence sites, called once per forward over the whole sequence: `nn.LSTM`, `nn.GRU`;
-  state [layers, batch, hidden].
+- sequence sites, called once per forward over the whole sequence: `nn.LSTM`, `nn.GRU`
+  (state [layers, batch, hidden]), and a causal `nn.Conv1d` over time (state: its last
+  P = dilation·(kernel−1) input frames, [P, batch, in_channels]). A Conv1d is taken as causal
+  when its stride is 1, its padding mode zeros and its padding either 0 (the module pads the
+  left itself, `F.pad(x, (P, 0))`) or P (the module cuts the P extra frames off the right end);
+  gate 2 proves it, and refuses it when it is not.
 - step sites, called once per time step inside the user's own time loop: `nn.LSTMCell`,
   `nn.GRUCell`, and any module that declares its state (the step protocol below); each
   state tensor is [batch, size] in the module and [1, batch, size] in the graph, so every
@@ -33,8 +37,8 @@ from edge_config.errors import UnsupportedModelError
 if TYPE_CHECKING:
     from torch import nn
 
-SiteKind = Literal["lstm", "gru", "lstm_cell", "gru_cell", "step"]
-StateKind = Literal["lstm_h", "lstm_c", "gru_h", "cell"]
+SiteKind = Literal["lstm", "gru", "conv", "lstm_cell", "gru_cell", "step"]
+StateKind = Literal["lstm_h", "lstm_c", "gru_h", "cell", "frames"]
 
 SUPPORTED = "nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, or a module with step() and state_sizes (docs/EXPORT.md)"
 
@@ -53,11 +57,13 @@ class RecurrentSite:
     """Sequence sites only: the layout the module itself expects."""
     state: tuple[tuple[str, int], ...] = ()
     """Step modules only: the declared (name, width) of each state tensor, in declaration order."""
+    pads_itself: bool = False
+    """Conv sites only: the Conv1d's own padding is P (the module cuts the right end off)."""
 
     @property
     def per_step(self) -> bool:
         """True when the site is called once per time step (the graph then holds one step)."""
-        return self.kind not in ("lstm", "gru")
+        return self.kind not in ("lstm", "gru", "conv")
 
     @property
     def label(self) -> str:
@@ -67,6 +73,8 @@ class RecurrentSite:
         """(graph input, graph output, StateSpec.kind) per state tensor, in wrapper order."""
         if self.kind == "step":
             return [(f"{key}0.{self.label}", f"{key}n.{self.label}", "cell") for key, _ in self.state]
+        if self.kind == "conv":
+            return [(f"frames0.{self.label}", f"framesn.{self.label}", "frames")]
         h: StateKind = "lstm_h" if self.kind in ("lstm", "lstm_cell") else "gru_h"
         names = [(f"h0.{self.label}", f"hn.{self.label}", h)]
         if self.kind in ("lstm", "lstm_cell"):
@@ -83,6 +91,8 @@ class RecurrentSite:
         if self.kind == "step":
             widths = ", ".join(f"{k} {n}" for k, n in self.state)
             return f"{self.label} (step module; state {widths})"
+        if self.kind == "conv":
+            return f"{self.label} (causal Conv1d over time; carries its last {self.layers} input frames)"
         if self.per_step:
             cell = "LSTMCell" if self.kind == "lstm_cell" else "GRUCell"
             return f"{self.label} ({cell} {self.hidden}, stepped in the module's time loop)"
@@ -122,6 +132,17 @@ def _sequence_site(name: str, module: Any, kind: SiteKind) -> RecurrentSite:
     return RecurrentSite(name, kind, module.input_size, module.hidden_size, module.num_layers, module.batch_first)
 
 
+def _conv_site(name: str, conv: Any) -> RecurrentSite | None:
+    """The Conv1d as a causal convolution over time, or None when it needs no state or cannot be one."""
+    frames = conv.dilation[0] * (conv.kernel_size[0] - 1)
+    if frames == 0 or conv.stride[0] != 1 or conv.padding_mode != "zeros" or conv.padding == "same":
+        return None
+    padding: int = 0 if conv.padding == "valid" else conv.padding[0]
+    if padding not in (0, frames):
+        return None  # symmetric or other padding: not causal; gate 2 tells the user
+    return RecurrentSite(name, "conv", conv.in_channels, conv.in_channels, frames, pads_itself=padding == frames)
+
+
 def find_recurrent(model: nn.Module) -> list[RecurrentSite]:
     """Every recurrent site of `model`, in module order; refuse what cannot be streamed."""
     from torch import nn
@@ -140,6 +161,8 @@ def find_recurrent(model: nn.Module) -> list[RecurrentSite]:
             continue
         if type(module) in sequence:
             sites.append(_sequence_site(name, module, sequence[type(module)]))
+        elif isinstance(module, nn.Conv1d) and (conv := _conv_site(name, module)) is not None:
+            sites.append(conv)
         elif type(module) in cells:
             cell: Any = module
             sites.append(RecurrentSite(name, cells[type(module)], cell.input_size, cell.hidden_size))
@@ -147,6 +170,6 @@ def find_recurrent(model: nn.Module) -> list[RecurrentSite]:
             raise UnsupportedModelError(
                 f"module {name or '<root>'!r} is a {type(module).__name__}: supported are {SUPPORTED}"
             )
-    if not sites:
+    if all(site.kind == "conv" for site in sites):
         raise UnsupportedModelError(f"the model contains no recurrent module to stream ({SUPPORTED})")
     return sites

@@ -70,6 +70,10 @@ class StreamingWrapper(nn.Module):
                 # The protocol's step() is a plain method, which hooks do not see: shadow it on the instance.
                 module.step = self._wrap_step(site, module.step)
                 continue
+            if site.kind == "conv":
+                module.register_forward_pre_hook(self._make_conv_pre_hook(site))
+                module.register_forward_hook(self._make_conv_post_hook(site))
+                continue
             module.register_forward_pre_hook(self._make_pre_hook(site), with_kwargs=True)
             module.register_forward_hook(self._make_post_hook(site))
 
@@ -97,6 +101,33 @@ class StreamingWrapper(nn.Module):
         def post_hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
             if self._feed is not None:
                 self._final[site.name] = output if site.per_step else output[1]
+
+        return post_hook
+
+    def _make_conv_pre_hook(self, site: RecurrentSite) -> Any:
+        """The fed frames take the place of the causal padding: the conv sees the real past."""
+        frames = site.layers
+
+        def pre_hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            if self._feed is None:
+                return None
+            inp = args[0]  # [batch, channels, time], left-padded by the module when it pads itself
+            self._seen(site, int(inp.shape[0]))
+            past = self._feed[site.name].permute(1, 2, 0)  # [frames, batch, channels] → [batch, channels, frames]
+            seen = torch.cat([past, inp if site.pads_itself else inp[..., frames:]], dim=2)
+            self._final[site.name] = seen[..., seen.shape[2] - frames :]
+            return (seen,)
+
+        return pre_hook
+
+    def _make_conv_post_hook(self, site: RecurrentSite) -> Any:
+        frames = site.layers
+
+        def post_hook(module: Any, args: tuple[Any, ...], output: Any) -> Any:
+            if self._feed is None or not site.pads_itself:
+                return None
+            # Its own zero padding still pads the (now real) past on the left: those outputs go.
+            return output[..., frames:]
 
         return post_hook
 
@@ -132,6 +163,8 @@ class StreamingWrapper(nn.Module):
                 mine = [s[0] for s in mine]  # [1, batch, size] → [batch, size]
             if site.kind == "step":
                 feed[site.name] = {key: s for (key, _), s in zip(site.state, mine, strict=True)}
+            elif site.kind == "conv":
+                feed[site.name] = mine[0]
             else:
                 feed[site.name] = tuple(mine) if n == 2 else mine[0]
         return feed
@@ -140,6 +173,8 @@ class StreamingWrapper(nn.Module):
         final = self._final[site.name]
         if site.kind == "step":
             values = [final[key] for key, _ in site.state]
+        elif site.kind == "conv":
+            values = [final.permute(2, 0, 1)]  # [batch, channels, frames] → [frames, batch, channels]
         else:
             values = list(final) if isinstance(final, (tuple, list)) else [final]
         return [v.unsqueeze(0) for v in values] if site.per_step else values

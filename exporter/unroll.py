@@ -121,11 +121,12 @@ class UnrolledGRU(_Unrolled):
 def unroll_recurrent(model: nn.Module, sites: list[RecurrentSite]) -> nn.Module:
     """A deep copy of `model` with each site's nn.LSTM/nn.GRU replaced by its unrolled cell.
 
-    Call it before wrapping: the copy must not carry the streaming wrapper's hooks. Step sites
-    (cells in the user's own loop) are left as they are: they trace to Gemm form already."""
+    Call it before wrapping: the copy must not carry the streaming wrapper's hooks. Other sites
+    (cells in the user's own loop, causal convolutions) are left as they are: they trace to
+    Gemm/Conv form already."""
     clone = copy.deepcopy(model).eval()
     for site in sites:
-        if site.per_step:
+        if site.kind not in ("lstm", "gru"):
             continue
         parent_name, _, attr = site.name.rpartition(".")
         parent = clone.get_submodule(parent_name) if parent_name else clone

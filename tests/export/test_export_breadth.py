@@ -117,7 +117,7 @@ def test_a_cell_loop_artifact_steps_like_pytorch_on_the_whole_sequence(cells: tu
     assert np.max(np.abs(int8 - reference)) > 0  # the weights really are int8
 
 
-STEMS = [("linear", {"stem": "linear", "width": 32, "hidden": 64}), ("mlp", {"stem": "mlp", "width": 32, "hidden": 64})]
+STEMS = [(stem, {"stem": stem, "width": 32, "hidden": 64}) for stem in ("linear", "mlp", "conv")]
 
 
 @pytest.mark.parametrize(("stem", "kwargs"), STEMS, ids=[s[0] for s in STEMS])
@@ -136,6 +136,44 @@ def test_a_stem_before_a_two_layer_lstm_exports_without_features(
     assert np.max(np.abs(stepped - reference)) < 1e-4
     stepped_int8, _ = step_artifact(exported.int8, x)
     assert np.max(np.abs(stepped_int8 - reference)) < gate(int8, "quantized-vs-float").tolerance
+    frames = [(s.input, s.shape, s.kind) for s in fp32.manifest.state if s.kind == "frames"]
+    assert frames == ([("frames0.stem.conv", [2, "batch", 5], "frames")] if stem == "conv" else [])
+
+
+CHOMPED = """
+import torch
+from torch import nn
+
+
+class ChompedConvStem(nn.Module):
+    \"\"\"The other causal-convolution idiom: the Conv1d pads both ends by dilation*(kernel-1) and
+    the module cuts the extra frames off the right end (time-major, dilation 2, a GRU after it).\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 6, kernel_size=3, dilation=2, padding=4)
+        self.rnn = nn.GRU(6, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        z = self.conv(x.permute(1, 2, 0))[..., :-4]
+        y, _ = self.rnn(torch.tanh(z).permute(2, 0, 1))
+        return self.head(y)
+"""
+
+
+def test_a_causal_conv_that_cuts_its_right_end_carries_its_past_frames(tmp_path: Path) -> None:
+    path = tmp_path / "chomped.py"
+    path.write_text(CHOMPED)
+    model = save_weights(path, "ChompedConvStem", tmp_path / "w.pt")
+    args = ["--model", f"{path}:ChompedConvStem", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32"]
+    assert main(["export", *args, "--out", str(tmp_path / "art")]) == 0
+    m = load_artifact(tmp_path / "art").manifest
+    assert [(s.input, s.shape) for s in m.state] == [("frames0.conv", [4, "batch", 3]), ("h0.rnn", [1, "batch", 8])]
+    x = np.random.default_rng(9).standard_normal((2, 25, 3)).astype(np.float32)
+    stepped, _ = step_artifact(tmp_path / "art", x)
+    reference = torch_sequence(model, np.ascontiguousarray(x.transpose(1, 0, 2))).transpose(1, 0, 2)
+    assert np.max(np.abs(stepped - reference)) < 1e-4
 
 
 def test_time_major_layout_is_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
