@@ -41,6 +41,7 @@ __all__ = [
     "GatewayConfig",
     "ModelConfig",
     "RuntimeConfig",
+    "ScoreStreamConfig",
     "StreamConfig",
     "TLSConfig",
     "TargetConfig",
@@ -280,6 +281,16 @@ class TargetConfig(_Strict):
         return tuple(PROVIDER_BY_TYPE[t] for t in (self.type, *self.fallback_providers))
 
 
+class ScoreStreamConfig(_Strict):
+    """The optional score stream on <prefix>/scores/<stream> (docs/ALERTS.md "Score stream")."""
+
+    interval_s: float = Field(10.0, gt=0)
+    """Publish each stream's latest score at most this often (gateway monotonic seconds)."""
+    min_change: float | None = Field(None, gt=0)
+    """Also publish at once when score / threshold moved by at least this much since the stream's
+    last published score (e.g. 0.25); null = on the interval only."""
+
+
 class RuntimeConfig(_Strict):
     max_batch: int = Field(1024, ge=1)
     """Most messages stepped in one inference call."""
@@ -325,6 +336,8 @@ class RuntimeConfig(_Strict):
     """Prefix of every topic edgewatch publishes (<prefix>/alerts/<stream>, <prefix>/available)."""
     stats_interval_s: float | None = Field(60.0, gt=0)
     """Seconds between one-line statistics in the log; null = never."""
+    score_stream: ScoreStreamConfig | None = None
+    """Publish each stream's score and threshold on <prefix>/scores/<stream>; null (default) = off."""
     outgoing_max: int = Field(10_000, ge=1)
     """Most outgoing messages queued while the broker is away."""
     outgoing_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)

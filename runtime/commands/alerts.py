@@ -4,6 +4,11 @@ By default a readable table; `--json` prints each alert's JSON on one line (for 
 scripts). `--count N` exits 0 after N alerts, `--timeout S` exits after S seconds (1 if
 `--count` was not reached by then), so tests and scripts never hang. `--stream` is an MQTT
 filter relative to the alert root: `L1/+`, `L1/press-3`, `#` (the default).
+
+`--open` instead lists the streams that have an alert open now, from the retained statuses on
+`<prefix>/status/<stream>` (a stream's status is `alert` exactly while its alert is open), and
+exits: the broker hands the retained statuses over at once, so it waits until none came for
+`--quiet` seconds (default 1), at most `--timeout` (default 10).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class AlertLine:
     id: str
     top: tuple[tuple[str, float], ...]
     raw: str
+    severity: str = ""
+    """Schema version 2 (runtime.engine.alerts); "" in older alerts."""
 
 
 def parse_alert(payload: bytes) -> AlertLine:
@@ -64,6 +71,7 @@ def parse_alert(payload: bytes) -> AlertLine:
         id=str(doc["id"]),
         top=tuple(top),
         raw=json.dumps(doc, separators=(",", ":"), sort_keys=False),
+        severity=str(doc.get("severity", "")),
     )
 
 
@@ -73,7 +81,7 @@ def format_alert(alert: AlertLine) -> str:
     top = ", ".join(f"{name} {value:.2f}" for name, value in alert.top)
     return (
         f"{when:<23} {alert.state.upper():<8} {alert.stream:<24} {score} {alert.threshold:8.3f}  "
-        f"{top + '  ' if top else ''}id {alert.id[:16]}"
+        f"{alert.severity + '  ' if alert.severity else ''}{top + '  ' if top else ''}id {alert.id[:16]}"
     )
 
 
@@ -87,6 +95,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--json", action="store_true", help="one JSON alert per line")
     p.add_argument("--count", type=int, help="exit after this many alerts")
     p.add_argument("--timeout", type=float, help="exit after this many seconds (status 1 if --count not reached)")
+    p.add_argument("--open", action="store_true", help="list the streams with an open alert now (retained statuses)")
+    p.add_argument("--quiet", type=float, default=1.0, help="--open: seconds without a new status before listing")
     p.set_defaults(func=run)
 
 
@@ -111,11 +121,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.count is not None and args.count < 1:
         raise ConfigError("--count must be >= 1")
     broker, prefix = _broker_and_prefix(args)
+    topics = OutputTopics(prefix)
     try:
-        topic = validate_topic_filter(OutputTopics(prefix).alert(args.stream))
+        topic = validate_topic_filter((topics.status if args.open else topics.alert)(args.stream))
     except ValueError as exc:
         raise ConfigError(f"--stream: {exc}") from None
-    inbox: queue.Queue[bytes] = queue.Queue()
+    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
     subscribed: queue.Queue[str] = queue.Queue()
 
     def on_connect(client: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
@@ -128,7 +139,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     client = make_client(broker.model_copy(update={"session_expiry_s": 0}), "", manual_ack=False)
     client.on_connect = on_connect
     client.on_subscribe = lambda *a: subscribed.put("")
-    client.on_message = lambda _c, _u, msg: inbox.put(bytes(msg.payload))
+    client.on_message = lambda _c, _u, msg: inbox.put((msg.topic, bytes(msg.payload)))
     try:
         client.connect(broker.host, broker.port, keepalive=broker.keepalive_s)
     except OSError as exc:
@@ -142,6 +153,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             raise BusError(f"no subscription to {topic} within 10s") from None
         if problem:
             raise BusError(problem)
+        if args.open:
+            statuses = _retained_statuses(inbox, len(topics.status("")), args.quiet, args.timeout or 10.0)
+            return _print_open(statuses, out, as_json=args.json)
         if not args.json:
             print(_HEADER, file=out, flush=True)
         return _print_alerts(inbox, out, args, deadline)
@@ -150,14 +164,51 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         client.loop_stop()
 
 
-def _print_alerts(inbox: queue.Queue[bytes], out: TextIO, args: argparse.Namespace, deadline: float | None) -> int:
+def _retained_statuses(
+    inbox: queue.Queue[tuple[str, bytes]], root: int, quiet: float, timeout: float
+) -> dict[str, str]:
+    """stream → status, from what arrives until nothing did for `quiet` s (at most `timeout` s).
+    root: the length of `<prefix>/status/`. An empty payload (a status removed) removes the stream."""
+    statuses: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            topic, payload = inbox.get(timeout=min(quiet, left))
+        except queue.Empty:
+            break
+        stream = topic[root:]
+        if payload:
+            statuses[stream] = payload.decode("utf-8", "replace")
+        else:
+            statuses.pop(stream, None)
+    return statuses
+
+
+def _print_open(statuses: dict[str, str], out: TextIO, *, as_json: bool) -> int:
+    """The streams whose status is `alert`, sorted; a count of every status after them."""
+    open_streams = sorted(s for s, status in statuses.items() if status == "alert")
+    for stream in open_streams:
+        line = json.dumps({"stream": stream, "status": "alert"}) if as_json else stream
+        print(line, file=out, flush=True)
+    if not as_json:
+        counts: dict[str, int] = {}
+        for status in statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no stream status retained"
+        print(f"{len(open_streams)} open alert(s); streams: {summary}", file=out, flush=True)
+    return 0
+
+
+def _print_alerts(
+    inbox: queue.Queue[tuple[str, bytes]], out: TextIO, args: argparse.Namespace, deadline: float | None
+) -> int:
     shown = 0
     while args.count is None or shown < args.count:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             return 1 if args.count is not None else 0
         try:
-            payload = inbox.get(timeout=left if left is not None else 1.0)
+            _topic, payload = inbox.get(timeout=left if left is not None else 1.0)
         except queue.Empty:
             continue
         try:

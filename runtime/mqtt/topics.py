@@ -200,6 +200,7 @@ class OutputTopics:
 
     <prefix>/alerts/<stream>          alert messages (docs/ALERTS.md)
     <prefix>/status/<stream>          retained stream status
+    <prefix>/scores/<stream>          score and threshold (runtime.score_stream; off by default)
     <prefix>/stats                    the periodic stats message
     <prefix>/available                online / offline (last will) / stopped, retained
     <prefix>/probe                    empty QoS 1 liveness probe when nothing else was published
@@ -225,6 +226,9 @@ class OutputTopics:
 
     def status(self, stream: str) -> str:
         return f"{self.prefix}/status/{stream}"
+
+    def score(self, stream: str) -> str:
+        return f"{self.prefix}/scores/{stream}"
 
     @property
     def control_root(self) -> str:

@@ -11,15 +11,22 @@ keeps each stream's latest status and the streams whose latest is not handed ove
 lost our session (`resend_all`: its retained messages may be gone too), every known stream's
 status is published again the same way. An evicted stream's retained status is cleared (an empty
 retained payload), with or without an open alert.
+
+The optional score stream (runtime.service.scores) goes at QoS 0 and not urgent: while the broker
+is away its points are dropped, never queued.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from runtime.engine.alerts import Alert
+from runtime.engine.engine import Engine
 from runtime.engine.types import Eviction, Outcome, StreamStatus
 from runtime.mqtt.protocol import MessageBus
 from runtime.mqtt.topics import OutputTopics
 from runtime.ops.counts import Counts
+from runtime.service.scores import ScoreStream
 
 __all__ = ["Publisher"]
 
@@ -28,11 +35,13 @@ _CATCH_UP_MAX = 1000  # statuses per catch_up call: the worker's turn stays shor
 
 
 class Publisher:
-    def __init__(self, bus: MessageBus, topics: OutputTopics, *, qos: int) -> None:
-        """qos: broker.alert_qos, for alerts and statuses (stats go at QoS 0)."""
+    def __init__(self, bus: MessageBus, topics: OutputTopics, *, qos: int, scores: ScoreStream | None = None) -> None:
+        """qos: broker.alert_qos, for alerts and statuses (stats and scores go at QoS 0).
+        scores: the score stream, None when runtime.score_stream is off."""
         self._bus = bus
         self.topics = topics
         self._qos = qos
+        self._scores = scores
         self._latest: dict[str, bytes] = {}
         """stream → its latest status payload (_CLEAR: evicted, the clear not handed over yet)."""
         self._unsent: dict[str, None] = {}
@@ -57,9 +66,18 @@ class Publisher:
         else:
             counts.alerts_not_sent += 1
 
+    def scores(self, engine: Engine, outcomes: Sequence[Outcome], now: float) -> None:
+        """The score stream's publications due among one model's outcomes (nothing when it is off)."""
+        if self._scores is None:
+            return
+        for point in self._scores.points(engine, outcomes, now):
+            self._bus.publish(self.topics.score(point.stream), point.to_json(), qos=0)
+
     def eviction(self, eviction: Eviction, counts: Counts) -> None:
         """An evicted stream's open alert gets its `cleared`, and its retained status is removed
         (open alert or not: a status nobody updates any more would stay on the broker forever)."""
+        if self._scores is not None:
+            self._scores.forget(eviction.stream)
         if eviction.cleared is not None:
             self.alert(eviction.cleared, counts)
         self._status(eviction.stream, _CLEAR, counts)

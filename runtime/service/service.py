@@ -41,6 +41,7 @@ from runtime.ops.sdnotify import Notifier, WatchdogPinger
 from runtime.service.acks import Acks
 from runtime.service.publisher import Publisher
 from runtime.service.router import QueueItem, Router
+from runtime.service.scores import ScoreStream
 from runtime.service.swap import Swap, SwapSlot
 from runtime.service.worker import OutcomeHook, Worker
 from runtime.state.schedule import Checkpointing
@@ -103,7 +104,8 @@ class Service:
         )
         acks = Acks(self.bus)
         self._router = Router(intake, self.queue, acks, self.tally, drop_policy=rt.drop_policy)
-        self.publisher = Publisher(self.bus, self.topics, qos=config.broker.alert_qos)
+        scores = None if rt.score_stream is None else ScoreStream(rt.score_stream)
+        self.publisher = Publisher(self.bus, self.topics, qos=config.broker.alert_qos, scores=scores)
         self._swaps = SwapSlot()
         self._notifier = Notifier()
         self.worker = Worker(

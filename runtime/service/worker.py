@@ -181,6 +181,7 @@ class Worker:
                 self._at_stream_cap(counts.rejected["max-streams"])
             for outcome in outcomes:
                 self._publisher.outcome(outcome, counts)
+            self._publisher.scores(engine, outcomes, time.monotonic())
             if outcome_log.isEnabledFor(logging.DEBUG):  # written before the acks below
                 for o in outcomes:
                     m = o.message

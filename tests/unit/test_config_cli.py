@@ -84,6 +84,7 @@ def test_init_is_complete_and_commented(tmp_path: Path, capsys: pytest.CaptureFi
         "metrics_address",
         "topic_prefix",
         "stats_interval_s",
+        "score_stream",
         "outgoing_max",
         "outgoing_max_bytes",
     }
