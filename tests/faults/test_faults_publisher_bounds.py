@@ -1,7 +1,7 @@
 """Fault: what one publisher can do to a stream, against `edgewatch serve` and mosquitto (issue 12).
 
     seq jump     one forged message with seq = last + 1000 in the middle of a faulty stream
-    reset storm  a reset command every 6 samples while the stream shows a sustained fault
+    reset storm  a reset command every 6 samples (warmup_steps 10), before and during a sustained fault
     all rejected a stream whose every message is rejected after it reported `ok`
 
 Before: the forged seq made every later real sample drop as out-of-order (no alert); the resets
@@ -60,9 +60,14 @@ def test_seq_jump_reset_storm_and_all_rejected(broker: Broker, tmp_path: Path) -
         def send(stream: str, payload: bytes) -> None:
             client.publish(f"plant/{stream}/telemetry", payload, qos=1).wait_for_publish(5)
 
+        def storm(seq: int) -> None:  # a reset every 6 samples: fewer than warmup_steps apart
+            if seq % 6 == 0:
+                client.publish("edgewatch/control/storm/reset", b"", qos=1).wait_for_publish(5)
+
         for seq in range(20):  # healthy: a flat signal
             for stream in ("jump", "storm", "blind"):
                 send(stream, _sample(seq, 0.0))
+            storm(seq)
             time.sleep(0.02)
         statuses.wait_for(lambda got: any(m.payload == b"ok" and "blind" in m.topic for m in got), 10)
         send("jump", _sample(19 + 1000, 0.0))  # forged, one message
@@ -72,8 +77,7 @@ def test_seq_jump_reset_storm_and_all_rejected(broker: Broker, tmp_path: Path) -
             send("jump", _sample(seq, value))
             send("storm", _sample(seq, value))
             send("blind", _sample(seq, value, ts=9.9e10))  # rejected: ts-range
-            if seq % 6 == 0:
-                client.publish("edgewatch/control/storm/reset", b"", qos=1).wait_for_publish(5)
+            storm(seq)
             time.sleep(0.05)
         raised = alerts.wait_for(
             lambda got: {m.topic for m in got} >= {"edgewatch/alerts/jump", "edgewatch/alerts/storm"}, 10
@@ -95,7 +99,7 @@ def test_seq_jump_reset_storm_and_all_rejected(broker: Broker, tmp_path: Path) -
     assert ("storm", "raised") in states
     assert any("blind" in m.topic for m in stale)
     assert rejected_jump == 1
-    assert rejected_reset == 9  # 10 reset commands, the first applied
+    assert rejected_reset == 13  # 14 reset commands, the first applied
     assert out_of_order == 0
     report(
         tmp_path,
