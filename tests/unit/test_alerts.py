@@ -183,3 +183,27 @@ def test_input_schema_agrees_with_the_decoder(tmp_path: Path) -> None:
     for payload in INVALID_INPUT:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(json.loads(payload), schema)
+
+
+def test_after_a_reload_alerts_carry_the_new_models_name(tmp_path: Path) -> None:
+    """The config key stays; model_name and model_sha256 say which artifact serves the stream now."""
+    from runtime.model.artifact import load_artifact
+    from runtime.state.transfer import transfer_state
+
+    old_art = write_persistence_artifact(tmp_path / "v1", threshold=1.0)
+    write_persistence_artifact(tmp_path / "v2", threshold=1.0)
+    manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
+    (tmp_path / "v2" / "manifest.json").write_text(json.dumps({**manifest, "name": "press-v2"}))
+    new_art = load_artifact(tmp_path / "v2")
+    policy = AlertPolicy(raise_k=1, raise_n=1, clear_m=2, warmup_steps=1, update_interval_s=None)
+    model = ModelConfig(path=tmp_path, target="cpu", alerts=policy, baseline=BaselineConfig(learn_steps=0))
+    old = Engine(old_art, session(old_art), model, name="press")
+    x = np.zeros((60, 4), np.float32)
+    x[3] = 5.0
+    seen = [a for t in range(5) for a in old.process([Message("s", x[t : t + 1], t, None)])[0].alerts]
+    assert [(a.state, a.model, a.model_name) for a in seen] == [("raised", "press", old_art.manifest.name)]
+    new = Engine(new_art, session(new_art), model, name="press")
+    transfer_state(old, new)
+    later = [a for t in range(5, 60) for a in new.process([Message("s", x[t : t + 1], t, None)])[0].alerts]
+    assert [(a.state, a.id, a.model, a.model_name) for a in later] == [("cleared", seen[0].id, "press", "press-v2")]
+    assert "press-v2" in later[0].message
