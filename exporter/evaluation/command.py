@@ -17,7 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edge_config.errors import ExportInputError
+from edge_config.schema import BaselineConfig
 
 __all__ = ["register", "run"]
 
@@ -74,6 +77,17 @@ def register(subparsers: Any) -> None:
         "default: the gateway's, 300; 0 = the model's threshold only)",
     )
     s.add_argument(
+        "--level-steps",
+        type=int,
+        metavar="N",
+        help="the gateway's shift detector: steps over which a stream learns its own level after its scales "
+        "(ModelConfig.baseline.level_steps; default: the gateway's, 200; 0 = no shift detector)",
+    )
+    s.add_argument("--cusum-k", type=float, metavar="K", help="the shift detector's slack (default: the gateway's, 2)")
+    s.add_argument(
+        "--cusum-h", type=float, metavar="H", help="the shift detector's decision interval (default: the gateway's, 60)"
+    )
+    s.add_argument(
         "--false-alert-steps",
         type=int,
         metavar="N",
@@ -107,14 +121,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.files is not None and args.files < 1:
         raise ExportInputError(f"--files must be >= 1, got {args.files}")
-    root = resolve_skab_dir(args.data)
-    files = load_labelled(root, args.files, args.split)
     config = PUBLISHED if args.setting == "published" else STREAMING
     config = replace(config, train=replace(config.train, seed=args.seed))
     if args.baseline_steps is not None:
         if args.baseline_steps < 0:
             raise ExportInputError(f"--baseline-steps must be >= 0, got {args.baseline_steps}")
         config = replace(config, baseline=config.baseline.model_copy(update={"learn_steps": args.baseline_steps}))
+    shift = {"level_steps": args.level_steps, "cusum_k": args.cusum_k, "cusum_h": args.cusum_h}
+    if any(v is not None for v in shift.values()):
+        update = {k: v for k, v in shift.items() if v is not None}
+        try:
+            baseline = BaselineConfig.model_validate({**config.baseline.model_dump(), **update})
+        except ValidationError as exc:
+            raise ExportInputError(f"--level-steps/--cusum-k/--cusum-h: {exc.errors()[0]['msg']}") from None
+        config = replace(config, baseline=baseline)
     score = {
         "false_alert_steps": args.false_alert_steps,
         "reduce": args.score_reduce,
@@ -123,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     }
     config = replace(config, score=replace(config.score, **{k: v for k, v in score.items() if v is not None}))
     targets = [args.target] + (["cpu-fp32"] if args.fp32 and args.target != "cpu-fp32" else [])
+    root = resolve_skab_dir(args.data)  # after the options: a bad one is named before any data is read
+    files = load_labelled(root, args.files, args.split)
 
     started = time.monotonic()
     _log(f"SKAB {args.setting}: {len(files)} files, targets {', '.join(targets)}")

@@ -109,7 +109,17 @@ def test_eval_help_states_the_split(capsys: pytest.CaptureFixture[str]) -> None:
     assert "held out: valve2/ and other/" in out
     assert "--split" in out
     assert "--baseline-steps" in out
+    assert "--level-steps" in out  # the shift detector's knobs, to measure them on the dev split
+    assert "--cusum-k" in out
+    assert "--cusum-h" in out
     assert "--threshold-z" not in out  # no evaluation-only threshold
+
+
+def test_a_bad_shift_detector_option_is_one_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from runtime.cli import main
+
+    assert main(["eval", "skab", "--data", str(tmp_path), "--cusum-h", "0"]) == 2
+    assert "--cusum-h" in capsys.readouterr().err
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path: Path) -> None:
