@@ -88,6 +88,11 @@ class DemoGateway:
             f"error scale per sensor over {baseline.learn_steps} s after a {warmup} s warm-up (meanwhile only "
             f"scores above {baseline.learning_factor * self.threshold:.1f} alert), then alerts above "
             f"{self.threshold:.3f} on its rescaled score"
+            + (
+                f", or when that score stays above its own level (learned over the next {baseline.level_steps} s)"
+                if baseline.level_steps > 0
+                else ""
+            )
         )
 
 
