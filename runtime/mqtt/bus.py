@@ -23,10 +23,13 @@ What it guarantees to the service:
   reconnects and resends; counted (`ack_timeouts`), logged, and `problem` says so until the
   broker accepts us again. When nothing was published for half of it, an empty QoS 1 probe to
   `<prefix>/probe` checks the broker still answers (a frozen broker keeps the TCP connection).
-- Sessions: every accepted connection subscribes (idempotent; MQTT 5 asks for retained
-  messages only for subscriptions the session lacked); with a persistent session `stop_input()`
+- Sessions: a connection subscribes when the broker kept no session, at the first connect of
+  the process and after a takeover (MQTT 5 asks for retained messages only for subscriptions
+  the session lacked); with a persistent session `stop_input()`
   does not unsubscribe, so what is published while the gateway is stopped waits in its session.
-  A session taken over by another client with our client id (MQTT 5 reason 0x8E) is logged,
+  A session taken over by another client with our client id (MQTT 5 reason 0x8E, or, since
+  mosquitto 2.0.11 just closes the connection, several connections in a row closed within
+  seconds of being accepted with our session, each reconnect succeeding at once) is logged,
   counted, reported by `problem`, and the next reconnect waits reconnect_max_s (two gateways
   with one id must not flap twice a second).
 - Acks are tagged with the connection they came from: after a reconnect the broker reuses
@@ -64,8 +67,9 @@ log = logging.getLogger("edgewatch.bus")
 
 _REPEAT_LOG_S = 60.0
 _WATCH_S = 0.25  # how often the liveness rule is checked
-_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code (mosquitto 2.0.11 closes without it)
 _TAKEOVER_QUIET = 2.0  # × reconnect_max_s connected without a takeover before it is ready again
+_SHORT_LIVED = 3  # connections in a row closed within seconds, each reopened at once: a twin
 
 
 class _RepeatFilter:
@@ -121,7 +125,10 @@ class Bus:
         self._broken_connection = -1  # the connection the liveness rule shut (once per connection)
         self._problem: str | None = None
         self._takeover_at: float | None = None
+        self._short_lived = 0  # accepted connections in a row the broker closed within seconds
+        self._session_present = False
         self._taking_input = True
+        self._subscribed_once = False
         self._failures = _RepeatFilter()
         self._refused = False
         self._closing = False
@@ -215,6 +222,7 @@ class Bus:
     ) -> None:
         try:
             if reason.is_failure:
+                self._short_lived = 0
                 self._count("connect_failures")
                 self._refused = True  # paho's on_disconnect follows: the same failure, not a new one
                 if self._failures.should_log(str(reason)):
@@ -227,6 +235,7 @@ class Bus:
                 return
             self._connection += 1
             self._connected_at = time.monotonic()
+            self._session_present = bool(flags.session_present)
             self._count("connects")
             if not flags.session_present:
                 self._count("fresh_sessions")
@@ -249,11 +258,15 @@ class Bus:
                     self._counters.dropped_outgoing += lost
                     self._counters.dropped_outgoing_bytes += size
             self.publish(self.availability_topic, b"online", qos=1, retain=True, urgent=True)
-            # Every connect subscribes, session present or not: a session kept by the broker may
-            # still lack our subscriptions (another client with our id unsubscribed in it, the
-            # filters changed). Subscribing again is idempotent; under MQTT 5 retainHandling=1
-            # sends retained messages only for a subscription the session did not have.
-            if self._taking_input and self._subscriptions:
+            # Subscribe when the broker kept no session, at the first connect of this process (the
+            # filters may have changed) and after a takeover (another client with our id used the
+            # session: it may have unsubscribed in it). Not at every connect: with the session
+            # present, subscribing again made mosquitto 2.0.11 redeliver ~40,000 messages already
+            # processed in the broker-restart fault test. Under MQTT 5 retainHandling=1 sends
+            # retained messages only for a subscription the session did not have.
+            resubscribe = not flags.session_present or not self._subscribed_once or self._takeover_at is not None
+            if self._taking_input and self._subscriptions and resubscribe:
+                self._subscribed_once = True
                 if self._v5:
                     client.subscribe(
                         [
@@ -271,6 +284,7 @@ class Bus:
         # paho calls this inside its `except OSError:` block, so the cause is still at hand.
         try:
             exc = sys.exc_info()[1]
+            self._short_lived = 0
             self._count("connect_failures")
             reason = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
             if self._failures.should_log(reason):
@@ -288,19 +302,21 @@ class Bus:
             self._connected.clear()
             if self._closing:
                 return
-            if was_connected and reason.value == _SESSION_TAKEN_OVER:
-                self._taken_over()
-                return
             if was_connected:
                 self._count("disconnects")
-                if self._broken_connection != self._connection:  # the liveness rule said why already
-                    log.warning("disconnected from the broker: %s (reconnecting)", reason)
+                if self._broken_connection == self._connection:  # the liveness rule said why already
+                    return
+                if reason.value == _SESSION_TAKEN_OVER or self._looks_taken_over():
+                    self._taken_over(str(reason))
+                    return
+                log.warning("disconnected from the broker: %s (reconnecting)", reason)
                 return
             if self._refused:
                 self._refused = False
                 return
             # Closed before a CONNACK: what a TLS broker does to a plaintext client or to a
             # missing client certificate under TLS 1.3 (checked after the handshake).
+            self._short_lived = 0
             self._count("connect_failures")
             why = "the broker closed the connection before accepting it"
             if self._failures.should_log(why):
@@ -316,17 +332,32 @@ class Bus:
         except Exception:  # a paho callback must not raise
             log.debug("error in on_disconnect", exc_info=True)
 
-    def _taken_over(self) -> None:
+    def _looks_taken_over(self) -> bool:
+        """A broker that hands our session to another client with our id closes our connection,
+        and mosquitto 2.0.11 does so without the DISCONNECT reason 0x8E: connections closed by
+        the broker within seconds of being accepted, three in a row, are taken to be that (and
+        any connection lost again before the quiet time after one). A failed connection attempt in
+        between (a broker restarting) starts the count over."""
+        lived = time.monotonic() - self._connected_at
+        b = self._broker
+        if self._takeover_at is not None and lived < _TAKEOVER_QUIET * b.reconnect_max_s:
+            return True
+        if lived >= max(5.0, 4 * b.reconnect_min_s) or not self._session_present:
+            self._short_lived = 0
+            return False
+        self._short_lived += 1
+        return self._short_lived >= _SHORT_LIVED
+
+    def _taken_over(self, reason: str) -> None:
         self._count("takeovers")
-        self._count("disconnects")
         self._takeover_at = time.monotonic()
         wait = self._broker.reconnect_max_s
         self._problem = (
-            f"another client connected with our client id {self._client_id!r} and the broker handed it our "
-            "session (broker.client_id must be unique per gateway)"
+            f"the broker handed our session to another client with our client id {self._client_id!r} "
+            "(broker.client_id must be unique per gateway)"
         )
         if self._failures.should_log("session taken over"):
-            log.error("%s; reconnecting in %.1f s", self._problem, wait)
+            log.error("%s: disconnected (%s); reconnecting in %.1f s", self._problem, reason, wait)
         # paho waits reconnect_min_s after a connection that was accepted: two gateways with one
         # id would take the session from each other twice a second.
         self._client.reconnect_delay_set(wait, wait)  # type: ignore[arg-type]
@@ -382,6 +413,7 @@ class Bus:
         if self._takeover_at is not None and now - self._connected_at > _TAKEOVER_QUIET * self._broker.reconnect_max_s:
             log.info("no other client took our session over for %.0f s: ready again", now - self._connected_at)
             self._takeover_at = None
+            self._short_lived = 0
             self._problem = None
         if held and waited > timeout:
             self._break_connection(held, waited)
