@@ -381,3 +381,43 @@ def test_resubscribes_after_the_broker_lost_the_session(broker: Broker) -> None:
         assert [m.topic for m in sink.wait(1)] == ["in/after"]
     finally:
         bus.stop()
+
+
+def test_statuses_give_way_to_alerts_and_every_drop_is_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = _bus(_config(port=free_port()), Sink(), subs=[], limits=OutboxLimits(max_messages=8, max_bytes=100_000))
+    bus.start()  # nothing listens: every publication stays in the outbox
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgewatch.bus"):
+            statuses = [bus.publish(f"t/status/s{i}", b"ok", qos=1, retain=True) for i in range(10)]
+            alerts = [bus.publish(f"t/alerts/s{i}", b"{}", qos=1, urgent=True) for i in range(4)]
+        assert statuses == [True] * 6 + [False] * 4  # 75 % of 8: the rest is kept for alerts
+        assert alerts == [True, True, False, False]
+        counts = bus.snapshot()
+        assert (counts.dropped_outgoing, counts.dropped_urgent) == (6, 2)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox full")]
+        assert len(lines) == 1  # the first drop at once, the next ones in a line a minute later
+        assert "0 alert/availability and 1 status/stats publications dropped" in lines[0]
+    finally:
+        bus.stop(timeout=0.1)
+
+
+def test_a_clean_stop_with_a_persistent_session_keeps_the_subscriptions(broker: Broker) -> None:
+    sink = Sink()
+    bus = _bus(_config(broker, session_expiry_s=600), sink)
+    bus.start()
+    try:
+        assert bus.wait_connected(10)
+        time.sleep(0.3)  # SUBACK
+        assert bus.stop_input() is False  # no unsubscribe: the session keeps collecting input
+    finally:
+        bus.stop()
+    publish_many(broker, [("in/a", b"while stopped")])
+    sink = Sink()
+    again = _bus(_config(broker, session_expiry_s=600), sink)
+    again.start()
+    try:
+        assert [m.payload for m in sink.wait(1)] == [b"while stopped"]
+    finally:
+        again.stop()
