@@ -129,6 +129,10 @@ class Alert:
     """A probability model's alert: the severity compares odds (SEVERITY_LEVELS)."""
     evicted_at: float | None = None
     """An eviction's `cleared`: the gateway's wall clock when it forgot the stream."""
+    shift: float | None = None
+    """The shift detector's sum over its decision interval (S / h, runtime.engine.baseline) when
+    it is above 1 at this step: the score has stayed above the stream's own level long enough to
+    count as above the threshold, whatever this step's score. None otherwise."""
 
     def __post_init__(self) -> None:
         for name in ("score", "threshold", "started", "ts"):
@@ -137,7 +141,10 @@ class Alert:
 
     @property
     def severity(self) -> Severity:
-        return _SEVERITIES[severity_level(self.score, self.threshold, probability=self.probability)]
+        level = severity_level(self.score, self.threshold, probability=self.probability)
+        if self.shift is not None and self.state != "cleared":
+            level = max(level, 1)  # a persistent shift under the threshold is at least minor
+        return _SEVERITIES[level]
 
     @property
     def message(self) -> str:
@@ -149,6 +156,8 @@ class Alert:
         times = "odds " if self.probability else ""
         line = f"{self.stream}: {what} ({self.severity}, score {self.score:.3g} = {times}{ratio:.3g}x threshold"
         line += f" {self.threshold:.3g})"
+        if self.shift is not None and self.state != "cleared":
+            line += f", a persistent shift above its own level ({self.shift:.3g}x the sum's limit)"
         why = [
             f"{f.feature} {f.observed:.4g} vs {f.expected:.4g} expected ({f.direction})"
             for f in self.top_features
@@ -178,6 +187,8 @@ class Alert:
             doc["reason"] = self.reason
         if self.evicted_at is not None:
             doc["evicted_at"] = float(self.evicted_at)
+        if self.shift is not None:
+            doc["shift"] = float(self.shift)
         doc.update(
             schema_version=SCHEMA_VERSION,
             model_name=self.model_name or self.model,

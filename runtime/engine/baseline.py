@@ -185,6 +185,13 @@ class Baselines:
             shifted[rows[ready]] = above
         return shifted
 
+    def shift_of(self, slot: int) -> float | None:
+        """The slot's shift-detector sum over h when above 1 (a persistent shift), else None."""
+        if not self.shift_enabled:
+            return None
+        ratio = float(self._store.column("baseline.cusum")[slot]) / self.config.cusum_h
+        return ratio if ratio > 1.0 else None
+
     def _finish(self, slots: np.ndarray) -> None:
         col = self._store.column
         floor = 1.0 if self.config.policy == "max" else _STREAM_FLOOR

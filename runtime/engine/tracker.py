@@ -200,6 +200,7 @@ class AlertTracker:
             reason=reason,
             model_name=self.model_name,
             probability=self.probability,
+            shift=None if self.baselines is None or reason is not None else self.baselines.shift_of(slot),
         )
         if state == "cleared":
             # A fresh history: stale above-threshold steps must not re-raise at once.

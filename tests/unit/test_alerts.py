@@ -94,7 +94,14 @@ def test_a_version_1_consumer_finds_every_field_it_knew_unchanged() -> None:
 def test_alert_json_validates() -> None:
     schema = _schema("alert.schema.json")
     evicted = _alert(state="cleared", seq=None, top_features=(), reason="evicted", evicted_at=1763803650.0)
-    for alert in (_alert(), _alert(state="cleared", seq=None, top_features=()), _alert(stream="ünïcode/ŝ"), evicted):
+    shifted = _alert(score=1.0, shift=1.4)
+    for alert in (
+        _alert(),
+        _alert(state="cleared", seq=None, top_features=()),
+        _alert(stream="ünïcode/ŝ"),
+        evicted,
+        shifted,
+    ):
         jsonschema.validate(json.loads(alert.to_json()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**json.loads(_alert().to_json()), "state": "new"}, schema)
@@ -207,3 +214,13 @@ def test_after_a_reload_alerts_carry_the_new_models_name(tmp_path: Path) -> None
     later = [a for t in range(5, 60) for a in new.process([Message("s", x[t : t + 1], t, None)])[0].alerts]
     assert [(a.state, a.id, a.model, a.model_name) for a in later] == [("cleared", seen[0].id, "press", "press-v2")]
     assert "press-v2" in later[0].message
+
+
+def test_a_shift_alert_under_the_threshold_says_so_and_is_at_least_minor() -> None:
+    shifted = _alert(score=1.0, threshold=1.25, shift=1.4)  # the sum, not this step's score, holds it
+    doc = json.loads(shifted.to_json())
+    assert doc["shift"] == 1.4
+    assert doc["severity"] == "minor"
+    assert "a persistent shift above its own level (1.4x the sum's limit)" in doc["message"]
+    assert "shift" not in json.loads(_alert().to_json())  # absent unless the sum holds the step
+    assert _alert(score=5.0, threshold=1.25, shift=1.4).severity == "major"  # the score's own level counts

@@ -9,6 +9,7 @@ import pytest
 
 from edge_config.manifest import Calibration, ScoreSettings, StateSpec
 from edge_config.schema import AlertPolicy, BaselineConfig
+from runtime.engine.alerts import Alert
 from runtime.engine.baseline import LEARNED, LEARNING, OUT_OF_RANGE, Baselines, enabled_for
 from runtime.engine.scoring import Scorer
 from runtime.engine.streams import StateStore
@@ -38,6 +39,7 @@ class Rig:
         )
         self.step = 0
         self.statuses: dict[str, list[str]] = {}
+        self.alerts: list[Alert] = []
 
     def feed(self, name: str, errors: np.ndarray) -> list[str]:
         """One step of stream `name` whose next prediction misses by `errors` [F]."""
@@ -49,6 +51,7 @@ class Rig:
         scores = self.scorer.step(slots, x, np.asarray(errors, np.float64).reshape(1, 1, F), squares)
         steps = np.array([self.step])
         alerts = self.tracker.observe(slots, scores[:, 0], steps, 0.0, lambda row: (self.step, 1.0), squares[:, 0])
+        self.alerts += [a for _, a in alerts]
         for _, status in self.tracker.status_changes(slots):
             self.statuses.setdefault(name, []).append(status)
         self.step += 1
@@ -194,6 +197,11 @@ def test_a_persistent_shift_under_the_threshold_alerts_through_the_cusum_and_cle
     raised_at = next(i for i, e in enumerate(events) if "raised" in e)
     # h / 0.5 = 120 steps, more while the EWMA climbs from 1 to 1.5, then 3 of 5 for the hysteresis
     assert 120 <= raised_at <= 150
+    raised = next(a for a in with_sum.alerts if a.state == "raised")
+    assert raised.score < raised.threshold  # the sum raised it, not the step's score
+    assert raised.shift is not None
+    assert raised.shift > 1.0
+    assert raised.severity == "minor"
     assert [s for _ in range(200) for s in without.feed("m", np.full(F, np.sqrt(1.5)))] == []
     # back to its level: the sum (capped at 2h) falls by k a step, then clear_m steps under h
     back = [s for _ in range(200) for s in with_sum.feed("m", np.ones(F))]
