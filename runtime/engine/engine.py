@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_config.schema import ModelConfig
-from runtime.engine.admission import KEEP, GapPolicy, Plan, Verdict, add_columns, admit
+from runtime.engine.admission import KEEP, PENDING_SEQ, GapPolicy, Plan, Verdict, add_columns, admit
 from runtime.engine.alerts import Alert
 from runtime.engine.baseline import Baselines, enabled_for
 from runtime.engine.scoring import AlertTracker, Scorer, resolve_score_settings, resolve_threshold
@@ -231,6 +231,8 @@ class Engine:
             if by_seq or by_ts:
                 store.reset_model(slot)
                 self._counts.rewarming += 1
+            if by_seq and m.seq is not None:  # acked after the checkpoint: an expected jump, not refused
+                store.column(PENDING_SEQ)[slot] = m.seq - 1
 
     def reset(self, stream: str) -> bool:
         """Start the stream over (control command): zero state, warm up again, accept any seq.

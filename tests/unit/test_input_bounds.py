@@ -12,8 +12,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from edge_config.schema import BaselineConfig, ModelConfig
+from runtime.engine.engine import Engine
+from runtime.engine.types import Message
 from runtime.mqtt.fake import FakeBus
 from runtime.service import Service
+from tests.support.core_artifacts import session, write_variant
 from tests.support.onnx_artifacts import write_lstm_artifact
 from tests.support.service_helpers import gateway_config
 
@@ -109,3 +115,25 @@ def test_implausible_ts_is_rejected_with_its_reason(tmp_path: Path) -> None:
     _send(relaxed_bus, 0, ts=9.9e10)
     _run(relaxed)
     assert relaxed.tally.snapshot().rejected == {}
+
+
+def test_a_stream_restored_after_a_restart_may_jump_ahead_once(tmp_path: Path) -> None:
+    """Samples acked after the last checkpoint make the first seq after a restart jump far ahead:
+    expected, so not refused (the stream re-warms, counted in `rewarming`)."""
+    artifact = write_variant(tmp_path, threshold=1.0)
+    model = ModelConfig(path=artifact.directory, target="cpu", baseline=BaselineConfig(learn_steps=0))
+
+    def engine() -> Engine:
+        return Engine(artifact, session(artifact), model, name="m", max_seq_jump=64)
+
+    def msg(seq: int) -> Message:
+        return Message("s", np.zeros((1, 4), np.float32), seq, None)
+
+    before = engine()
+    before.process([msg(0), msg(1)])
+    after = engine()
+    streams, columns = before.store.export()
+    after.store.restore(streams, columns, now=0.0)
+    after.resume(streams)
+    assert [o.status for o in after.process([msg(900), msg(901)])] == ["processed", "processed"]
+    assert before.process([msg(900)])[0].status == "seq-jump"  # no restart in between: refused
