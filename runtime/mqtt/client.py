@@ -11,7 +11,7 @@ And two per-packet costs of paho's receive and ack path (docs/RUNTIME.md, Perfor
   a time of remaining length, then the body) and, with the network thread, reads one packet per
   `select`. `PahoClient` reads up to 64 KiB per `recv` into a buffer that paho's reads are served
   from, and `loop_read` goes on until the socket has nothing more (so nothing is left in the
-  buffer while `select` waits on the socket).
+  buffer while `select` waits on the socket), writing what is queued every few packets.
 - Nagle: paho does not set TCP_NODELAY; small writes (PUBACKs, alerts) then wait for the
   broker's delayed ACK behind an unacknowledged one. `PahoClient` sets it.
 - Acks: `ack()` queues one 4-byte packet and wakes the network thread once per ack; `ack_many`
@@ -39,6 +39,7 @@ log = logging.getLogger("edgewatch.bus")
 
 
 _READ_SIZE = 65536
+_WRITE_EVERY = 32  # packets read between two writes of what is queued
 _PUBACK = struct.Struct("!BBH")  # fixed header 0x40, remaining length 2, packet id (MQTT 5: reason 0 implied)
 _PUBACK_BYTE = 0x40
 
@@ -72,7 +73,10 @@ class PahoClient(mqtt.Client):
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Every packet the socket holds now (paho reads one per select when nothing is in flight)."""
+        """Every packet the socket holds now (paho reads one per select when nothing is in flight),
+        writing what is queued (acks, publications) every _WRITE_EVERY packets: a broker that
+        floods us (MQTT 5 receive maximum 65535) must not hold our PUBACKs and alerts back."""
+        read = 0
         while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -81,6 +85,11 @@ class PahoClient(mqtt.Client):
                 return self._loop_rc_handle(rc)
             if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
+            read += 1
+            if read % _WRITE_EVERY == 0 and self.want_write():
+                rc = self.loop_write()
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return rc
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """PUBACK each QoS 1 packet id: one queued write and one wake-up for all of them."""

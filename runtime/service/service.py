@@ -53,6 +53,11 @@ log = logging.getLogger("edgewatch.service")
 _UNSUBSCRIBE_GRACE_S = 1.0  # deliveries already on the wire when we unsubscribe
 _SWAP_TIMEOUT_S = 30.0  # a reload waits this long for the worker to swap the models in
 _LAST_CHECKPOINT_TIMEOUT_S = 60.0  # a clean stop waits this long for the last checkpoint write
+_RECEIVE_WINDOW = 1024
+"""MQTT 5 ReceiveMaximum: QoS 1 deliveries unacknowledged with us at once. The broker's PUBACKs
+for our alerts queue behind what it has in flight to us, so a window of queue_max (seconds of
+backlog under a flood) let broker.ack_timeout_s break healthy connections (measured: 2 of 2
+floods on a loaded 2-core machine, then redeliveries); 1,024 is well under a second of work."""
 
 
 class Service:
@@ -97,7 +102,7 @@ class Service:
             subscriptions=[(f, qos) for f in resolver.filters] + [(self.topics.control_filter, 1)],
             on_message=self._on_delivery,
             limits=OutboxLimits(rt.outgoing_max, rt.outgoing_max_bytes),
-            receive_maximum=rt.queue_max,
+            receive_maximum=min(rt.queue_max, _RECEIVE_WINDOW),
             # MQTT 5: see a control message's retain flag as published, so that a retained command
             # is refused live too, not only when its retained copy comes back at a resubscribe.
             retain_as_published=(self.topics.control_filter,),
