@@ -57,8 +57,10 @@ def _verify(model: onnx.ModelProto, wrapper: StreamingWrapper, unrolled: bool) -
             f"the exported graph refers to external data ({external[0]}); artifacts must be self-contained"
         )
     ops = graph_ops(model)
+    fused = sum(1 for s in wrapper.sites if s.fused) if wrapper.fuse else 0  # one LSTM node per fused step
     for kind, op in (("lstm", "LSTM"), ("gru", "GRU")):
         expected = 0 if unrolled else sum(s.layers for s in wrapper.sites if s.kind == kind)
+        expected += fused if op == "LSTM" else 0
         if ops.get(op, 0) != expected:
             raise ExportError(f"the exported graph has {ops.get(op, 0)} {op} nodes, expected {expected}")
 

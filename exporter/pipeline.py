@@ -146,7 +146,11 @@ def _make_streamable(r: _Run, say: Log) -> None:
 
     n_features = len(r.inputs.features)
     say(f"making it streamable ({n_features} features)")
-    wrapper = make_streaming(r.model, r.sites, n_features)
+    # A cell that declares onnx_lstm_weights() becomes one ONNX LSTM node on the float and int8-weight
+    # targets. Not for npu-int8 (QDQ leaves LSTM nodes float) nor gpu-fp16 (its gate 3 falls back to
+    # onnx.reference, which ignores LSTM's input_forget): those keep the cell as traced.
+    fuse = r.target.quantization in ("none", "weights")
+    wrapper = make_streaming(r.model, r.sites, n_features, fuse=fuse)
     layout = wrapper.layout
     assert layout is not None  # make_streaming probed it
     task = resolve_task(r.req.task, output_size=layout.output_size, features=n_features)
@@ -188,7 +192,8 @@ def _validate_float(r: _Run, say: Log) -> None:
     r.source_bytes, r.source_runner = r.float_bytes, r.float_runner
     if r.to_unroll is not None:
         r.log("  unrolling the recurrent cells into MatMul form (one step per call)")
-        r.source_bytes = export_onnx(make_streaming(r.to_unroll, r.sites, n_features), time_steps=1, unrolled=True)
+        unrolled = make_streaming(r.to_unroll, r.sites, n_features, fuse=False)
+        r.source_bytes = export_onnx(unrolled, time_steps=1, unrolled=True)
         r.source_runner = GraphRunner(ort_session(r.source_bytes), m.names, output_kind=m.layout.output_kind)
         r.results.append(parity.gate_unrolled_vs_torch(torch_fn, r.source_runner, n_features, tol.onnx))
         gates.check_gates(r.results[-1:], r.log)

@@ -21,7 +21,8 @@ The step protocol (docs/EXPORT.md): a module with
 
 whose `forward` (its own, or its parent's) calls `step` once per time step, starting from
 whatever state it likes (the exporter feeds the first call's state). Modules inside such a
-module are its business: they are not sites of their own.
+module are its business: they are not sites of their own. A step module that also declares
+`onnx_lstm_weights()` is exported as one ONNX LSTM node per step (exporter.fused_cell).
 
 torch is imported by `find_recurrent` when it runs, so the site type can be named anywhere.
 """
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_config.errors import UnsupportedModelError
+from exporter.fused_cell import declares_lstm
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,6 +61,9 @@ class RecurrentSite:
     """Step modules only: the declared (name, width) of each state tensor, in declaration order."""
     pads_itself: bool = False
     """Conv sites only: the Conv1d's own padding is P (the module cuts the right end off)."""
+    fused: bool = False
+    """Step modules only: it declares onnx_lstm_weights(), so each step is one ONNX LSTM node
+    (exporter.fused_cell)."""
 
     @property
     def per_step(self) -> bool:
@@ -90,7 +95,8 @@ class RecurrentSite:
     def describe(self) -> str:
         if self.kind == "step":
             widths = ", ".join(f"{k} {n}" for k, n in self.state)
-            return f"{self.label} (step module; state {widths})"
+            fused = "; one ONNX LSTM node per step, from onnx_lstm_weights()" if self.fused else ""
+            return f"{self.label} (step module; state {widths}{fused})"
         if self.kind == "conv":
             return f"{self.label} (causal Conv1d over time; carries its last {self.layers} input frames)"
         if self.per_step:
@@ -156,7 +162,8 @@ def find_recurrent(model: nn.Module) -> list[RecurrentSite]:
             continue
         sizes = declared_state(module)
         if sizes is not None:
-            sites.append(RecurrentSite(name, "step", 0, 0, state=tuple(sizes.items())))
+            fused = declares_lstm(module, sizes)
+            sites.append(RecurrentSite(name, "step", 0, 0, state=tuple(sizes.items()), fused=fused))
             inside.append(name)
             continue
         if type(module) in sequence:

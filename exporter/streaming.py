@@ -54,10 +54,12 @@ class OutputLayout:
 class StreamingWrapper(nn.Module):
     """forward(x, *states) -> (y, *next_states); see the module docstring for shapes."""
 
-    def __init__(self, model: nn.Module, sites: list[RecurrentSite]) -> None:
+    def __init__(self, model: nn.Module, sites: list[RecurrentSite], *, fuse: bool = True) -> None:
         super().__init__()
         self.model = model
         self.sites = list(sites)
+        self.fuse = fuse
+        """Export step modules that declare onnx_lstm_weights() as ONNX LSTM nodes (not on unrolled targets)."""
         self.layout: OutputLayout | None = None
         self._time_major_input = False
         self._feed: dict[str, Any] | None = None  # site name -> state to inject; None: hooks inactive
@@ -68,7 +70,7 @@ class StreamingWrapper(nn.Module):
             module = model.get_submodule(site.name)
             if site.kind == "step":
                 # The protocol's step() is a plain method, which hooks do not see: shadow it on the instance.
-                module.step = self._wrap_step(site, module.step)
+                module.step = self._wrap_step(site, module)
                 continue
             if site.kind == "conv":
                 module.register_forward_pre_hook(self._make_conv_pre_hook(site))
@@ -131,8 +133,9 @@ class StreamingWrapper(nn.Module):
 
         return post_hook
 
-    def _wrap_step(self, site: RecurrentSite, step: Any) -> Any:
+    def _wrap_step(self, site: RecurrentSite, module: nn.Module) -> Any:
         names = [key for key, _ in site.state]
+        step: Any = module.step
 
         def fed_step(x_t: torch.Tensor, state: Any) -> Any:
             if self._feed is None:
@@ -146,10 +149,29 @@ class StreamingWrapper(nn.Module):
                 raise UnsupportedModelError(
                     f"{site.label}.step() returned state {sorted(result[1])}, but state_sizes declares {sorted(names)}"
                 )
+            if site.fused:
+                result = self._fused(site, module, x_t, state, result)
             self._final[site.name] = result[1]
             return result
 
         return fed_step
+
+    def _fused(self, site: RecurrentSite, module: nn.Module, x_t: torch.Tensor, state: Any, result: Any) -> Any:
+        """While exporting, the step's new (h, c) become one ONNX LSTM node (exporter.fused_cell)."""
+        from exporter.fused_cell import lstm_node
+
+        y_t, new = result
+        if not torch.onnx.is_in_onnx_export():
+            if not torch.equal(y_t, new["h"]):
+                raise UnsupportedModelError(
+                    f"{site.label} declares onnx_lstm_weights(), so its step() must return the new h as its "
+                    "output (put the head outside the cell)"
+                )
+            return result
+        if not self.fuse:
+            return result
+        h, c = lstm_node(module, x_t, state["h"], state["c"], new["h"], new["c"])
+        return h, {"h": h, "c": c}
 
     def _feeds(self, states: tuple[torch.Tensor, ...]) -> dict[str, Any]:
         """Graph state tensors (wrapper order) → what each site's first call gets instead of its own."""
@@ -284,10 +306,14 @@ def _output_layout(shapes: list[tuple[int, ...]], features: int, time_major: boo
     )
 
 
-def make_streaming(model: nn.Module, sites: list[RecurrentSite], features: int) -> StreamingWrapper:
-    """Wrap `model` (in eval mode) and find its input and output layouts by probing."""
+def make_streaming(
+    model: nn.Module, sites: list[RecurrentSite], features: int, *, fuse: bool = True
+) -> StreamingWrapper:
+    """Wrap `model` (in eval mode) and find its input and output layouts by probing.
+
+    fuse: step modules that declare onnx_lstm_weights() export as ONNX LSTM nodes."""
     model.eval()
-    wrapper = StreamingWrapper(model, sites).eval()
+    wrapper = StreamingWrapper(model, sites, fuse=fuse).eval()
     # Try the layout the first RNN suggests first; the probe verifies it by the batch size each RNN sees.
     order = [not sites[0].batch_first, sites[0].batch_first]
     errors: list[str] = []

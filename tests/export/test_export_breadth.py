@@ -39,9 +39,12 @@ class Shape:
 CELL_SHAPES = [
     Shape("lstm-cell-loop", "cell_loops.py", "LSTMCellLoop", {}, [("h0.cell", "lstm_h"), ("c0.cell", "lstm_c")]),
     Shape("gru-cell-loop", "cell_loops.py", "GRUCellLoop", {}, [("h0.cell", "gru_h")]),
-    Shape("peephole", "peephole.py", "PeepholeLSTM", {}, [("h0.model", "cell"), ("c0.model", "cell")]),
-    Shape("coupled-gate", "coupled_gate.py", "CoupledGateLSTM", {}, [("h0.model", "cell"), ("c0.model", "cell")]),
+    Shape("peephole", "peephole.py", "PeepholeLSTM", {}, [("h0.cell", "cell"), ("c0.cell", "cell")]),
+    Shape("coupled-gate", "coupled_gate.py", "CoupledGateLSTM", {}, [("h0.cell", "cell"), ("c0.cell", "cell")]),
+    Shape("minimal-gru", "minimal_gru.py", "MinimalGRU", {}, [("h0.model", "cell")]),
 ]
+FUSED = {"peephole": 0, "coupled-gate": 1}
+"""The shapes whose cell declares onnx_lstm_weights(), with the LSTM node's input_forget."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,25 @@ def test_a_cell_loop_exports_one_step_graphs_with_its_state_as_graph_io(cells: t
     ]
     graph = onnx.load(exported.int8 / "model.onnx").graph
     assert sum(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer) >= 2
+
+
+def test_a_cell_that_declares_its_onnx_lstm_weights_is_one_lstm_node(cells: tuple[Shape, Exported]) -> None:
+    """Peephole (input P) and coupled-gate (input_forget) cells: one ONNX LSTM node per step,
+    int8 W and R on cpu-int8; the other cells stay as traced (no LSTM node)."""
+    shape, exported = cells
+    for directory in (exported.fp32, exported.int8):
+        graph = onnx.load(directory / "model.onnx").graph
+        lstm = [n for n in graph.node if n.op_type == "LSTM"]
+        if shape.id not in FUSED:
+            assert lstm == []
+            continue
+        assert len(lstm) == 1
+        attributes = {a.name: a.i for a in lstm[0].attribute}
+        assert attributes == {"hidden_size": 12, "input_forget": FUSED[shape.id]}
+        assert lstm[0].input[7]  # the peephole input P is fed (zeros for the coupled cell)
+        if directory == exported.int8:
+            rebuilt = {n.output[0] for n in graph.node if n.op_type == "Mul" and n.input[0].endswith(".float")}
+            assert {lstm[0].input[1], lstm[0].input[2]} <= rebuilt  # W and R stored as int8
 
 
 def test_a_cell_loop_artifact_steps_like_pytorch_on_the_whole_sequence(cells: tuple[Shape, Exported]) -> None:

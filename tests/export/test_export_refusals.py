@@ -320,6 +320,49 @@ class StepWithUndeclaredState(nn.Module):
             y, state = self.step(x[:, t], state)
             outputs.append(y)
         return torch.stack(outputs, dim=1)
+
+
+class DeclaredLSTMCell(nn.Module):
+    """A plain LSTM cell (torch's gate order i, f, g, o) that declares its ONNX LSTM weights.
+    head_inside: its step returns a head's output, not h. torch_order: the weights are declared
+    in torch's gate order instead of ONNX's i, o, f, c."""
+
+    def __init__(self, head_inside=False, torch_order=False):
+        super().__init__()
+        self.state_sizes = {"h": 4, "c": 4}
+        self.lin = nn.Linear(3 + 4, 16)
+        self.head = nn.Linear(4, 3)
+        self.head_inside, self.torch_order = head_inside, torch_order
+
+    def step(self, x_t, state):
+        z = self.lin(torch.cat([x_t, state["h"]], dim=1))
+        i, f, g, o = torch.sigmoid(z[:, :4]), torch.sigmoid(z[:, 4:8]), torch.tanh(z[:, 8:12]), torch.sigmoid(z[:, 12:])
+        c = f * state["c"] + i * g
+        h = o * torch.tanh(c)
+        return (self.head(h) if self.head_inside else h), {"h": h, "c": c}
+
+    def onnx_lstm_weights(self):
+        w, b = self.lin.weight, self.lin.bias
+        if not self.torch_order:
+            w = torch.cat([w[:4], w[12:], w[4:8], w[8:12]])
+            b = torch.cat([b[:4], b[12:], b[4:8], b[8:12]])
+        return {"W": w[:, :3], "R": w[:, 3:], "B": torch.cat([b, torch.zeros(16)])}
+
+    def forward(self, x):
+        state = {"h": x.new_zeros(x.shape[0], 4), "c": x.new_zeros(x.shape[0], 4)}
+        outputs = []
+        for t in range(x.shape[1]):
+            y, state = self.step(x[:, t], state)
+            outputs.append(y if self.head_inside else self.head(y))
+        return torch.stack(outputs, dim=1)
+
+
+def head_inside_fused_cell():
+    return DeclaredLSTMCell(head_inside=True)
+
+
+def wrong_gate_order():
+    return DeclaredLSTMCell(torch_order=True)
 '''
 
 
@@ -331,8 +374,16 @@ class StepWithUndeclaredState(nn.Module):
         ("ReversedCellLoop", ("cannot be streamed", "step-by-step")),
         ("CellTwicePerStep", ("cell is called 22 times for 11 time steps", "once per time step")),
         ("StepWithUndeclaredState", ("step() returned state ['c', 'h']", "declares ['h']")),
+        ("head_inside_fused_cell", ("declares onnx_lstm_weights()", "must return the new h")),
     ],
-    ids=["non-causal-conv1d-stem", "attention-over-time", "cell-loop-reading-the-future", "cell-twice", "undeclared"],
+    ids=[
+        "non-causal-conv1d-stem",
+        "attention-over-time",
+        "cell-loop-reading-the-future",
+        "cell-twice",
+        "undeclared",
+        "fused-cell-head-inside",
+    ],
 )
 def test_a_stem_or_cell_that_cannot_stream_is_refused_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, expected: tuple[str, ...]
@@ -346,4 +397,20 @@ def test_a_stem_or_cell_that_cannot_stream_is_refused_with_exit_2(
     assert rc == 2
     for text in expected:
         assert text in line
+    assert nothing_left(out)
+
+
+def test_onnx_lstm_weights_that_do_not_compute_the_cell_fail_gate_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A declared ONNX LSTM whose gate order is torch's, not ONNX's: the graph is not the cell, and
+    gate 1 (the fused node vs the user's own step) says so; nothing is written."""
+    path = tmp_path / "streaming_refusals.py"
+    path.write_text(STREAMING_REFUSALS)
+    save_weights(path, "wrong_gate_order", tmp_path / "w.pt")
+    out = tmp_path / "art"
+    args = ["--model", f"{path}:wrong_gate_order", "--weights", str(tmp_path / "w.pt"), "--target", "cpu-fp32"]
+    rc, line = export_err(capsys, *args, "--out", str(out))
+    assert rc == 1
+    assert "parity gate onnx-vs-torch failed" in line
     assert nothing_left(out)

@@ -1,7 +1,8 @@
-"""The four hand-written recurrences (an nn.LSTMCell loop, an nn.GRUCell loop, a peephole LSTM,
-a coupled input/forget gate LSTM; examples/models) exported for cpu-int8 and served by the
-gateway through a real mosquitto: interleaved streams get, sample by sample, what the artifact
-gives each stream alone, and what the PyTorch module gives on the whole sequence."""
+"""The hand-written recurrences of examples/models exported for cpu-int8 and served by the gateway
+through a real mosquitto: an nn.LSTMCell loop, an nn.GRUCell loop, a peephole LSTM and a coupled
+input/forget gate LSTM (these two declare their ONNX LSTM weights: one LSTM node per step), and
+a minimal gated unit (traced as written). Interleaved streams get, sample by sample, what the
+artifact gives each stream alone, and what the PyTorch module gives on the whole sequence."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ MODELS = [
     ("cell_loops.py", "GRUCellLoop"),
     ("peephole.py", "PeepholeLSTM"),
     ("coupled_gate.py", "CoupledGateLSTM"),
+    ("minimal_gru.py", "MinimalGRU"),
 ]
 STREAMS, STEPS, FEATURES = 3, 25, 4
 
