@@ -82,7 +82,7 @@ def test_score_stream_publishes_on_change_and_is_off_by_default(broker: Broker, 
 def _open(broker: Broker, *extra: str) -> str:
     parser = argparse.ArgumentParser()
     alerts_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["alerts", "--broker", broker.address, "--open", "--quiet", "0.5", *extra])
+    args = parser.parse_args(["alerts", "--broker", broker.address, "--open", "--quiet", "1.5", *extra])
     out = io.StringIO()
     assert alerts_cli.run(args, out) == 0
     return out.getvalue()
