@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
 STREAMS, SEQS, FAULTY = 50, 400, 10  # 20,000 messages
 RATE = 1000.0  # messages/s: ~20 s of traffic
 RESTARTS = 5
-POLICY = AlertPolicy(raise_k=2, raise_n=3, clear_m=3, warmup_steps=3)
+POLICY = AlertPolicy(raise_k=2, raise_n=3, clear_m=3, warmup_steps=3, update_interval_s=None)  # raised/cleared only
 
 
 def _ranges(missing: list[tuple[int, int]]) -> dict[str, str]:
