@@ -5,7 +5,7 @@ the graph holds one time step (manifest `time_steps: 1`), so it is the same grap
 sequence length.
 
     edgewatch export --model examples/models/cell_loops.py:LSTMCellLoop \
-        --weights cell.pt --target cpu-fp32 --out out/lstm-cell
+        --weights examples/models/lstm_cell_loop.pt --target cpu-fp32 --out out/lstm-cell
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ It follows the exporter's step protocol (docs/EXPORT.md), like peephole.py, and 
 the input gate (f = 1 - i), so the ONNX input gate carries 1 - f = σ(-(W_f x + U_f h + b_f)).
 
     edgewatch export --model examples/models/coupled_gate.py:CoupledGateLSTM \
-        --weights cifg.pt --target cpu-int8 --out out/cifg
+        --weights examples/models/coupled_gate.pt --target cpu-int8 --out out/cifg
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ The causal convolution pads only the past (left) side; the exporter carries its 
 kernel−1 input frames as graph state, so the artifact still takes one sample per call.
 
     edgewatch export --model examples/models/input_stems.py:StemForecaster \
-        --model-kwargs '{"stem": "mlp"}' --weights stem.pt --target cpu-int8 --out out/stem
+        --weights examples/models/stem.pt --target cpu-int8 --out out/stem
+
+(stem.pt is the Linear stem with the default arguments; make_weights.py writes it. For the
+others, save a state_dict of StemForecaster(stem="mlp") or (stem="conv") and pass the same
+arguments as --model-kwargs '{"stem": "conv"}'.)
 """
 
 from __future__ import annotations

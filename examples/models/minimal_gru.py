@@ -8,7 +8,7 @@ operator computes it, so the exporter traces `step()` as written (Gemm + Sigmoid
 time step per call).
 
     edgewatch export --model examples/models/minimal_gru.py:MinimalGRU \
-        --weights mgu.pt --target cpu-int8 --out out/mgu
+        --weights examples/models/minimal_gru.pt --target cpu-int8 --out out/mgu
 """
 
 from __future__ import annotations

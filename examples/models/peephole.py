@@ -15,7 +15,7 @@ gates prove that node computes what `step()` computes. `PeepholeLSTM` is the use
 own time loop over the cell, and a head.
 
     edgewatch export --model examples/models/peephole.py:PeepholeLSTM \
-        --weights peephole.pt --target cpu-int8 --out out/peephole
+        --weights examples/models/peephole.pt --target cpu-int8 --out out/peephole
 """
 
 from __future__ import annotations
