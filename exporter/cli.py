@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
         "export",
         help="export a PyTorch LSTM/GRU model to a streaming, quantized ONNX artifact (with parity gates)",
         description="Export a trained PyTorch LSTM/GRU module to DIR/model.onnx + DIR/manifest.json.\n"
-        "The recurrent state becomes explicit graph inputs/outputs; three parity gates prove the result.",
+        "nn.LSTM/nn.GRU, nn.LSTMCell/nn.GRUCell loops, step modules and causal Conv1d stems (docs/EXPORT.md).\n"
+        "The recurrent state becomes explicit graph inputs/outputs; the parity gates prove the result.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,7 +45,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--target", required=True, metavar="NAME", help=f"export preset: {', '.join(EXPORT_TARGETS)}")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="artifact folder to create")
     p.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for SPEC, a JSON object")
-    p.add_argument("--features", metavar="A,B,C", help="feature names in model input order")
+    p.add_argument(
+        "--features",
+        metavar="A,B,C",
+        help="feature names in model input order (default: the input width is found from the module; "
+        "these name or override it)",
+    )
     p.add_argument(
         "--normalization", type=Path, metavar="FILE.json", help='{"features": [...], "mean": [...], "std": [...]}'
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_config.errors import ExportInputError
+from edge_config.errors import ExportInputError, UnsupportedModelError
 from edge_config.manifest import Calibration, Manifest, ParityResult
 from edge_config.presets import ExportTarget, export_target
 from exporter import gates, parity
@@ -28,6 +28,7 @@ from exporter.resolve import ResolvedInputs, resolve_inputs, resolve_task
 from exporter.score_calibration import ScoreOptions
 
 if TYPE_CHECKING:  # these import torch; the steps import them when they run
+    from exporter.input_width import InputWidth
     from exporter.quantize import QuantizationResult
     from exporter.sites import RecurrentSite
 
@@ -84,6 +85,7 @@ class _Run:
 
     model: Any  # load: the user's nn.Module with its weights
     sites: list[RecurrentSite]  # load
+    width: InputWidth | None  # load: the input width the module itself accepts, when one was found
     inputs: ResolvedInputs  # load
     to_unroll: Any  # load: on unrolled targets, a copy taken before the wrapper adds its hooks
     m: Streamable  # make streaming
@@ -123,7 +125,7 @@ def _load(r: _Run, say: Log) -> None:
     load_weights(r.model, req.weights)
     r.sites = find_recurrent(r.model)
     r.log("  recurrent layers: " + ", ".join(s.describe() for s in r.sites))
-    found = find_input_width(r.model)
+    found = r.width = find_input_width(r.model)
     r.inputs = resolve_inputs(
         features=req.features,
         normalization=req.normalization,
@@ -150,7 +152,15 @@ def _make_streamable(r: _Run, say: Log) -> None:
     # targets. Not for npu-int8 (QDQ leaves LSTM nodes float) nor gpu-fp16 (its gate 3 falls back to
     # onnx.reference, which ignores LSTM's input_forget): those keep the cell as traced.
     fuse = r.target.quantization in ("none", "weights")
-    wrapper = make_streaming(r.model, r.sites, n_features, fuse=fuse)
+    try:
+        wrapper = make_streaming(r.model, r.sites, n_features, fuse=fuse)
+    except UnsupportedModelError as exc:
+        if r.width is None or r.width.width == n_features:
+            raise
+        raise UnsupportedModelError(
+            f"{exc}; the module itself takes {r.width.width} inputs ({r.width.how}) but {n_features} feature "
+            "names were given (--features, the normalization file or the calibration CSV's numeric columns)"
+        ) from None
     layout = wrapper.layout
     assert layout is not None  # make_streaming probed it
     task = resolve_task(r.req.task, output_size=layout.output_size, features=n_features)

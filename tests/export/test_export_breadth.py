@@ -219,3 +219,15 @@ def test_input_width_search_finds_a_cell_that_concatenates_x_with_its_state() ->
     assert found is not None
     assert found.width == 4
     assert "smallest width" in found.how
+
+
+def test_feature_names_that_disagree_with_the_module_are_refused_naming_its_width(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A calibration CSV with 4 numeric columns for a module that takes 5: exit 2, and the line says 5."""
+    (tmp_path / "normal.csv").write_text("a;b;c;d\n" + "\n".join(f"{i};{i % 3};{i % 5};{i % 7}" for i in range(60)))
+    spec = f"{EXAMPLES / 'input_stems.py'}:StemForecaster"
+    args = ["--model", spec, "--weights", str(EXAMPLES / "stem.pt"), "--target", "cpu-fp32"]
+    assert main(["export", *args, "--calibration", str(tmp_path / "normal.csv"), "--out", str(tmp_path / "a")]) == 2
+    assert "the module itself takes 5 inputs (declared by stem" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
