@@ -59,7 +59,7 @@ class StreamingWrapper(nn.Module):
         self.model = model
         self.sites = list(sites)
         self.fuse = fuse
-        """Export step modules that declare onnx_lstm_weights() as ONNX LSTM nodes (not on unrolled targets)."""
+        """Export step modules that declare onnx_lstm_weights() as ONNX LSTM nodes (exporter.fused_cell)."""
         self.layout: OutputLayout | None = None
         self._time_major_input = False
         self._feed: dict[str, Any] | None = None  # site name -> state to inject; None: hooks inactive
@@ -113,7 +113,7 @@ class StreamingWrapper(nn.Module):
         def pre_hook(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
             if self._feed is None:
                 return None
-            inp = args[0]  # [batch, channels, time], left-padded by the module when it pads itself
+            inp = args[0]  # [batch, channels, time]; already left-padded by the user's code unless the conv pads itself
             self._seen(site, int(inp.shape[0]))
             past = self._feed[site.name].permute(1, 2, 0)  # [frames, batch, channels] → [batch, channels, frames]
             seen = torch.cat([past, inp if site.pads_itself else inp[..., frames:]], dim=2)
