@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.tools.bench.breakdown import PARTS
 from runtime.tools.bench.e2e import quantile_bound
 from runtime.tools.bench.publisher import encode_publish
 
@@ -88,6 +89,14 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert lat["lost"] == 0
     assert lat["matched"] == lat["expected"] > 0
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    cost = e["alert_cost"]
+    assert cost["alerts"] == cost["messages"] > 0  # every message alerts, as in the latency run
+    assert _positive(cost["us_per_message"])
+
+    split = r["engine"]["breakdown"]
+    assert list(split["us"]) == list(PARTS)
+    assert all(v >= 0 for k, v in split["us"].items() if k != "glue")
+    assert sum(split["us"].values()) == pytest.approx(split["total_us"])
 
     m = r["memory"]
     assert m["streams"][0]["streams"] == 10_000

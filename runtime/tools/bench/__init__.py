@@ -4,8 +4,10 @@ would write instead and beside what the machine allows — all measured in one r
     runner        the sections in order → one JSON-able dict
     reference     the reference model, exported in the run (fp32 + int8), or built without torch
     engine_rate   1. Engine.process with decode, one core, 1 … 10,000 streams
+    breakdown     1. where each microsecond of a step goes (decode, admission, ORT, scoring, …)
     baselines     1. PyTorch / ORT per message, re-run windows of 50 and 200
     e2e           2. through mosquitto: throughput (1 and 10 samples/message, partitioned), latency
+    alert_cost    2. the latency run's own limit: the service's CPU per message with an alert each
     memory        3. RSS per idle stream, cold start to ready (a fresh process)
     limits        4. FLOP bound, broker raw rate, paho's ceiling
     goals/report  the issue's goals met / missed, the printed table

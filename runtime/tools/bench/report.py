@@ -50,7 +50,7 @@ def _engine(r: dict[str, Any]) -> list[str]:
     out = [
         (
             f"1. Engine, no network, one core (CPU {r.get('pinned_cpu')}, intra_op_num_threads=1): "
-            "decode_payload + Engine.process per stream-step"
+            "decode_samples + Engine.process per stream-step"
         ),
         (
             f"   {'model':<6}{'streams':>8}{'samples':>8}{'batch':>7}{'steps/s':>11}{'µs/step':>9}{'decode':>8}"
@@ -83,6 +83,7 @@ def _engine(r: dict[str, Any]) -> list[str]:
             )
         elif key == "torch" and b.get("torch_skipped"):
             out.append(f"   {label:<40} skipped: {b['torch_skipped']}")
+    out.extend(_breakdown(r))
     q = ratios(r)
     out.append(
         f"   ratios: engine@1000 (fp32) vs (a) {_n(q['engine_vs_torch'], 1)}x, vs (b) {_n(q['engine_vs_ort'], 1)}x; "
@@ -91,6 +92,17 @@ def _engine(r: dict[str, Any]) -> list[str]:
         f"vs window 200 {_n(q['engine_vs_window200'], 1)}x"
     )
     return out
+
+
+def _breakdown(r: dict[str, Any]) -> list[str]:
+    split = r.get("engine", {}).get("breakdown")
+    if not split:
+        return []
+    us = split["us"]
+    parts = "  ".join(f"{name} {_n(value, 2)}" for name, value in us.items())
+    total = _n(split["total_us"], 1)
+    head = f"   where a step goes, fp32, {split['streams']:,} streams, µs per stream-step (total {total}):"
+    return [head, f"   {parts}"]
 
 
 def _e2e(r: dict[str, Any]) -> list[str]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.tools.bench import baselines, e2e, latency, limits
+from runtime.tools.bench.alert_cost import measure_alert_cost
+from runtime.tools.bench.breakdown import measure_breakdown
 from runtime.tools.bench.e2e import MqttVersion
 from runtime.tools.bench.engine_rate import MAX_BATCH, measure_engine
 from runtime.tools.bench.engines import open_engine
@@ -42,6 +44,10 @@ class Plan:
     e2e_messages: int = 60_000
     multi_samples: int = 10
     multi_messages: int = 10_000
+    breakdown_rounds: int = 20
+    alert_cost_rounds: int = 3
+    """Timed rounds of the latency run's limit: the service's CPU per message with an alert each."""
+    """Timed rounds (one message per stream) of the per-part split of a step."""
     partitions: tuple[int, ...] = (2,)
     """Service processes over partitioned topics, beside the single one."""
     protocols: tuple[MqttVersion, ...] = ("3.1.1",)
@@ -60,6 +66,8 @@ QUICK = Plan(
     baseline_s=0.15,
     e2e_messages=4000,
     multi_messages=500,
+    breakdown_rounds=3,
+    alert_cost_rounds=1,
     partitions=(),
     protocols=(),
     latency_s=2.0,
@@ -103,7 +111,9 @@ def _engine(ref: ReferenceModels, plan: Plan, say: Say) -> dict[str, Any]:
         f"  fp32 {plan.e2e_streams:>6} streams, {plan.multi_samples} samples/message: {rate.steps_per_s:>9,.0f} steps/s"
     )
     rows.append(_asdict(rate))
-    return {"rows": rows}
+    split = measure_breakdown(open_engine(ref.fp32), streams=plan.e2e_streams, rounds=plan.breakdown_rounds)
+    say(f"  where a step goes (fp32, {split.streams} streams): {split.total_us:.1f} µs")
+    return {"rows": rows, "breakdown": _asdict(split)}
 
 
 def _baselines(ref: ReferenceModels, plan: Plan, say: Say) -> dict[str, Any]:
@@ -178,6 +188,9 @@ def _e2e(ref: ReferenceModels, plan: Plan, work: Path, say: Say) -> dict[str, An
     )
     out["latency"] = _asdict(lat)
     say(f"  latency at {plan.latency_rate:,.0f} msg/s: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms")
+    cost = measure_alert_cost(ref.fp32, streams=plan.e2e_streams, rounds=plan.alert_cost_rounds)
+    out["alert_cost"] = _asdict(cost)
+    say(f"  an alert per message, service side: {cost.us_per_message:.0f} µs/message (≤ {cost.max_msg_per_s:,.0f}/s)")
     return out
 
 
