@@ -112,7 +112,7 @@ class Alert:
     started: float
     """ts of the raising step: seconds since the epoch (payload ts, else arrival wall time)."""
     ts: float
-    """ts of this step, same clock as `started` (an eviction's `cleared`: the stream's last step)."""
+    """ts of this step, same clock as `started` (an eviction's `cleared`: its last raised/update's)."""
     seq: int | None
     """seq of this step, None when the stream sends none."""
     model: str

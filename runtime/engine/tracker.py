@@ -85,7 +85,7 @@ class AlertTracker:
         store.add_column("alert.status", (), np.int8, 0, scope="stream")  # last reported (_REPORTED; 0: none)
         store.add_column("alert.last_score", (), np.float64, np.nan, scope="stream")  # of the last active step
         store.add_column("alert.warm", (), np.bool_, False, scope="model")  # was the last step warm?
-        store.add_column("alert.last_ts", (), np.float64, np.nan, scope="stream")  # ts of the last step while raised
+        store.add_column("alert.last_ts", (), np.float64, np.nan, scope="stream")  # ts of the last raised/update
 
     def observe(
         self,
@@ -143,8 +143,6 @@ class AlertTracker:
             last[np.isneginf(last)] = now
             col("alert.last_update")[s] = last
             events |= raised & ~to_clear & (now - last >= interval)
-        for i in np.flatnonzero(raised & ~events):  # open alerts only: the ts an eviction's cleared reports
-            col("alert.last_ts")[s[i]] = locate(int(rows[i]))[1]
         out: list[tuple[int, Alert]] = []
         for i in np.flatnonzero(events):  # events are rare: a Python loop over them is cheap
             row, slot = int(rows[i]), int(s[i])
@@ -160,7 +158,8 @@ class AlertTracker:
         score = float(self._store.column("alert.last_score")[slot])
         last = float(self._store.column("alert.last_ts")[slot])
         started = float(self._store.column("alert.started")[slot])
-        # ts on the clock of `started` (the stream's last step); the gateway's clock goes in evicted_at.
+        # ts on the clock of `started`: the alert's last raised/update (recording every step's ts would
+        # cost a Python call per open alert per step); the gateway's clock goes in evicted_at.
         step_ts = last if np.isfinite(last) else started if np.isfinite(started) else ts
         # A raised stream was observed with a finite score; 0.0 only guards an inconsistent state.
         cleared = self._transition(slot, "cleared", score if np.isfinite(score) else 0.0, 0.0, None, step_ts, "evicted")
