@@ -109,13 +109,14 @@ def test_multi_sample_messages_equal_the_same_samples_one_by_one(broker: Broker,
     service = started(Service(gateway_config(broker, artifact), outcome_hook=hook))
     try:
         x = np.random.default_rng(4).normal(size=(24, 4)).round(4)
-        items = [("plant/single/telemetry", _sample(t, x[t].tolist(), 1000.0 + t)) for t in range(24)]
+        # ts: seconds since the epoch, after 2000 (runtime.max_ts_future_s rejects older ones)
+        items = [("plant/single/telemetry", _sample(t, x[t].tolist(), 1.7e9 + t)) for t in range(24)]
         t = 0
         for size in (1, 3, 5, 7, 8):
             items.append(
                 (
                     "plant/multi/telemetry",
-                    _sample(t, x[t : t + size].tolist(), [1000.0 + k for k in range(t, t + size)]),
+                    _sample(t, x[t : t + size].tolist(), [1.7e9 + k for k in range(t, t + size)]),
                 )
             )
             t += size
@@ -184,7 +185,7 @@ def test_hostile_input_is_rejected_and_counted_while_other_streams_are_served(br
         # mosquitto itself refuses a non-UTF-8 topic (it closes the publisher's connection) ...
         assert raw_publish(broker, b"plant/\xff/telemetry", _sample(0, good)) == b""
         # ... the service's own guard for one is tested through the bus seam (tests/unit/test_service_routing.py)
-        publish_many(broker, [("plant/ok/telemetry", _sample(99, good))])
+        publish_many(broker, [("plant/ok/telemetry", _sample(len(hostile), good))])  # the next seq (no jump)
         snap = wait_counters(service, lambda c: c.processed == len(hostile) + 1 and sum(c.rejected.values()) == 12)
         assert snap.rejected == {
             "not-json": 1,
