@@ -48,8 +48,8 @@ class Message:
     converts a batch of them in one numpy call instead of one per message)."""
     seq: int | None
     """seq of the first sample; sample i has seq + i."""
-    ts: np.ndarray | None
-    """float64 [T], seconds since the epoch, or None."""
+    ts: np.ndarray | tuple[float] | None
+    """float64 [T], seconds since the epoch (a 1-tuple for the intake's single samples), or None."""
     received: float = field(default_factory=time.monotonic)
     """time.monotonic() at arrival (latency, TTL, gaps)."""
     received_wall: float = field(default_factory=time.time)

@@ -170,14 +170,15 @@ class Intake:
                 return self._reject("ts-range", problem, delivery, topic)
         return Message(route.stream, values, seq, ts, delivery.received, delivery.received_wall, model, delivery)
 
-    def _implausible(self, ts: np.ndarray, wall_now: float) -> str | None:
-        """Why the message's ts [T] cannot be a real sample's time, or None."""
+    def _implausible(self, ts: np.ndarray | tuple[float], wall_now: float) -> str | None:
+        """Why the message's ts [T] (a 1-tuple for one sample) cannot be a real sample's time, or None."""
         bounds = self._bounds
-        if bounds.min_ts is not None and float(ts.min()) < bounds.min_ts:
-            return f'"ts" {float(ts.min()):.0f} is before {bounds.min_ts:.0f} (year 2000)'
+        low, high = (ts[0], ts[0]) if type(ts) is tuple else (float(np.min(ts)), float(np.max(ts)))
+        if bounds.min_ts is not None and low < bounds.min_ts:
+            return f'"ts" {low:.0f} is before {bounds.min_ts:.0f} (year 2000)'
         future = bounds.max_ts_future_s
-        if future is not None and wall_now >= MIN_TS and float(ts.max()) > wall_now + future:
-            return f'"ts" {float(ts.max()):.0f} is more than {future:.0f} s ahead of the gateway clock'
+        if future is not None and wall_now >= MIN_TS and high > wall_now + future:
+            return f'"ts" {high:.0f} is more than {future:.0f} s ahead of the gateway clock'
         return None
 
     def _control(self, topic: str, delivery: Delivery) -> Reset | Rejected:

@@ -45,6 +45,7 @@ __all__ = [
     "FeatureLayout",
     "PayloadLimits",
     "Samples",
+    "Timestamps",
     "decode_payload",
     "decode_samples",
 ]
@@ -85,6 +86,9 @@ Samples: TypeAlias = "np.ndarray | list[float]"
 """A message's samples: float32 [T, F], or one sample's F numbers in the model's order (float,
 exact float64 values from the JSON text), which the engine converts with the rest of its batch
 (runtime.engine.admission) instead of one numpy call per message."""
+Timestamps: TypeAlias = "np.ndarray | tuple[float]"
+"""float64 [T] seconds since the epoch, or one sample's ts as a 1-tuple (indexed the same way;
+no numpy call per message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +354,7 @@ def _keys(doc: _One | _Many) -> int:
 
 def _fast(
     payload: bytes, layout: FeatureLayout, limits: PayloadLimits
-) -> tuple[Samples, int | None, np.ndarray | None] | None:
+) -> tuple[Samples, int | None, Timestamps | None] | None:
     """The samples of a well-formed payload, or None for the validator to decide (never raises).
 
     A duplicate key shows as more `:` than keys: the accepted shapes hold no other strings."""
@@ -366,7 +370,7 @@ def _fast(
 
 def _fast_one(
     doc: _One, payload: bytes, layout: FeatureLayout
-) -> tuple[list[float], int | None, np.ndarray | None] | None:
+) -> tuple[list[float], int | None, tuple[float] | None] | None:
     count, raw = layout.count, doc.values
     if type(raw) is list:
         if len(raw) != count or payload.count(b":") != _keys(doc):
@@ -384,8 +388,7 @@ def _fast_one(
         except KeyError:
             return None  # unknown-feature; distinct keys → distinct features, so none is missing
     seq = None if doc.seq is msgspec.UNSET else doc.seq
-    ts = None if doc.ts is msgspec.UNSET else np.array((doc.ts,), dtype=np.float64)
-    return row, seq, ts
+    return row, seq, None if doc.ts is msgspec.UNSET else (doc.ts,)
 
 
 def _fast_many(
@@ -411,10 +414,11 @@ def _fast_many(
 
 def decode_samples(
     payload: bytes, layout: FeatureLayout, limits: PayloadLimits
-) -> tuple[Samples, int | None, np.ndarray | None]:
-    """Decode one payload into (samples, seq of sample 0, ts float64 [T] s): what the intake queues.
+) -> tuple[Samples, int | None, Timestamps | None]:
+    """Decode one payload into (samples, seq of sample 0, timestamps): what the intake queues.
 
-    A single sample stays a list of F floats (see Samples); several are float32 [T, F].
+    A single sample stays a list of F floats and its ts a 1-tuple (see Samples and Timestamps);
+    several are float32 [T, F] and float64 [T].
     Raises only PayloadError (reason in REASONS).
     """
     if type(payload) is bytes and len(payload) <= limits.max_bytes:
@@ -434,7 +438,10 @@ def decode_payload(
     values, seq, ts = decode_samples(payload, layout, limits)
     if type(values) is list:
         values = np.array(values, dtype=np.float32).reshape(1, layout.count)
+    if type(ts) is tuple:
+        ts = np.array(ts, dtype=np.float64)
     assert isinstance(values, np.ndarray)
+    assert ts is None or isinstance(ts, np.ndarray)
     return values, seq, ts
 
 

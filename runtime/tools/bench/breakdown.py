@@ -21,6 +21,7 @@ alert loop's Python around the tracker).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,7 @@ PARTS = (
     "outcomes",
     "glue",
 )
+_RUNS = itertools.count()
 _ADMIT = "admit"  # the name Engine.process calls admission by, in runtime.engine.engine
 
 
@@ -114,7 +116,7 @@ def _instrumented(bench: BenchEngine, into: dict[str, float]) -> Iterator[None]:
 def measure_breakdown(bench: BenchEngine, streams: int = 1000, rounds: int = 20) -> Breakdown:
     """rounds rounds of one message per stream (after 3 warm-up rounds), every part timed."""
     workload = Workload()
-    names = stream_names(streams, prefix=f"breakdown-{streams}/")
+    names = stream_names(streams, prefix=f"breakdown-{next(_RUNS)}-{streams}/")  # new streams each call
     layout, limits, engine = bench.layout, bench.limits, bench.engine
     clock, wall, perf = time.monotonic, time.time, time.perf_counter
     into = dict.fromkeys(PARTS, 0.0)
