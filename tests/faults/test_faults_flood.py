@@ -2,7 +2,7 @@
 
 A process publishes 6,000 one-message stream ids (QoS 0, 3,000/s: a `warming-up` status each)
 while 20 real streams (10 of them going faulty at seq 100) publish on, through a gateway whose
-outbox holds 200 publications and whose stream cap is 4,000. Before issue 12 the statuses
+outbox holds 200 publications and whose stream cap is 2,000. Before issue 12 the statuses
 filled the outbox and the raised alerts behind them were dropped (counted, not logged).
 Expected: every raised alert reaches a subscriber; statuses refused instead (counted apart,
 logged once); the stream cap logged once; after everything went idle, eviction has removed every
@@ -41,7 +41,7 @@ def test_a_stream_id_flood_drops_statuses_not_alerts(
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0, ewma_alpha=0.5)
-    config = gateway_config(broker, art, alerts=POLICY, outgoing_max=200, max_streams=4000, idle_ttl_s=3.0)
+    config = gateway_config(broker, art, alerts=POLICY, outgoing_max=200, max_streams=2000, idle_ttl_s=3.0)
     alerts = AlertLog(broker.host, broker.port, "fault-h-alerts")
     service = started(Service(config))
     publisher = ReliablePublisher(broker.host, broker.port, "fault-h-pub")
