@@ -167,6 +167,11 @@ class StreamConfig(_Strict):
     """Map from payload key to the model's feature name, when they differ."""
     model: str
     """Name of the model (under models:) that serves these streams."""
+    shadow: bool = False
+    """A shadow entry (A/B, or trying a new model): its model also gets every message a primary
+    entry with overlapping topics accepts, and publishes its alerts on
+    <prefix>/shadow/<model>/alerts/<stream> only (no retained status); the primary's processing
+    decides the acknowledgement. Its topics must overlap a primary entry's."""
 
 
 class AlertPolicy(_Strict):
@@ -428,30 +433,50 @@ def filters_overlap(a: str, b: str) -> bool:
     return True
 
 
+def _shares_topics(a: StreamConfig, b: StreamConfig) -> tuple[str, str] | None:
+    return next(((x, y) for x in a.topics for y in b.topics if filters_overlap(x, y)), None)
+
+
 def _overlap_problems(streams: list[StreamConfig]) -> list[Problem]:
-    """Stream entries whose topic filters overlap: a message is routed to the first entry only,
-    so the other model would silently never see those topics."""
+    """Primary stream entries whose topic filters overlap: a message is routed to the first entry
+    only, so the other model would silently never see those topics (shadow entries: below)."""
     problems: list[Problem] = []
     for j, later in enumerate(streams):
+        if later.shadow:
+            problems.extend(_shadow_problems(streams, j))
+            continue
         for i, earlier in enumerate(streams[:j]):
-            pair = next(((a, b) for a in earlier.topics for b in later.topics if filters_overlap(a, b)), None)
+            pair = None if earlier.shadow else _shares_topics(earlier, later)
             if pair is not None:
                 problems.append(
                     Problem(
                         ("streams", j, "topics"),
                         f"{pair[1]!r} overlaps {pair[0]!r} of streams[{i}] ({earlier.name!r}): a message is "
                         "served by one stream entry only, so this one would miss those topics",
-                        "make the filters disjoint (running two models on the same streams is not supported yet)",
+                        "make the filters disjoint, or declare the second one `shadow: true` with another model",
                     )
                 )
                 break
     return problems
 
 
+def _shadow_problems(streams: list[StreamConfig], j: int) -> list[Problem]:
+    """A shadow entry must overlap a primary entry, and its model serve only shadow entries (its
+    alerts go to its own topics) under a name that is one topic level."""
+    shadow, loc = streams[j], ("streams", j)
+    if not shadow.model or re.search(r"[/+#\x00]", shadow.model):
+        return [Problem((*loc, "model"), f"a shadow model's name is a topic level: {shadow.model!r} has / + # or NUL")]
+    if any(not s.shadow and s.model == shadow.model for s in streams):
+        return [Problem((*loc, "model"), f"model {shadow.model!r} also serves a primary stream entry")]
+    if not any(not s.shadow and _shares_topics(s, shadow) for s in streams):
+        return [Problem((*loc, "topics"), "a shadow entry's topics must overlap a primary (non-shadow) entry's")]
+    return []
+
+
 def consistency_problems(config: GatewayConfig) -> list[Problem]:
     """What no single section can check alone, each at its own place: stream-id templates that
-    do not fit their topic filters, duplicate stream names, stream entries with overlapping topic
-    filters, undefined models and targets.
+    do not fit their topic filters, duplicate stream names, primary stream entries with overlapping
+    topic filters, shadow entries that shadow nothing, undefined models and targets.
 
     The template check lives here, not on StreamConfig, so that `runtime.mqtt.topics` can still be
     handed (and refuse) any StreamConfig.

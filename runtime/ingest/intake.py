@@ -13,6 +13,11 @@ Bounds on what one publisher can do (IntakeBounds, from RuntimeConfig; docs/RELI
                  gateway's clock (not checked while that clock itself reads before MIN_TS: a
                  gateway that booted without a real-time clock must not refuse everything)
     reset-rate   a reset command for a stream reset less than reset_min_interval_s ago
+
+Shadow entries (StreamConfig.shadow): `copies` decodes an accepted message again for every shadow
+entry whose filters match its topic, against that entry's model. A copy carries no delivery (the
+primary decides the ack); one that fails (stream id, payload) is counted as rejected
+"shadow-<reason>" and dropped.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge_config.errors import PayloadError
-from edge_config.schema import RuntimeConfig
+from edge_config.schema import RuntimeConfig, StreamConfig
 from runtime.engine.types import Message
 from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_samples
 from runtime.mqtt.delivery import Delivery
@@ -134,8 +139,10 @@ class Intake:
         topics: OutputTopics,
         tally: Tally,
         bounds: IntakeBounds = IntakeBounds(),
+        shadows: Sequence[StreamConfig] = (),
     ) -> None:
-        """layouts: stream config name → (model name, its FeatureLayout)."""
+        """layouts: stream config name → (model name, its FeatureLayout), shadow entries included;
+        resolver: the primary entries only; shadows: the shadow entries."""
         self._resolver = resolver
         self._layouts = layouts
         self._limits = limits
@@ -145,6 +152,7 @@ class Intake:
         self._bounds = bounds
         interval = bounds.reset_min_interval_s
         self._resets = None if interval is None else ResetLimiter(interval)
+        self._shadows = [StreamIdResolver([s]) for s in shadows]
 
     def accept(self, delivery: Delivery) -> Message | Reset | Rejected | None:
         """The queue item for one delivery; None for a publication of our own topic tree (ignored)."""
@@ -169,6 +177,25 @@ class Intake:
             if problem:
                 return self._reject("ts-range", problem, delivery, topic)
         return Message(route.stream, values, seq, ts, delivery.received, delivery.received_wall, model, delivery)
+
+    def copies(self, message: Message) -> list[Message]:
+        """The accepted `message` again for each shadow entry serving its topic (no delivery)."""
+        if not self._shadows or message.delivery is None or message.delivery.topic is None:
+            return []
+        topic, payload = message.delivery.topic, message.delivery.payload
+        out = []
+        for resolver in self._shadows:
+            try:
+                route = resolver.resolve(topic)
+                if route is None:
+                    continue
+                model, layout = self._layouts[route.config.name]
+                values, seq, ts = decode_samples(payload, layout, self._limits)
+            except PayloadError as exc:
+                self._tally.add_reason("rejected", f"shadow-{exc.reason}")
+                continue
+            out.append(Message(route.stream, values, seq, ts, message.received, message.received_wall, model))
+        return out
 
     def _implausible(self, ts: np.ndarray | tuple[float], wall_now: float) -> str | None:
         """Why the message's ts [T] (a 1-tuple for one sample) cannot be a real sample's time, or None."""

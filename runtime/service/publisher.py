@@ -35,9 +35,20 @@ _CATCH_UP_MAX = 1000  # statuses per catch_up call: the worker's turn stays shor
 
 
 class Publisher:
-    def __init__(self, bus: MessageBus, topics: OutputTopics, *, qos: int, scores: ScoreStream | None = None) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        topics: OutputTopics,
+        *,
+        qos: int,
+        scores: ScoreStream | None = None,
+        shadow: frozenset[str] = frozenset(),
+    ) -> None:
         """qos: broker.alert_qos, for alerts and statuses (stats and scores go at QoS 0).
-        scores: the score stream, None when runtime.score_stream is off."""
+        scores: the score stream, None when runtime.score_stream is off.
+        shadow: models of shadow stream entries: their alerts go to <prefix>/shadow/<model>/alerts/
+        <stream>, and they publish no status and no scores (the primary model's are the stream's)."""
+        self._shadow = shadow
         self._bus = bus
         self.topics = topics
         self._qos = qos
@@ -57,34 +68,40 @@ class Publisher:
         """The outcome's alerts, in order, then the stream's new status (retained) if it changed."""
         for alert in outcome.alerts:
             self.alert(alert, counts)
-        if outcome.stream_status is not None:
+        if outcome.stream_status is not None and outcome.message.model not in self._shadow:
             self._status(outcome.message.stream, outcome.stream_status.encode(), counts)
 
     def alert(self, alert: Alert, counts: Counts) -> None:
-        if self._bus.publish(self.topics.alert(alert.stream), alert.to_json(), qos=self._qos, urgent=True):
+        if alert.model in self._shadow:
+            topic = f"{self.topics.prefix}/shadow/{alert.model}/alerts/{alert.stream}"
+        else:
+            topic = self.topics.alert(alert.stream)
+        if self._bus.publish(topic, alert.to_json(), qos=self._qos, urgent=True):
             counts.add_reason("alerts", alert.state)
         else:
             counts.alerts_not_sent += 1
 
     def scores(self, engine: Engine, outcomes: Sequence[Outcome], now: float) -> None:
         """The score stream's publications due among one model's outcomes (nothing when it is off)."""
-        if self._scores is None:
+        if self._scores is None or engine.name in self._shadow:
             return
         for point in self._scores.points(engine, outcomes, now):
             self._bus.publish(self.topics.score(point.stream), point.to_json(), qos=0)
 
-    def eviction(self, eviction: Eviction, counts: Counts) -> None:
+    def eviction(self, eviction: Eviction, counts: Counts, *, model: str | None = None) -> None:
         """An evicted stream's open alert gets its `cleared`, and its retained status is removed
         (open alert or not: a status nobody updates any more would stay on the broker forever)."""
         if self._scores is not None:
             self._scores.forget(eviction.stream)
         if eviction.cleared is not None:
             self.alert(eviction.cleared, counts)
-        self._status(eviction.stream, _CLEAR, counts)
+        if model not in self._shadow:  # a shadow model never published a status
+            self._status(eviction.stream, _CLEAR, counts)
 
-    def status(self, stream: str, status: StreamStatus, counts: Counts) -> None:
+    def status(self, stream: str, status: StreamStatus, counts: Counts, *, model: str | None = None) -> None:
         """A stream's new retained status outside an outcome (`stale`: Engine.stale_statuses)."""
-        self._status(stream, status.encode(), counts)
+        if model not in self._shadow:
+            self._status(stream, status.encode(), counts)
 
     def stats(self, payload: bytes) -> None:
         self._bus.publish(self.topics.stats, payload, qos=0)

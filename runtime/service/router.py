@@ -39,10 +39,12 @@ class Router:
             if item is None or isinstance(item, Rejected):
                 self._acks.settle(delivery)  # it will never become valid: do not let the broker resend it
                 return
-            dropped = self._queue.put(item)
-            if dropped is not None:
-                self._tally.add_reason("dropped", self._policy)
-                self._acks.settle(dropped.delivery)  # the policy chose to lose it
+            for queued in [item, *(self._intake.copies(item) if isinstance(item, Message) else ())]:
+                dropped = self._queue.put(queued)
+                if dropped is not None:
+                    self._tally.add_reason("dropped", self._policy)
+                    if dropped.delivery is not None:  # a shadow copy has none
+                        self._acks.settle(dropped.delivery)  # the policy chose to lose it
         except Exception:
             self._tally.add_reason("rejected", "handler-error")
             log.exception("routing a delivery failed; it is acknowledged and dropped")

@@ -81,7 +81,7 @@ class Service:
         self.checkpoints = Checkpointing(rt.checkpoint_path, rt.checkpoint_interval_s) if rt.checkpoint_path else None
         self._restore_state()
         self.topics = OutputTopics(rt.topic_prefix)
-        resolver = StreamIdResolver(config.streams)
+        resolver = StreamIdResolver([s for s in config.streams if not s.shadow])
         layouts = {
             s.name: (s.model, FeatureLayout.from_manifest(self.engines[s.model].artifact.manifest, s.features))
             for s in config.streams
@@ -93,6 +93,7 @@ class Service:
             topics=self.topics,
             tally=self.tally,
             bounds=IntakeBounds.from_runtime(rt),
+            shadows=[s for s in config.streams if s.shadow],
         )
         self.queue: InputQueue[QueueItem] = InputQueue(rt.queue_max, rt.drop_policy)
         qos = config.broker.input_qos
@@ -110,7 +111,13 @@ class Service:
         acks = Acks(self.bus)
         self._router = Router(intake, self.queue, acks, self.tally, drop_policy=rt.drop_policy)
         scores = None if rt.score_stream is None else ScoreStream(rt.score_stream)
-        self.publisher = Publisher(self.bus, self.topics, qos=config.broker.alert_qos, scores=scores)
+        self.publisher = Publisher(
+            self.bus,
+            self.topics,
+            qos=config.broker.alert_qos,
+            scores=scores,
+            shadow=frozenset(s.model for s in config.streams if s.shadow),
+        )
         self._swaps = SwapSlot()
         self._notifier = Notifier()
         self.worker = Worker(

@@ -256,7 +256,7 @@ class Worker:
         for engine in self.engines.values():
             for eviction in engine.evict_idle():
                 with_alert += eviction.cleared is not None
-                self._publisher.eviction(eviction, counts)
+                self._publisher.eviction(eviction, counts, model=engine.name)
             counts.merge(engine.take_counts())
         if with_alert:
             log.info(
@@ -270,7 +270,7 @@ class Worker:
         counts = Counts()
         for engine in self.engines.values():
             for stream, status in engine.stale_statuses():
-                self._publisher.status(stream, status, counts)
+                self._publisher.status(stream, status, counts, model=engine.name)
             counts.merge(engine.take_counts())
         self._tally.merge(counts)
 
