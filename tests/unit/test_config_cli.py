@@ -76,6 +76,7 @@ def test_init_is_complete_and_commented(tmp_path: Path, capsys: pytest.CaptureFi
         "max_samples_per_message",
         "max_streams",
         "idle_ttl_s",
+        "stale_after_s",
         "max_seq_jump",
         "reset_min_interval_s",
         "max_ts_future_s",
