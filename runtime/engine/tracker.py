@@ -235,7 +235,7 @@ class AlertTracker:
         Its next stepped sample reports its real status again (status_changes sees the difference)."""
         reported = self._store.column("alert.status")
         current = reported[slots]
-        turn = slots[(current != 0) & (current != _STALE) & ~self._store.column("alert.raised")[slots]]
+        turn: np.ndarray = slots[(current != 0) & (current != _STALE) & ~self._store.column("alert.raised")[slots]]
         reported[turn] = _STALE
         return turn
 
