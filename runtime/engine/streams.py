@@ -17,7 +17,9 @@ Three reset scopes:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import ctypes
+import ctypes.util
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -303,3 +305,24 @@ class StateStore:
         self._stream_of.extend([None] * (new - old))
         self._free.extend(range(new - 1, old - 1, -1))
         self._capacity = new
+        _trim_heap()
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Hand the old slabs' pages back to the OS after a growth. glibc serves slabs of a few MB from
+    its heap once one such block was freed (its mmap threshold adapts), and keeps what is freed
+    there: the copies left behind by growing a quarter at a time stayed resident (bench, 10k idle
+    streams: 2.8-3.9 KB per stream without this, 2.0 KB with it). Growth is rare, the call cheap."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -13,7 +13,7 @@ Memory: after one full batch of 1,024 warm-up streams has stepped (so the workin
 batch — gather/scatter copies, ORT's buffers — exists, as on any busy gateway), COUNT new
 streams each step once (batches of 1024) and are then left idle; the resident set is read
 after each COUNT (cumulative). The growth includes everything a stream costs: its slots in every column
-of the StateStore (the slabs grow by doubling, so part of the growth is capacity kept for the
+of the StateStore (the slabs grow by a quarter, so part of the growth is capacity kept for the
 next streams), its id string and dict entries.
 """
 
