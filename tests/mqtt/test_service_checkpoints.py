@@ -129,7 +129,8 @@ def test_a_failing_checkpoint_write_is_counted_logged_once_and_serving_goes_on(
         assert stats.written == 0
         ready, why = service.health()  # issue 12: visible in /healthz (still serving) and a gauge
         assert ready
-        assert why.startswith("ready, degraded: checkpoint writes failing:") and "missing" in why
+        assert why.startswith("ready, degraded: checkpoint writes failing:")
+        assert "missing" in why
         assert "edgewatch_checkpoint_failing 1.0" in service.metrics.exposition().decode()
     finally:
         service.stop()
