@@ -306,8 +306,9 @@ class Bus:
                 self._count("disconnects")
                 if self._broken_connection == self._connection:  # the liveness rule said why already
                     return
-                if reason.value == _SESSION_TAKEN_OVER or self._looks_taken_over():
-                    self._taken_over(str(reason))
+                said = reason.value == _SESSION_TAKEN_OVER
+                if said or self._looks_taken_over():
+                    self._taken_over(str(reason), said=said)
                     return
                 log.warning("disconnected from the broker: %s (reconnecting)", reason)
                 return
@@ -348,12 +349,14 @@ class Bus:
         self._short_lived += 1
         return self._short_lived >= _SHORT_LIVED
 
-    def _taken_over(self, reason: str) -> None:
+    def _taken_over(self, reason: str, *, said: bool) -> None:
+        """said: the broker gave reason 0x8E; otherwise the pattern of closed connections says so."""
         self._count("takeovers")
         self._takeover_at = time.monotonic()
         wait = self._broker.reconnect_max_s
+        seen = "" if said else "the broker closes our connections within seconds of accepting them: "
         self._problem = (
-            f"the broker handed our session to another client with our client id {self._client_id!r} "
+            f"{seen}another client with our client id {self._client_id!r} takes our session over "
             "(broker.client_id must be unique per gateway)"
         )
         if self._failures.should_log("session taken over"):

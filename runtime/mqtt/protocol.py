@@ -64,7 +64,7 @@ class BusCounts:
     ack_timeouts: int = 0
     """Connections dropped because a publication stayed unacknowledged past broker.ack_timeout_s."""
     takeovers: int = 0
-    """Times the broker handed our session to another client with the same client id (MQTT 5)."""
+    """Times another client with our client id took our session over (reason 0x8E, or closed connections)."""
     fresh_sessions: int = 0
     """Accepted connections where the broker held no session for us (first start, lost session)."""
     deferred: int = 0

@@ -136,7 +136,7 @@ def test_a_second_gateway_with_our_client_id_is_reported_and_the_first_receives_
     finally:
         second.kill()
         first.stop()
-    lines = [r.getMessage() for r in caplog.records if "handed our session to another client" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "another client with our client id" in r.getMessage()]
     report(
         tmp_path,
         "i_two_gateways_one_client_id",
