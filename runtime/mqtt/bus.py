@@ -27,9 +27,7 @@ What it guarantees to the service:
   the process and after a takeover (MQTT 5 asks for retained messages only for subscriptions
   the session lacked); with a persistent session `stop_input()`
   does not unsubscribe, so what is published while the gateway is stopped waits in its session.
-  A session taken over by another client with our client id (MQTT 5 reason 0x8E, or, since
-  mosquitto 2.0.11 just closes the connection, several connections in a row closed within
-  seconds of being accepted with our session, each reconnect succeeding at once) is logged,
+  A session taken over by another client with our client id (runtime.mqtt.takeover) is logged,
   counted, reported by `problem`, and the next reconnect waits reconnect_max_s (two gateways
   with one id must not flap twice a second).
 - Acks are tagged with the connection they came from: after a reconnect the broker reuses
@@ -59,6 +57,7 @@ from runtime.mqtt.client import PahoClient, make_client
 from runtime.mqtt.delivery import Delivery
 from runtime.mqtt.outbox import DropLog, Outbox
 from runtime.mqtt.protocol import BusCounts, DeliveryHandler, OutboxLimits
+from runtime.mqtt.takeover import SESSION_TAKEN_OVER, TakeoverWatch
 from runtime.mqtt.topics import OutputTopics
 
 __all__ = ["Bus"]
@@ -67,9 +66,6 @@ log = logging.getLogger("edgewatch.bus")
 
 _REPEAT_LOG_S = 60.0
 _WATCH_S = 0.25  # how often the liveness rule is checked
-_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code (mosquitto 2.0.11 closes without it)
-_TAKEOVER_QUIET = 2.0  # × reconnect_max_s connected without a takeover before it is ready again
-_SHORT_LIVED = 3  # connections in a row closed within seconds, each reopened at once: a twin
 
 
 class _RepeatFilter:
@@ -121,12 +117,9 @@ class Bus:
         self._drops = DropLog(limits)
         self._connected = threading.Event()
         self._connection = 0
-        self._connected_at = 0.0
         self._broken_connection = -1  # the connection the liveness rule shut (once per connection)
         self._problem: str | None = None
-        self._takeover_at: float | None = None
-        self._short_lived = 0  # accepted connections in a row the broker closed within seconds
-        self._session_present = False
+        self._takeovers = TakeoverWatch(broker.reconnect_min_s, broker.reconnect_max_s)
         self._taking_input = True
         self._subscribed_once = False
         self._failures = _RepeatFilter()
@@ -222,7 +215,7 @@ class Bus:
     ) -> None:
         try:
             if reason.is_failure:
-                self._short_lived = 0
+                self._takeovers.attempt_failed()
                 self._count("connect_failures")
                 self._refused = True  # paho's on_disconnect follows: the same failure, not a new one
                 if self._failures.should_log(str(reason)):
@@ -234,14 +227,13 @@ class Bus:
                     )
                 return
             self._connection += 1
-            self._connected_at = time.monotonic()
-            self._session_present = bool(flags.session_present)
+            self._takeovers.connected(time.monotonic(), session_present=bool(flags.session_present))
             self._count("connects")
             if not flags.session_present:
                 self._count("fresh_sessions")
             self._failures.reset()
             self._outbox.restart_clock()
-            if self._takeover_at is None:
+            if not self._takeovers.active:
                 self._problem = None
             else:  # back in after a takeover: ready once no other client took it for a while
                 self._client.reconnect_delay_set(self._broker.reconnect_min_s, self._broker.reconnect_max_s)  # type: ignore[arg-type]
@@ -264,7 +256,7 @@ class Bus:
             # present, subscribing again made mosquitto 2.0.11 redeliver ~40,000 messages already
             # processed in the broker-restart fault test. Under MQTT 5 retainHandling=1 sends
             # retained messages only for a subscription the session did not have.
-            resubscribe = not flags.session_present or not self._subscribed_once or self._takeover_at is not None
+            resubscribe = not flags.session_present or not self._subscribed_once or self._takeovers.active
             if self._taking_input and self._subscriptions and resubscribe:
                 self._subscribed_once = True
                 if self._v5:
@@ -284,7 +276,7 @@ class Bus:
         # paho calls this inside its `except OSError:` block, so the cause is still at hand.
         try:
             exc = sys.exc_info()[1]
-            self._short_lived = 0
+            self._takeovers.attempt_failed()
             self._count("connect_failures")
             reason = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
             if self._failures.should_log(reason):
@@ -306,9 +298,8 @@ class Bus:
                 self._count("disconnects")
                 if self._broken_connection == self._connection:  # the liveness rule said why already
                     return
-                said = reason.value == _SESSION_TAKEN_OVER
-                if said or self._looks_taken_over():
-                    self._taken_over(str(reason), said=said)
+                if self._takeovers.lost(time.monotonic(), reason.value):
+                    self._taken_over(str(reason), said=reason.value == SESSION_TAKEN_OVER)
                     return
                 log.warning("disconnected from the broker: %s (reconnecting)", reason)
                 return
@@ -317,7 +308,7 @@ class Bus:
                 return
             # Closed before a CONNACK: what a TLS broker does to a plaintext client or to a
             # missing client certificate under TLS 1.3 (checked after the handshake).
-            self._short_lived = 0
+            self._takeovers.attempt_failed()
             self._count("connect_failures")
             why = "the broker closed the connection before accepting it"
             if self._failures.should_log(why):
@@ -333,26 +324,9 @@ class Bus:
         except Exception:  # a paho callback must not raise
             log.debug("error in on_disconnect", exc_info=True)
 
-    def _looks_taken_over(self) -> bool:
-        """A broker that hands our session to another client with our id closes our connection,
-        and mosquitto 2.0.11 does so without the DISCONNECT reason 0x8E: connections closed by
-        the broker within seconds of being accepted, three in a row, are taken to be that (and
-        any connection lost again before the quiet time after one). A failed connection attempt in
-        between (a broker restarting) starts the count over."""
-        lived = time.monotonic() - self._connected_at
-        b = self._broker
-        if self._takeover_at is not None and lived < _TAKEOVER_QUIET * b.reconnect_max_s:
-            return True
-        if lived >= max(5.0, 4 * b.reconnect_min_s) or not self._session_present:
-            self._short_lived = 0
-            return False
-        self._short_lived += 1
-        return self._short_lived >= _SHORT_LIVED
-
     def _taken_over(self, reason: str, *, said: bool) -> None:
         """said: the broker gave reason 0x8E; otherwise the pattern of closed connections says so."""
         self._count("takeovers")
-        self._takeover_at = time.monotonic()
         wait = self._broker.reconnect_max_s
         seen = "" if said else "the broker closes our connections within seconds of accepting them: "
         self._problem = (
@@ -413,10 +387,9 @@ class Bus:
         self._drops.flush(held, box.bytes)
         if self._closing or not self._connected.is_set():
             return
-        if self._takeover_at is not None and now - self._connected_at > _TAKEOVER_QUIET * self._broker.reconnect_max_s:
-            log.info("no other client took our session over for %.0f s: ready again", now - self._connected_at)
-            self._takeover_at = None
-            self._short_lived = 0
+        lasted = self._takeovers.settled(now)
+        if lasted is not None:
+            log.info("no other client took our session over for %.0f s: ready again", lasted)
             self._problem = None
         if held and waited > timeout:
             self._break_connection(held, waited)
