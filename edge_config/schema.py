@@ -123,7 +123,7 @@ class BrokerConfig(_Strict):
     """A QoS 1 publication unacknowledged this long while connected means the connection is
     broken: reconnect (counted, logged, /healthz not ready until the broker accepts us again).
     When nothing was published for half of it, an empty QoS 1 probe to <prefix>/probe checks
-    the broker still answers: a frozen broker is noticed within 1.5x this (docs/RELIABILITY.md)."""
+    the broker still answers: a frozen broker is noticed within 1.5x this + 0.5 s (docs/RELIABILITY.md)."""
     session_expiry_s: int = Field(3600, ge=0)
     """MQTT 5 session expiry; 0 = clean session. The broker keeps QoS 1 input while we are away."""
     input_qos: Literal[0, 1] = 1
