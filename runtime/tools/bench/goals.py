@@ -95,6 +95,7 @@ def judge(result: dict[str, Any]) -> list[Goal]:
     per_10k = next((s for s in memory.get("streams", []) if s["streams"] == 10_000), None)
     largest = max(memory.get("streams", []), key=lambda s: s["streams"], default=None)
     paho = _get(result, "limits", "paho_ceiling", "msg_per_s")
+    ours = _get(result, "limits", "client_ceiling", "msg_per_s")
     broker = _get(result, "limits", "broker_raw", "msg_per_s")
     where = _fmt(
         "per step {:.1f} µs = decode {:.1f} + engine {:.1f} (ORT alone {:.1f})",
@@ -154,7 +155,8 @@ def judge(result: dict[str, Any]) -> list[Goal]:
             20_000,
             "msg/s",
             False,
-            _fmt("lost {}; paho ack-only ceiling {:,.0f} msg/s; broker raw {:,.0f} msg/s", lost, paho, broker),
+            _fmt("lost {}; paho ack-only ceiling {:,.0f} msg/s; broker raw {:,.0f} msg/s", lost, paho, broker)
+            + _fmt("; the service's own client, ack only: {:,.0f} msg/s", ours),
         ),
         Goal(
             "p99 publish → alert at 2,000 msg/s",

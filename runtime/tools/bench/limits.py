@@ -178,15 +178,17 @@ def broker_raw_rate(work: Path, *, messages: int, publishers: int = 2) -> Broker
     return BrokerRate(what, total, seconds, total / seconds)
 
 
-def paho_ceiling(work: Path, *, messages: int, streams: int = 1000) -> BrokerRate:
-    """The benchmark's publisher floods; a bare paho subscriber receives and acks (QoS 1)."""
+def paho_ceiling(work: Path, *, messages: int, streams: int = 1000, ours: bool = False) -> BrokerRate:
+    """The benchmark's publisher floods; a bare paho subscriber receives and acks (QoS 1).
+    ours: the service's own client and ack batching instead of stock paho (paho_sink --ours)."""
     work.mkdir(parents=True, exist_ok=True)
     rounds = max(1, messages // streams)
     files = flood_packets(work, "paho-ceiling", list(enumerate(stream_names(streams))), rounds, 1, 1, 1)
     total = rounds * streams
     broker = start_broker(work / "broker")
     try:
-        sink = LineProcess("runtime.tools.bench.paho_sink", [str(broker.port), "bench/#", str(total)])
+        args = [str(broker.port), "bench/#", str(total), *(["--ours"] if ours else [])]
+        sink = LineProcess("runtime.tools.bench.paho_sink", args)
         try:
             sink.wait_ready(30.0)
             pub = LineProcess("runtime.tools.bench.publisher", [str(broker.port), str(files[0])])
@@ -200,4 +202,9 @@ def paho_ceiling(work: Path, *, messages: int, streams: int = 1000) -> BrokerRat
     finally:
         broker.stop()
     seconds = got["done_at"] - sent["first_send"]
-    return BrokerRate("paho subscriber, ack only (Python client ceiling), QoS 1", total, seconds, total / seconds)
+    what = (
+        "the service's client (PahoClient), acks batched from another thread, ack only, QoS 1"
+        if ours
+        else "paho subscriber, ack only (Python client ceiling), QoS 1"
+    )
+    return BrokerRate(what, total, seconds, total / seconds)

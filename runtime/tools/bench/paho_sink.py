@@ -1,6 +1,11 @@
 """A bare paho-mqtt subscriber that does nothing but receive and acknowledge: the Python client's ceiling.
 
-    python -m runtime.tools.bench.paho_sink PORT TOPIC EXPECT
+    python -m runtime.tools.bench.paho_sink PORT TOPIC EXPECT [--ours]
+
+--ours: the client the service uses (runtime.mqtt.client.PahoClient: buffered reads, draining
+read passes, TCP_NODELAY) with its acks as the service sends them, a batch at a time from
+another thread (ack_many of what arrived since the last batch): the ceiling of the service's
+own receive path, with nothing else to do.
 
 Connected the way runtime.mqtt.bus connects (MQTT v5, QoS 1, manual acks, receive maximum 65,535),
 it acks each message in `on_message` and counts. Whatever the service does per message comes
@@ -23,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    port, topic, expect = (argv or sys.argv[1:])[:3]
+    args = argv or sys.argv[1:]
+    port, topic, expect = args[:3]
+    ours = "--ours" in args[3:]
     expected = int(expect)
+    pending: list[int] = []
     subscribed, done = threading.Event(), threading.Event()
     state = {"count": 0, "first": 0.0, "last": 0.0}
 
@@ -39,14 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         if state["count"] == 0:
             state["first"] = now
         state["count"] += 1
-        client.ack(msg.mid, msg.qos)
+        if ours:
+            pending.append(msg.mid)  # list.append: atomic under the GIL
+        else:
+            client.ack(msg.mid, msg.qos)
         if state["count"] >= expected:
             state["last"] = now
             done.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5, manual_ack=True
-    )
+    if ours:
+        from runtime.mqtt.client import PahoClient
+
+        client: mqtt.Client = PahoClient(
+            CallbackAPIVersion.VERSION2, client_id="bench-our-sink", protocol=mqtt.MQTTv5, manual_ack=True
+        )
+    else:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5, manual_ack=True
+        )
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho's __init__ is unannotated
     props.ReceiveMaximum = 65535
@@ -56,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": "not subscribed"}), flush=True)
         return 1
     print("ready", flush=True)
+    if ours:
+        assert isinstance(client, PahoClient)
+        while not done.wait(0.001):  # the worker's turn: ack what arrived, as one write
+            batch, pending[:] = pending[:], []
+            client.ack_many(batch)
     done.wait(300.0)
     client.loop_stop()
     client.disconnect()

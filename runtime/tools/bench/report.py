@@ -194,6 +194,11 @@ def _limits(r: dict[str, Any]) -> list[str]:
             f"{lim['broker_raw']['messages']:,} messages)"
         ),
         f"   {lim['paho_ceiling']['what']}: {_n(lim['paho_ceiling']['msg_per_s'])} msg/s",
+        *(
+            [f"   {lim['client_ceiling']['what']}: {_n(lim['client_ceiling']['msg_per_s'])} msg/s"]
+            if lim.get("client_ceiling")
+            else []
+        ),
     ]
 
 

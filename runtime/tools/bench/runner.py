@@ -203,6 +203,7 @@ def _limits(ref: ReferenceModels, plan: Plan, work: Path, cpu: int) -> dict[str,
         "flop_bound": _asdict(limits.flop_bound(manifest, batches=batches, min_seconds=plan.gemm_s, cpu=cpu)),
         "broker_raw": _asdict(limits.broker_raw_rate(work / "broker-raw", messages=plan.broker_messages)),
         "paho_ceiling": _asdict(limits.paho_ceiling(work / "paho", messages=plan.paho_messages)),
+        "client_ceiling": _asdict(limits.paho_ceiling(work / "ours", messages=plan.paho_messages, ours=True)),
     }
 
 
