@@ -36,7 +36,7 @@ from edge_config.schema import RuntimeConfig, StreamConfig
 from runtime.engine.types import Message
 from runtime.ingest.payload import FeatureLayout, PayloadLimits, decode_samples
 from runtime.mqtt.delivery import Delivery
-from runtime.mqtt.topics import OutputTopics, StreamIdResolver
+from runtime.mqtt.topics import OutputTopics, Route, StreamIdResolver
 from runtime.ops.counts import Tally
 
 __all__ = ["LOG_EVERY_S", "MIN_TS", "Intake", "IntakeBounds", "RejectLog", "Rejected", "Reset", "ResetLimiter"]
@@ -46,6 +46,10 @@ LOG_EVERY_S = 10.0
 MIN_TS = 946_684_800.0
 """2000-01-01T00:00:00Z: no sample of a running machine is older (a ts in seconds since the epoch)."""
 _RESET_MEMORY = 65_536  # streams whose last reset time is remembered (oldest forgotten first)
+_ROUTE_CACHE = 65_536  # topics whose route is remembered (Intake._route)
+_ROUTE_TOPIC_MAX = 256
+_Known = tuple[Route, str, FeatureLayout] | None
+"""A topic's route, model name and feature layout; None: no stream serves it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ class Intake:
         self._topics = topics
         self._tally = tally
         self._log = RejectLog()
+        self._routes: dict[str, _Known] = {}
         self._bounds = bounds
         interval = bounds.reset_min_interval_s
         self._resets = None if interval is None else ResetLimiter(interval)
@@ -165,10 +170,10 @@ class Intake:
         if topic is None:
             return self._reject("topic-not-utf8", "the topic is not valid UTF-8", delivery, repr(delivery.raw_topic))
         try:
-            route = self._resolver.resolve(topic)
-            if route is None:
+            known = self._routes[topic] if topic in self._routes else self._route(topic)
+            if known is None:
                 return self._reject("unrouted", "no stream serves this topic", delivery, topic)
-            model, layout = self._layouts[route.config.name]
+            route, model, layout = known
             values, seq, ts = decode_samples(delivery.payload, layout, self._limits)
         except PayloadError as exc:
             return self._reject(exc.reason, exc.detail, delivery, topic)
@@ -177,6 +182,19 @@ class Intake:
             if problem:
                 return self._reject("ts-range", problem, delivery, topic)
         return Message(route.stream, values, seq, ts, delivery.received, delivery.received_wall, model, delivery)
+
+    def _route(self, topic: str) -> _Known:
+        """resolve() once per topic (its split, match and stream id checks cost more than the
+        decode): the route of a topic cannot change while this intake lives. Only routed topics
+        of at most _ROUTE_TOPIC_MAX characters are remembered, at most _ROUTE_CACHE of them, so
+        junk topics cannot grow it; an unsafe stream id raises and is not remembered."""
+        route = self._resolver.resolve(topic)
+        if route is None:
+            return None
+        known = (route, *self._layouts[route.config.name])
+        if len(topic) <= _ROUTE_TOPIC_MAX and len(self._routes) < _ROUTE_CACHE:
+            self._routes[topic] = known
+        return known
 
     def copies(self, message: Message) -> list[Message]:
         """The accepted `message` again for each shadow entry serving its topic (no delivery)."""
