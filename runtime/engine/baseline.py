@@ -41,6 +41,8 @@ reload to other weights. docs/BASELINES.md has the reasoning and the measurement
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -125,7 +127,15 @@ class Baselines:
         return self.enabled and bool((self._store.column("baseline.state")[slots] == LEARNING).any())
 
     def threshold_of(self, slot: int) -> float:
-        return float(self.thresholds(np.array([slot]))[0])
+        """thresholds() of one slot, in scalars (it runs for every alert message)."""
+        col = self._store.column
+        if not self.enabled or col("baseline.state")[slot] != LEARNING:
+            return self.threshold
+        n = int(col("baseline.n")[slot])
+        if n < PROVISIONAL_AFTER:
+            return max(self.learning_threshold, 0.0)
+        spread = math.sqrt(float(col("baseline.m2")[slot]) / max(n - 1, 1))
+        return max(self.learning_threshold, float(col("baseline.mean")[slot]) + 2.0 * self.z * spread)
 
     def learn(
         self, slots: np.ndarray, scores: np.ndarray, squares: np.ndarray, warm: np.ndarray, thresholds: np.ndarray

@@ -23,6 +23,7 @@ are split into messages. `calibrate` chooses the threshold with runtime.engine.t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -195,28 +196,41 @@ class Scorer:
 
     def explain(self, slot: int, k: int) -> tuple[TopFeature, ...]:
         """top_features with each feature's observed and expected value at the slot's last step,
-        in the sensor's units (forecast models; probability models name no features)."""
-        top = self.top_features(slot, k)
-        if not top:
+        in the sensor's units (forecast models; probability models name no features). One numpy
+        pass over the slot's row: it runs for every alert message."""
+        order = self._top(slot, k)
+        if order is None:
             return ()
-        index = {name: i for i, name in enumerate(self.features)}
-        rows = [index[name] for name, _ in top]
-        observed = self._store.column("score.observed")[slot, rows] * self._std[rows] + self._mean[rows]
-        expected = self._store.column("score.expected")[slot, rows] * self._std[rows] + self._mean[rows]
-        return tuple(
-            TopFeature(name, share, *((_digits(o), _digits(e)) if np.isfinite(o) and np.isfinite(e) else (None, None)))
-            for (name, share), o, e in zip(top, observed.tolist(), expected.tolist(), strict=True)
-        )
+        col = self._store.column
+        shares = (col("score.contrib")[slot, order] / self._kernel.share_divisor).tolist()
+        std, mean = self._std[order], self._mean[order]
+        observed = (col("score.observed")[slot, order] * std + mean).tolist()
+        expected = (col("score.expected")[slot, order] * std + mean).tolist()
+        out = []
+        for i, share, o, e in zip(order.tolist(), shares, observed, expected, strict=True):
+            if math.isfinite(o) and math.isfinite(e):
+                out.append(TopFeature(self.features[i], share, _digits(o), _digits(e)))
+            else:
+                out.append(TopFeature(self.features[i], share))
+        return tuple(out)
+
+    def _top(self, slot: int, k: int) -> NDArray[np.intp] | None:
+        """Indices of the k features with the largest share, largest first (None: no score)."""
+        if self.task == "probability" or k == 0:
+            return None
+        contrib = self._store.column("score.contrib")[slot]
+        if not np.isfinite(contrib).all():
+            return None
+        order: NDArray[np.intp] = np.argsort(-contrib, kind="stable")[:k]
+        return order
 
     def top_features(self, slot: int, k: int) -> tuple[tuple[str, float], ...]:
         """The k features with the largest share of the slot's current score, largest first."""
-        if self.task == "probability" or k == 0:
+        order = self._top(slot, k)
+        if order is None:
             return ()
-        shares = self._store.column("score.contrib")[slot] / self._kernel.share_divisor
-        if not np.isfinite(shares).all():
-            return ()
-        order = np.argsort(-shares, kind="stable")[:k]
-        return tuple((self.features[i], float(shares[i])) for i in order)
+        shares = (self._store.column("score.contrib")[slot, order] / self._kernel.share_divisor).tolist()
+        return tuple((self.features[i], share) for i, share in zip(order.tolist(), shares, strict=True))
 
 
 def _digits(value: float) -> float:

@@ -229,3 +229,13 @@ def test_a_machine_that_stays_at_its_own_level_never_shifts() -> None:
     rig = _shift_rig(200)
     assert [s for e in _errors(rng, (1.5, 1.0, 0.7), 3000) for s in rig.feed("m", e)] == []
     assert rig.baselines.shifts == 0
+
+
+def test_the_one_slot_threshold_equals_the_batch_one_while_learning_and_after() -> None:
+    rng = np.random.default_rng(7)
+    rig = Rig(BaselineConfig(learn_steps=60))
+    for n, e in enumerate(_errors(rng, (1.5, 1.0, 0.7), 100)):
+        rig.feed("m", e)
+        slot = rig.store.slot("m")
+        assert slot is not None
+        assert rig.baselines.threshold_of(slot) == rig.baselines.thresholds(np.array([slot]))[0], n
