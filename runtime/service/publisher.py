@@ -1,7 +1,8 @@
 """Everything the worker publishes: alerts, retained stream statuses, evictions, stats.
 
-Alerts are urgent: they may use the whole outbox, statuses only part of it (runtime.mqtt.outbox),
-so a flood of new streams' statuses cannot crowd them out. What the outbox refuses is counted
+`raised` and `cleared` alerts are urgent: they may use the whole outbox, statuses and `update`s
+only part of it (runtime.mqtt.outbox), so neither a flood of new streams' statuses nor the
+periodic updates of many open alerts can crowd out an alert's start or end. What the outbox refuses is counted
 (`alerts_not_sent`, `statuses_not_sent`) and what it takes is counted by alert state, into the
 caller's Counts.
 
@@ -76,7 +77,8 @@ class Publisher:
             topic = f"{self.topics.prefix}/shadow/{alert.model}/alerts/{alert.stream}"
         else:
             topic = self.topics.alert(alert.stream)
-        if self._bus.publish(topic, alert.to_json(), qos=self._qos, urgent=True):
+        urgent = alert.state != "update"  # an update repeats what raised said; it gives way first
+        if self._bus.publish(topic, alert.to_json(), qos=self._qos, urgent=urgent):
             counts.add_reason("alerts", alert.state)
         else:
             counts.alerts_not_sent += 1
