@@ -19,7 +19,7 @@ from runtime.model.artifact import load_artifact
 from runtime.model.session import create_session
 from runtime.service import Service
 from runtime.tools.local_broker import Broker
-from tests.support.mqtt_helpers import Collector, publish_many, retained
+from tests.support.mqtt_helpers import Collector, publish_many, retained, wait_retained
 from tests.support.onnx_artifacts import write_lstm_artifact, write_persistence_artifact
 from tests.support.service_helpers import Outcomes, gateway_config, started, wait_counters, write_config
 
@@ -150,7 +150,8 @@ def test_eviction_clears_an_open_alert_and_removes_its_retained_status(broker: B
         items += [("plant/calm/telemetry", json.dumps({"seq": q, "values": [0, 0, 0]}).encode()) for q in range(3)]
         publish_many(broker, items)
         raised = json.loads(alerts.wait_for(lambda m: len(m) >= 1)[0].payload)
-        assert retained(broker, "edgewatch/status/loud") == b"alert"
+        # the status follows its alert on another topic: poll (before the 1 s idle TTL evicts it)
+        wait_retained(broker, "edgewatch/status/loud", b"alert", timeout=0.9)
         got = alerts.wait_for(lambda m: len(m) >= 2, timeout=10)
         cleared = json.loads(got[1].payload)
         jsonschema.validate(cleared, SCHEMA)
