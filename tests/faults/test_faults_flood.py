@@ -2,8 +2,11 @@
 
 A process publishes 6,000 one-message stream ids (QoS 0, 3,000/s: a `warming-up` status each)
 while 20 real streams (10 of them going faulty at seq 100) publish on, through a gateway whose
-outbox holds 200 publications and whose stream cap is 2,000. Before issue 12 the statuses
-filled the outbox and the raised alerts behind them were dropped (counted, not logged).
+outbox holds 200 publications and whose stream cap is 2,000, connected through a loopback proxy
+that holds the broker's PUBACKs 50 ms during the flood (20 in flight: at most 400 confirmations
+a second, so the statuses fill the outbox on any machine; without it a quiet machine's broker kept
+up and nothing was refused). Before issue 12 the statuses filled the outbox and the raised
+alerts behind them were dropped (counted, not logged).
 Expected: every raised alert reaches a subscriber; statuses refused instead (counted apart,
 logged once); the stream cap logged once; after everything went idle, eviction has removed every
 retained status it published (the flood once left 143,745 on the broker).
@@ -27,6 +30,7 @@ from runtime.tools.local_broker import Broker
 from tests.support.fault_helpers import REPO, report
 from tests.support.fault_traffic import AlertLog, ReliablePublisher, stream_items
 from tests.support.mqtt_helpers import Collector, publish_many
+from tests.support.mqtt_proxy import PubackProxy
 from tests.support.onnx_artifacts import write_persistence_artifact
 from tests.support.service_helpers import gateway_config, started, wait_counters
 
@@ -42,6 +46,8 @@ def test_a_stream_id_flood_drops_statuses_not_alerts(
 ) -> None:
     art = write_persistence_artifact(tmp_path / "model", features=3, threshold=1.0, ewma_alpha=0.5)
     config = gateway_config(broker, art, alerts=POLICY, outgoing_max=200, max_streams=2000, idle_ttl_s=3.0)
+    proxy = PubackProxy(broker.host, broker.port)
+    config = config.model_copy(update={"broker": config.broker.model_copy(update={"port": proxy.port})})
     alerts = AlertLog(broker.host, broker.port, "fault-h-alerts")
     service = started(Service(config))
     publisher = ReliablePublisher(broker.host, broker.port, "fault-h-pub")
@@ -49,6 +55,7 @@ def test_a_stream_id_flood_drops_statuses_not_alerts(
     try:
         publish_many(broker, stream_items(STREAMS, range(90), FAULTY))  # warm, before the faults
         wait_counters(service, lambda c: c.processed == STREAMS * 90)
+        proxy.delay_pubacks(0.05)
         flood = subprocess.Popen(
             [
                 sys.executable,
@@ -69,6 +76,7 @@ def test_a_stream_id_flood_drops_statuses_not_alerts(
         real.start()  # seq 100-119 of streams m000-m009: the fault, during the flood
         out, err = flood.communicate(timeout=60)
         assert flood.returncode == 0, err
+        proxy.delay_pubacks(0.0)  # the flood is over: the broker answers at once again
         real.join(30)
         publisher.confirm_all(30)
         expected = {f"m{s:03d}" for s in range(FAULTY)}
@@ -90,6 +98,7 @@ def test_a_stream_id_flood_drops_statuses_not_alerts(
         publisher.close()
         service.stop()
         alerts.close()
+        proxy.close()
     raised = {str(d["stream"]) for d in alerts.received if d["state"] == "raised"}
     outbox_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox full")]
     cap_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stream cap reached")]

@@ -5,7 +5,9 @@ sends (everything else, input deliveries and PINGRESP included, still passes); c
 made later pass everything. That is what mosquitto 2.0.11's in-flight accounting (its issue
 #2362) did to a gateway after a long flood: the connection stays up and keeps delivering input,
 but the publications in flight are never acknowledged, so nothing queued behind them is sent.
-A client that reconnects gets a healthy connection again. Only 127.0.0.1.
+A client that reconnects gets a healthy connection again. `delay_pubacks(seconds)` instead holds
+every PUBACK that long (a slow broker: a window of 20 in flight then confirms 20 per delay), for
+connections open now and later. Only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class _Link:
     def __init__(self, client: socket.socket, upstream: socket.socket, proxy: PubackProxy) -> None:
         self.client, self.upstream, self._proxy = client, upstream, proxy
         self.blocking = False
+        self._send_lock = threading.Lock()  # the pump and the delayed PUBACKs write to one socket
         for target, name in ((self._to_broker, "proxy-up"), (self._to_client, "proxy-down")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
@@ -50,10 +53,14 @@ class _Link:
                 buffer += data
                 out, buffer = self._filter(buffer)
                 if out:
-                    self.client.sendall(out)
+                    self._send(out)
         except OSError:
             pass
         self.close()
+
+    def _send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError), self._send_lock:
+            self.client.sendall(data)
 
     def _filter(self, buffer: bytes) -> tuple[bytes, bytes]:
         """(bytes to forward, the incomplete packet left over)."""
@@ -75,10 +82,15 @@ class _Link:
             if end > len(buffer):
                 kept.append(buffer[run:pos])
                 return b"".join(kept), buffer[pos:]
-            if self.blocking and buffer[pos] & 0xF0 == _PUBACK:
+            if buffer[pos] & 0xF0 == _PUBACK and (self.blocking or self._proxy.puback_delay > 0):
                 kept.append(buffer[run:pos])
                 run = end
-                self._proxy.swallowed += 1
+                if self.blocking:
+                    self._proxy.swallowed += 1
+                else:
+                    timer = threading.Timer(self._proxy.puback_delay, self._send, [buffer[pos:end]])
+                    timer.daemon = True
+                    timer.start()
             pos = end
         kept.append(buffer[run:pos])
         return b"".join(kept), b""
@@ -96,6 +108,8 @@ class PubackProxy:
         self.connections = 0
         self.swallowed = 0
         """PUBACKs dropped so far."""
+        self.puback_delay = 0.0
+        """Seconds every PUBACK is held (0: forwarded at once)."""
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -118,6 +132,9 @@ class PubackProxy:
         with self._lock:
             for link in self._links:
                 link.blocking = True
+
+    def delay_pubacks(self, seconds: float) -> None:
+        self.puback_delay = seconds
 
     def close(self) -> None:
         self._server.close()
