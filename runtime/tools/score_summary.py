@@ -22,6 +22,7 @@ __all__ = ["QUANTILES", "WHAT_IF_FACTORS", "Span", "StreamSummary", "format_summ
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 WHAT_IF_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 """Multiples of each row's threshold the what-if replays the hysteresis at."""
+_NO_SUM = ", without the shift detector"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class StreamSummary:
     above: int
     """Warm rows above their threshold."""
     what_if: tuple[int, ...]
-    """Alerts at each of WHAT_IF_FACTORS x the row's threshold (the scores taken as they were)."""
+    """Alerts at each of WHAT_IF_FACTORS x the row's threshold (the scores taken as they were; the
+    per-step threshold's hysteresis only: the shift detector's sum is not replayed)."""
 
 
 def _spans(result: Replay) -> tuple[Span, ...]:
@@ -118,7 +120,9 @@ def _span_line(n: int, span: Span) -> str:
     return (
         f"    #{n} rows {span.start}-{span.end} ({span.end - span.start} rows): raised at row {span.start} "
         f"({_when(a.ts)} UTC), {end}; score {a.score:.3g} at raise, peak {span.peak:.3g} against "
-        f"{a.threshold:.3g}; {a.severity}; {span.updates} update(s)" + (f"\n       top: {top}" if top else "")
+        f"{a.threshold:.3g}; {a.severity}; {span.updates} update(s)"
+        + ("; raised by the shift detector (the score stayed above its own level)" if a.shift is not None else "")
+        + (f"\n       top: {top}" if top else "")
     )
 
 
@@ -134,13 +138,13 @@ def format_summary(summaries: Sequence[StreamSummary]) -> str:
             f"{s.above} judged rows above their threshold"
         )
         what_if = ", ".join(f"x{f:g}: {n}" for f, n in zip(WHAT_IF_FACTORS, s.what_if, strict=True))
-        lines.append(f"  alerts at other thresholds (x the one used): {what_if}")
+        lines.append(f"  alerts at other thresholds (x the one used): {what_if} (per-step threshold only{_NO_SUM})")
     if len(summaries) > 1:
         totals = [sum(s.what_if[i] for s in summaries) for i in range(len(WHAT_IF_FACTORS))]
         what_if = ", ".join(f"x{f:g}: {n}" for f, n in zip(WHAT_IF_FACTORS, totals, strict=True))
         alerted = sum(1 for s in summaries if s.spans)
         lines.append(
             f"all {len(summaries)} streams: {sum(len(s.spans) for s in summaries)} alert(s) on {alerted} stream(s); "
-            f"at other thresholds: {what_if}"
+            f"at other thresholds: {what_if} (per-step threshold only{_NO_SUM})"
         )
     return "\n".join(lines)
