@@ -41,8 +41,6 @@ reload to other weights. docs/BASELINES.md has the reasoning and the measurement
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
@@ -111,15 +109,9 @@ class Baselines:
         out = np.full(len(slots), self.threshold)
         if not self.enabled:
             return out
-        col = self._store.column
-        learning = col("baseline.state")[slots] == LEARNING
-        if not learning.any():
-            return out
-        s = slots[learning]
-        n = col("baseline.n")[s]
-        spread = np.sqrt(col("baseline.m2")[s] / np.maximum(n - 1, 1))
-        provisional = np.where(n >= PROVISIONAL_AFTER, col("baseline.mean")[s] + 2.0 * self.z * spread, 0.0)
-        out[learning] = np.maximum(self.learning_threshold, provisional)
+        learning = self._store.column("baseline.state")[slots] == LEARNING
+        if learning.any():
+            out[learning] = self._learning_thresholds(slots[learning])
         return out
 
     def any_learning(self, slots: np.ndarray) -> bool:
@@ -127,15 +119,20 @@ class Baselines:
         return self.enabled and bool((self._store.column("baseline.state")[slots] == LEARNING).any())
 
     def threshold_of(self, slot: int) -> float:
-        """thresholds() of one slot, in scalars (it runs for every alert message)."""
-        col = self._store.column
-        if not self.enabled or col("baseline.state")[slot] != LEARNING:
+        """thresholds() of one slot (it runs for every alert message: a learned stream needs no arrays)."""
+        if not self.enabled or self._store.column("baseline.state")[slot] != LEARNING:
             return self.threshold
-        n = int(col("baseline.n")[slot])
-        if n < PROVISIONAL_AFTER:
-            return max(self.learning_threshold, 0.0)
-        spread = math.sqrt(float(col("baseline.m2")[slot]) / max(n - 1, 1))
-        return max(self.learning_threshold, float(col("baseline.mean")[slot]) + 2.0 * self.z * spread)
+        return float(self._learning_thresholds(np.array([slot]))[0])
+
+    def _learning_thresholds(self, slots: np.ndarray) -> np.ndarray:
+        """float64 [B] of learning streams: the learning threshold, and after PROVISIONAL_AFTER
+        steps never below μ_n + 2z·σ_n of their own scores so far."""
+        col = self._store.column
+        n = col("baseline.n")[slots]
+        spread = np.sqrt(col("baseline.m2")[slots] / np.maximum(n - 1, 1))
+        provisional = np.where(n >= PROVISIONAL_AFTER, col("baseline.mean")[slots] + 2.0 * self.z * spread, 0.0)
+        out: np.ndarray = np.maximum(self.learning_threshold, provisional)
+        return out
 
     def learn(
         self, slots: np.ndarray, scores: np.ndarray, squares: np.ndarray, warm: np.ndarray, thresholds: np.ndarray
