@@ -1,7 +1,8 @@
 """False alerts on a heterogeneous healthy fleet, and how fast a modest fault is caught.
 
     .venv/bin/python benchmarks/fleet_alarms.py [--machines 20] [--steps 1500] [--fleet-seed 1] [--sigmas 2]
-        [--learn-steps 300 ...] [--level-steps 200] [--policy max|stream] [--model DIR] [--threshold T]
+        [--learn-steps 300 ...] [--level-steps 200] [--bias-h 12] [--policy max|stream] [--model DIR]
+        [--threshold T]
 
 Simulated pumps (runtime.tools.demo.simulator) whose readings differ from the rig the model was
 trained on (Variation.random: offsets, gains, noise, phase), served through the gateway's own
@@ -38,6 +39,9 @@ def main() -> int:
     p.add_argument(
         "--level-steps", type=int, default=BaselineConfig().level_steps, help="0: no CUSUM against the stream's level"
     )
+    p.add_argument(
+        "--bias-h", type=float, default=BaselineConfig().bias_h, help="0: no step-change detector on the signed errors"
+    )
     p.add_argument("--policy", default="max", choices=["max", "stream"])
     p.add_argument("--learning-factor", type=float, default=BaselineConfig().learning_factor)
     p.add_argument("--threshold", type=float, default=None, help="override the manifest's threshold")
@@ -50,6 +54,7 @@ def main() -> int:
             baseline = BaselineConfig(
                 learn_steps=learn,
                 level_steps=args.level_steps,
+                bias_h=args.bias_h,
                 policy=args.policy,
                 learning_factor=args.learning_factor,
             )

@@ -226,6 +226,13 @@ class BaselineConfig(_Strict):
     cusum_h: float = Field(60.0, gt=0.0)
     """The CUSUM's decision interval, in standard deviations of the calibration scores: a shift
     is reported (as a step above the threshold, for the hysteresis) while the sum exceeds it."""
+    bias_h: float = Field(12.0, ge=0.0)
+    """The step-change detector's limit: a stream whose signed forecast errors stay biased on some
+    feature, an EWMA of them this many of its own standard deviations away from the stream's mean
+    (both learned over learn_steps + level_steps), counts as above the threshold
+    (runtime.engine.shift). 0 switches it off; so does level_steps 0."""
+    bias_lambda: float = Field(0.03, gt=0.0, le=1.0)
+    """The step-change detector's EWMA weight (about 2/λ steps of memory)."""
 
 
 class ModelConfig(_Strict):

@@ -88,6 +88,13 @@ def register(subparsers: Any) -> None:
         "--cusum-h", type=float, metavar="H", help="the shift detector's decision interval (default: the gateway's, 60)"
     )
     s.add_argument(
+        "--bias-h",
+        type=float,
+        metavar="H",
+        help="the step-change detector's limit on the signed errors' bias (ModelConfig.baseline.bias_h; default: "
+        "the gateway's, 12; 0 = off)",
+    )
+    s.add_argument(
         "--false-alert-steps",
         type=int,
         metavar="N",
@@ -127,13 +134,13 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline_steps < 0:
             raise ExportInputError(f"--baseline-steps must be >= 0, got {args.baseline_steps}")
         config = replace(config, baseline=config.baseline.model_copy(update={"learn_steps": args.baseline_steps}))
-    shift = {"level_steps": args.level_steps, "cusum_k": args.cusum_k, "cusum_h": args.cusum_h}
+    shift = {"level_steps": args.level_steps, "cusum_k": args.cusum_k, "cusum_h": args.cusum_h, "bias_h": args.bias_h}
     if any(v is not None for v in shift.values()):
         update = {k: v for k, v in shift.items() if v is not None}
         try:
             baseline = BaselineConfig.model_validate({**config.baseline.model_dump(), **update})
         except ValidationError as exc:
-            raise ExportInputError(f"--level-steps/--cusum-k/--cusum-h: {exc.errors()[0]['msg']}") from None
+            raise ExportInputError(f"--level-steps/--cusum-k/--cusum-h/--bias-h: {exc.errors()[0]['msg']}") from None
         config = replace(config, baseline=baseline)
     score = {
         "false_alert_steps": args.false_alert_steps,

@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 
 from edge_config.manifest import Calibration, Task
 from edge_config.schema import BaselineConfig
+from runtime.engine.shift import BiasDetector
 from runtime.engine.streams import StateStore
 
 __all__ = ["LEARNED", "LEARNING", "OUT_OF_RANGE", "PROVISIONAL_AFTER", "Baselines"]
@@ -103,6 +104,13 @@ class Baselines:
             store.add_column("baseline.level_n", (), np.int32, 0, scope="baseline")
             store.add_column("baseline.level", (), np.float32, 0.0, scope="baseline")  # μ_s, running mean
             store.add_column("baseline.cusum", (), np.float32, 0.0, scope="baseline")  # S
+        self.bias: BiasDetector | None = None
+        """The step-change detector on the signed errors (runtime.engine.shift), None: off."""
+        if self.shift_enabled and config.bias_h > 0:
+            features = store.column("score.contrib").shape[1]
+            window = config.learn_steps + config.level_steps
+            self.bias = BiasDetector(store, features, window=window, lam=config.bias_lambda, h=config.bias_h)
+            store.add_column("baseline.biased", (), np.bool_, False, scope="baseline")  # above bias_h
 
     def thresholds(self, slots: np.ndarray) -> np.ndarray:
         """float64 [B]: the threshold each stream alerts against now."""
@@ -161,12 +169,27 @@ class Baselines:
         if done.any():
             self._finish(s[done])
 
-    def watch(self, slots: np.ndarray, scores: np.ndarray, warm: np.ndarray, thresholds: np.ndarray) -> Bools:
+    def watch(
+        self,
+        slots: np.ndarray,
+        scores: np.ndarray,
+        warm: np.ndarray,
+        thresholds: np.ndarray,
+        errors: np.ndarray | None = None,
+    ) -> Bools:
         """One time step of B distinct streams after learning: learn each stream's level of the
-        rescaled score, then run its CUSUM. Returns bool [B]: the sum is above h (a shift)."""
+        rescaled score, then run its CUSUM; and the step-change detector on the signed errors
+        (float64 [B, F], when `self.bias`). Returns bool [B]: the sum is above h or the errors'
+        bias above bias_h (a shift)."""
         shifted = np.zeros(len(slots), dtype=np.bool_)
         if not self.shift_enabled:
             return shifted
+        if self.bias is not None and errors is not None:
+            biased = self.bias.step(slots, errors, warm, scores <= thresholds) > self.bias.h
+            before = self._store.column("baseline.biased")[slots]
+            self.shifts += int(np.count_nonzero(biased & ~before))
+            self._store.column("baseline.biased")[slots] = biased
+            shifted |= biased
         col = self._store.column
         rows = np.flatnonzero(warm & (col("baseline.state")[slots] != LEARNING) & np.isfinite(scores))
         if rows.size == 0:
@@ -189,14 +212,17 @@ class Baselines:
             col("baseline.cusum")[sr] = after
             above = after > h
             self.shifts += int(np.count_nonzero(above & (before <= h)))
-            shifted[rows[ready]] = above
+            shifted[rows[ready]] |= above
         return shifted
 
     def shift_of(self, slot: int) -> float | None:
-        """The slot's shift-detector sum over h when above 1 (a persistent shift), else None."""
+        """The slot's shift-detector sum over h, or its errors' bias over bias_h, the larger,
+        when above 1 (a persistent shift), else None."""
         if not self.shift_enabled:
             return None
         ratio = float(self._store.column("baseline.cusum")[slot]) / self.config.cusum_h
+        if self.bias is not None:
+            ratio = max(ratio, self.bias.statistic(slot) / self.bias.h)
         return ratio if ratio > 1.0 else None
 
     def _finish(self, slots: np.ndarray) -> None:

@@ -275,7 +275,8 @@ class Engine:
         self._counts.steps += len(units) * steps
         learning = self.baselines.any_learning(slots)
         squares = np.empty((len(units), steps, self._features)) if learning else None
-        scores = self.scorer.step(slots, x, y, squares)
+        errors = np.empty((len(units), steps, self._features)) if self.baselines.bias is not None else None
+        scores = self.scorer.step(slots, x, y, squares, errors)
         self._guard_finite(slots, outputs, scores, now)
         alerts: list[tuple[int, Alert]] = []
         for t in range(steps):
@@ -289,7 +290,13 @@ class Engine:
             alerts.extend(
                 (int(unit_message[row]), alert)
                 for row, alert in self.tracker.observe(
-                    slots, scores[:, t], steps_before + t, now, locate, None if squares is None else squares[:, t]
+                    slots,
+                    scores[:, t],
+                    steps_before + t,
+                    now,
+                    locate,
+                    None if squares is None else squares[:, t],
+                    None if errors is None else errors[:, t],
                 )
             )
         statuses: list[tuple[int, StreamStatus]] = []

@@ -99,18 +99,22 @@ class _Kernel:
         y: np.ndarray,
         scale: Floats | None = None,
         squares: Floats | None = None,
+        errors: Floats | None = None,
     ) -> Floats:
         """Score T steps of B streams; prev, contrib float64 [B, F] are updated in place.
 
         prev: the last prediction (NaN: none); contrib: per-feature EWMA (NaN: none yet);
         x: normalized samples [B, T, F]; y: predictions [B, T, F]. Returns scores float64 [B, T].
         scale: float64 [B, F], each stream's own error scale per feature (runtime.engine.baseline;
-        None: 1); squares: float64 [B, T, F], filled with the squared errors before that scale.
+        None: 1); squares: float64 [B, T, F], filled with the squared errors before that scale;
+        errors: float64 [B, T, F], filled with the signed errors e_f (runtime.engine.shift).
         """
         steps, alpha = x.shape[1], self.alpha
         scores = np.empty((x.shape[0], steps))
         for t in range(steps):
             err = (prev - x[:, t]) * self.inv_std
+            if errors is not None:
+                errors[:, t] = err
             sq = err * err
             if squares is not None:
                 squares[:, t] = sq
@@ -174,11 +178,19 @@ class Scorer:
             # float32: 4 bytes a feature per stream is plenty for a divisor learned from 300 steps
             store.add_column("score.scale", (len(self.features),), np.float32, 1.0, scope="baseline")
 
-    def step(self, slots: np.ndarray, x_norm: np.ndarray, y: np.ndarray, squares: Floats | None = None) -> Floats:
+    def step(
+        self,
+        slots: np.ndarray,
+        x_norm: np.ndarray,
+        y: np.ndarray,
+        squares: Floats | None = None,
+        errors: Floats | None = None,
+    ) -> Floats:
         """slots int64 [B] (distinct), x_norm float32 [B, T, F], y [B, T, n] → scores float64 [B, T].
 
         squares: float64 [B, T, F], filled with each step's squared errors (forecast; before the
-        stream's own scale), for the baselines to learn from."""
+        stream's own scale), for the baselines to learn from; errors: float64 [B, T, F], filled with
+        the signed errors (forecast), for the step-change detector."""
         if self.task == "probability":
             out: Floats = y[..., 0].astype(np.float64)
             return out
@@ -189,7 +201,7 @@ class Scorer:
         # The last step's prediction, before run() moves prev on to the next one.
         self._store.column("score.expected")[slots] = prev if x_norm.shape[1] == 1 else y[:, -2]
         self._store.column("score.observed")[slots] = x_norm[:, -1]
-        scores = self._kernel.run(prev, contrib, x_norm, y, scale, squares)
+        scores = self._kernel.run(prev, contrib, x_norm, y, scale, squares, errors)
         prev_col[slots] = prev
         contrib_col[slots] = contrib
         return scores

@@ -95,12 +95,14 @@ class AlertTracker:
         now: float,
         locate: Locate,
         squares: np.ndarray | None = None,
+        errors: np.ndarray | None = None,
     ) -> list[tuple[int, Alert]]:
         """One time step of B distinct streams.
 
         slots int64 [B]; scores float64 [B]; step_index int64 [B]: samples since the model reset
         before this one; now: monotonic s (rate limit of updates); squares float64 [B, F]: the
-        step's squared errors, for the baselines to learn from. Returns (row, Alert) in row order.
+        step's squared errors, for the baselines to learn from; errors float64 [B, F]: its signed
+        errors, for the step-change detector. Returns (row, Alert) in row order.
         """
         col = self._store.column
         warm = (step_index >= self.policy.warmup_steps) & np.isfinite(scores)
@@ -110,7 +112,7 @@ class AlertTracker:
         else:
             thresholds = self.baselines.thresholds(slots)
             # a persistent shift (CUSUM against the stream's own level) counts as a step above
-            above_all = (scores > thresholds) | self.baselines.watch(slots, scores, warm, thresholds)
+            above_all = (scores > thresholds) | self.baselines.watch(slots, scores, warm, thresholds, errors)
             if squares is not None:  # after the comparison: a step never judges itself
                 self.baselines.learn(slots, scores, squares, warm, thresholds)
         count = col("alert.above")
