@@ -347,9 +347,12 @@ _MANY = msgspec.json.Decoder(_Many)
 _FAST_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)  # ValidationError is a DecodeError; both named
 
 
+_UNSET = msgspec.UNSET
+
+
 def _keys(doc: _One | _Many) -> int:
     """Top-level keys of an accepted document (each one `:` in the bytes)."""
-    return 1 + (doc.seq is not msgspec.UNSET) + (doc.ts is not msgspec.UNSET)
+    return 1 + (doc.seq is not _UNSET) + (doc.ts is not _UNSET)
 
 
 def _fast(
@@ -357,28 +360,24 @@ def _fast(
 ) -> tuple[Samples, int | None, Timestamps | None] | None:
     """The samples of a well-formed payload, or None for the validator to decide (never raises).
 
-    A duplicate key shows as more `:` than keys: the accepted shapes hold no other strings."""
+    A duplicate key shows as more `:` than keys: the accepted shapes hold no other strings.
+    One function for the single sample (the intake's every message: no nested calls)."""
     try:
-        return _fast_one(_ONE.decode(payload), payload, layout)
+        doc = _ONE.decode(payload)
     except _FAST_ERRORS:
-        pass
-    try:
-        return _fast_many(_MANY.decode(payload), payload, layout, limits)
-    except _FAST_ERRORS:
-        return None
-
-
-def _fast_one(
-    doc: _One, payload: bytes, layout: FeatureLayout
-) -> tuple[list[float], int | None, tuple[float] | None] | None:
-    count, raw = layout.count, doc.values
+        try:
+            return _fast_many(_MANY.decode(payload), payload, layout, limits)
+        except _FAST_ERRORS:
+            return None
+    count, raw, seq, ts = layout.count, doc.values, doc.seq, doc.ts
+    keys = 1 + (seq is not _UNSET) + (ts is not _UNSET)
     if type(raw) is list:
-        if len(raw) != count or payload.count(b":") != _keys(doc):
+        if len(raw) != count or payload.count(b":") != keys:
             return None
         row: list[float] = raw
     else:
         assert isinstance(raw, dict)
-        if len(raw) != count or payload.count(b":") != _keys(doc) + count:
+        if len(raw) != count or payload.count(b":") != keys + count:
             return None
         index = layout.index
         row = [0.0] * count
@@ -387,8 +386,7 @@ def _fast_one(
                 row[index[key]] = value
         except KeyError:
             return None  # unknown-feature; distinct keys → distinct features, so none is missing
-    seq = None if doc.seq is msgspec.UNSET else doc.seq
-    return row, seq, None if doc.ts is msgspec.UNSET else (doc.ts,)
+    return row, None if seq is _UNSET else seq, None if ts is _UNSET else (ts,)
 
 
 def _fast_many(
