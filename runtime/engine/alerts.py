@@ -130,9 +130,10 @@ class Alert:
     evicted_at: float | None = None
     """An eviction's `cleared`: the gateway's wall clock when it forgot the stream."""
     shift: float | None = None
-    """The shift detector's sum over its decision interval (S / h, runtime.engine.baseline) when
-    it is above 1 at this step: the score has stayed above the stream's own level long enough to
-    count as above the threshold, whatever this step's score. None otherwise."""
+    """The shift detectors' statistic over its limit, the larger of the two, when above 1 at this
+    step (runtime.engine.baseline: the CUSUM's S / h, the signed errors' bias / bias_h): the
+    stream has stayed off its own level long enough to count as above the threshold, whatever
+    this step's score. None otherwise."""
 
     def __post_init__(self) -> None:
         for name in ("score", "threshold", "started", "ts"):
@@ -157,7 +158,7 @@ class Alert:
         line = f"{self.stream}: {what} ({self.severity}, score {self.score:.3g} = {times}{ratio:.3g}x threshold"
         line += f" {self.threshold:.3g})"
         if self.shift is not None and self.state != "cleared":
-            line += f", a persistent shift above its own level ({self.shift:.3g}x the sum's limit)"
+            line += f", a persistent shift from its own level ({self.shift:.3g}x the detector's limit)"
         why = [
             f"{f.feature} {f.observed:.4g} vs {f.expected:.4g} expected ({f.direction})"
             for f in self.top_features

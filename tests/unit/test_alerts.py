@@ -221,6 +221,6 @@ def test_a_shift_alert_under_the_threshold_says_so_and_is_at_least_minor() -> No
     doc = json.loads(shifted.to_json())
     assert doc["shift"] == 1.4
     assert doc["severity"] == "minor"
-    assert "a persistent shift above its own level (1.4x the sum's limit)" in doc["message"]
+    assert "a persistent shift from its own level (1.4x the detector's limit)" in doc["message"]
     assert "shift" not in json.loads(_alert().to_json())  # absent unless the sum holds the step
     assert _alert(score=5.0, threshold=1.25, shift=1.4).severity == "major"  # the score's own level counts
