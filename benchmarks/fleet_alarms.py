@@ -10,8 +10,9 @@ Engine with the model's exported threshold (or --threshold) and the configured p
 baselines; one more machine gets a step change of 2 standard deviations on three sensors at
 --shift-at. Prints, per setting: healthy machines that raised, false alerts per 100,000
 stream-steps, and the faulty machine's delay. Fleet seeds 1-6 are the development fleets the
-baseline defaults were chosen on; fleets 11-16 are held out (tests/unit/test_fleet_alarms.py
-runs 11-13).
+scales and the CUSUM were chosen on, 11-16 their held-out set; the bias detector was chosen on
+1-6 and 11-16, and 21-30 are its held-out set (docs/BASELINES.md; tests/unit/test_fleet_alarms.py
+runs 11-14).
 """
 
 from __future__ import annotations

@@ -31,6 +31,11 @@ So each stream learns, after it first appears (and after a reset command), from 
                as a small lasting rise of the score, which the per-step threshold misses and the
                sum catches (docs/BASELINES.md, measured). The cap 2h bounds how long the sum
                takes to fall back under h once the shift is over (≥ h/k steps).
+    bias       and, learned over the first learn_steps + level_steps steps, each feature's mean
+               signed error and its long-run spread; from then on an EWMA of the signed errors
+               further than bias_h of its own standard deviations from that mean, on any
+               feature, also counts as above the threshold (runtime.engine.shift): the
+               step-change detector, first order where the CUSUM on squared errors is second.
 
 Without calibration statistics, with learn_steps 0, or for probability models (their output is
 already the quantity to threshold), every stream is scored and thresholded as calibrated. The

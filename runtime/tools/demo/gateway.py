@@ -90,6 +90,7 @@ class DemoGateway:
             f"{self.threshold:.3f} on its rescaled score"
             + (
                 f", or when that score stays above its own level (learned over the next {baseline.level_steps} s)"
+                + (" or its errors stay biased on a sensor" if baseline.bias_h > 0 else "")
                 if baseline.level_steps > 0
                 else ""
             )
