@@ -141,7 +141,7 @@ class Bus:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.deliver = self._deliver  # PahoClient's own PUBLISH path (runtime.mqtt.client)
         client.on_publish = self._on_publish
         return client
 
@@ -339,27 +339,17 @@ class Bus:
         # id would take the session from each other twice a second.
         self._client.reconnect_delay_set(wait, wait)  # type: ignore[arg-type]
 
-    def _on_message(self, _client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _deliver(self, raw: bytes, payload: bytes, qos: int, mid: int, retain: bool) -> None:
+        """One PUBLISH from the network thread (PahoClient.deliver): a Delivery to the handler."""
         if not self._taking_input:  # stopping: left unacknowledged, the next session gets it again
             self._count("deferred")
             return
         try:
-            raw = bytes(msg._topic)  # msg.topic raises on invalid UTF-8
             try:
                 topic: str | None = raw.decode("utf-8")
             except UnicodeDecodeError:
                 topic = None
-            delivery = Delivery(
-                topic,
-                raw,
-                bytes(msg.payload),
-                int(msg.qos),
-                int(msg.mid),
-                bool(msg.retain),
-                time.monotonic(),
-                time.time(),
-                self._connection,
-            )
+            delivery = Delivery(topic, raw, payload, qos, mid, retain, time.monotonic(), time.time(), self._connection)
             self._handler(delivery)
         except Exception:  # a paho callback must not raise: it would kill the network thread
             self._count("handler_errors")

@@ -150,9 +150,7 @@ def test_a_raising_handler_does_not_kill_the_network_thread(broker: Broker) -> N
 def test_non_utf8_topic_reaches_the_handler_as_none() -> None:
     sink = Sink()
     bus = _bus(_config(port=free_port()), sink)  # never started: the callback is called directly
-    msg = mqtt.MQTTMessage(mid=7, topic=b"in/\xff\xfe")
-    msg.payload, msg.qos = b"{}", 0
-    bus._on_message(bus._client, None, msg)
+    bus._deliver(b"in/\xff\xfe", b"{}", 0, 7, False)
     assert sink.items[0].topic is None
     assert sink.items[0].raw_topic == b"in/\xff\xfe"
     assert bus.snapshot().handler_errors == 0
@@ -421,3 +419,57 @@ def test_a_clean_stop_with_a_persistent_session_keeps_the_subscriptions(broker: 
         assert [m.payload for m in sink.wait(1)] == [b"while stopped"]
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_every_publish_arrives_whole_through_the_clients_own_path(broker: Broker, protocol: str) -> None:
+    """Many small publications (several per read: PahoClient splits them itself), some with MQTT 5
+    properties (skipped), QoS 0 and 1, and payloads larger than one read (paho's own reader)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    sink = Sink()
+    bus = _bus(_config(broker, protocol=protocol), sink)
+    split_by_us: list[int] = []
+    ours = bus._client._deliver_buffered
+
+    def counted() -> int:
+        split_by_us.append(ours())
+        return split_by_us[-1]
+
+    bus._client._deliver_buffered = counted  # type: ignore[method-assign]
+    bus.start()
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sender", protocol=mqtt.MQTTv5)
+    sender.connect(broker.host, broker.port)
+    sender.loop_start()
+    try:
+        assert bus.wait_connected(10)
+        time.sleep(0.2)  # SUBACK
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ContentType = "application/json"
+        props.UserProperty = [("line", "7"), ("shift", "night")]
+        props.MessageExpiryInterval = 3600
+        expected = []
+        for i in range(600):
+            payload = (b"x" * 100_000 + b"%d" % i) if i % 97 == 5 else b'{"values":[%d]}' % i
+            qos = i % 2
+            expected.append((f"in/m{i % 7}", payload, qos))
+            info = sender.publish(f"in/m{i % 7}", payload, qos=qos, properties=props if i % 3 == 0 else None)
+            if i % 50 == 49:
+                info.wait_for_publish(10)
+        acked, deadline = 0, time.monotonic() + 30
+        while acked < len(expected) and time.monotonic() < deadline:  # ack as the worker would
+            for d in list(sink.items[acked:]):
+                bus.ack(d)
+                acked += 1
+            time.sleep(0.01)
+        got = sink.items
+        for qos in (0, 1):  # the sender holds QoS 1 back at its in-flight limit, QoS 0 not: order is per QoS
+            assert [(d.topic, d.payload) for d in got if d.qos == qos] == [(t, p) for t, p, q in expected if q == qos]
+        assert len(got) == len(expected)
+        assert 0 < sum(split_by_us) < len(expected)  # both paths ran: ours, and paho's for the rest
+        assert bus.snapshot().handler_errors == 0
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        bus.stop()

@@ -3,9 +3,9 @@
     python -m runtime.tools.bench.paho_sink PORT TOPIC EXPECT [--ours]
 
 --ours: the client the service uses (runtime.mqtt.client.PahoClient: buffered reads, draining
-read passes, TCP_NODELAY) with its acks as the service sends them, a batch at a time from
-another thread (ack_many of what arrived since the last batch): the ceiling of the service's
-own receive path, with nothing else to do.
+read passes, its own PUBLISH path into `deliver`, TCP_NODELAY) with its acks as the service
+sends them, a batch at a time from another thread (ack_many of what arrived since the last
+batch): the ceiling of the service's own receive path, with nothing else to do.
 
 Connected the way runtime.mqtt.bus connects (MQTT v5, QoS 1, manual acks, receive maximum 65,535),
 it acks each message in `on_message` and counts. Whatever the service does per message comes
@@ -55,12 +55,23 @@ def main(argv: list[str] | None = None) -> int:
             state["last"] = now
             done.set()
 
+    def deliver(_topic: bytes, _payload: bytes, _qos: int, mid: int, _retain: bool) -> None:
+        now = time.monotonic()
+        if state["count"] == 0:
+            state["first"] = now
+        state["count"] += 1
+        pending.append(mid)  # list.append: atomic under the GIL
+        if state["count"] >= expected:
+            state["last"] = now
+            done.set()
+
     if ours:
         from runtime.mqtt.client import PahoClient
 
         client: mqtt.Client = PahoClient(
             CallbackAPIVersion.VERSION2, client_id="bench-our-sink", protocol=mqtt.MQTTv5, manual_ack=True
         )
+        client.deliver = deliver
     else:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5, manual_ack=True
