@@ -85,10 +85,17 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
         assert run_["processed"] == run_["messages"] == run_["broker_acked"]
         assert _positive(run_["msg_per_s"])
         assert run_["samples_per_s"] == pytest.approx(run_["msg_per_s"] * run_["samples_per_message"])
-    lat = e["latency"]
+    lat = e["latency"]  # fault bursts: every stream's burst raised its alert, and nothing else did
+    assert lat["run"] == "faults"
     assert lat["lost"] == 0
-    assert lat["matched"] == lat["expected"] > 0
+    assert lat["matched"] == lat["expected"] == 1000
+    assert lat["unexpected"] == 0
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    flood = e["alert_flood"]
+    assert flood["run"] == "flood"
+    assert flood["lost"] == 0
+    assert flood["matched"] == flood["expected"] > 0
+    assert 0 < flood["p50_ms"] <= flood["p99_ms"] <= flood["max_ms"]
     cost = e["alert_cost"]
     assert cost["alerts"] == cost["messages"] > 0  # every message alerts, as in the latency run
     assert _positive(cost["us_per_message"])

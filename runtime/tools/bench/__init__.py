@@ -6,8 +6,9 @@ would write instead and beside what the machine allows — all measured in one r
     engine_rate   1. Engine.process with decode, one core, 1 … 10,000 streams
     breakdown     1. where each microsecond of a step goes (decode, admission, ORT, scoring, …)
     baselines     1. PyTorch / ORT per message, re-run windows of 50 and 200
-    e2e           2. through mosquitto: throughput (1 and 10 samples/message, partitioned), latency
-    alert_cost    2. the latency run's own limit: the service's CPU per message with an alert each
+    e2e           2. through mosquitto: throughput (1 and 10 samples/message, partitioned)
+    latency       2. publish → alert: fault bursts amid healthy traffic; an alert for every message
+    alert_cost    2. the alert flood's own limit: the service's CPU per message with an alert each
     memory        3. RSS per idle stream, cold start to ready (a fresh process)
     limits        4. FLOP bound, broker raw rate, paho's ceiling
     goals/report  the issue's goals met / missed, the printed table
@@ -34,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="benchmark the engine, baselines, end to end through mosquitto, memory and the machine's limits",
         description="Measure, in one run: the Engine on one core (1 to 10,000 streams, fp32 and int8) beside "
         "PyTorch/ORT per message and re-run windows; end to end through a private mosquitto (throughput at "
-        "QoS 1, publish → alert latency, multi-sample messages); RSS per idle stream and cold start; the FLOP "
-        "bound and the broker's raw rate. Prints a table with the goals met / missed.",
+        "QoS 1, publish → alert latency of fault bursts and of an alert per message, multi-sample messages); "
+        "RSS per idle stream and cold start; the FLOP bound and the broker's raw rate. Prints a table with the "
+        "goals met / missed.",
     )
     p.add_argument("--quick", action="store_true", help="a small run (< 60 s) that checks everything works")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")

@@ -1,6 +1,6 @@
-"""Section 2, the latency run's own limit: the service's CPU per message when every message alerts.
+"""Section 2, the alert flood's own limit: the service's CPU per message when every message alerts.
 
-In process, one core: decode_samples + Engine.process with the latency run's alert policy (every
+In process, one core: decode_samples + Engine.process with the alert flood's policy (every
 scored step raises or updates an alert) + Publisher.outcome into a bus that takes every
 publication at once (no network). Batches of `batch` messages, one per stream, round-robin. The
 inverse is the most messages per second a service can answer with an alert each, before paho

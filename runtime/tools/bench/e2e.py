@@ -105,10 +105,18 @@ def _config(
 
 
 def flood_packets(
-    work: Path, name: str, streams: list[tuple[int, str]], rounds: int, samples: int, qos: int, partitions: int
+    work: Path,
+    name: str,
+    streams: list[tuple[int, str]],
+    rounds: int,
+    samples: int,
+    qos: int,
+    partitions: int,
+    workload: Workload | None = None,
 ) -> list[Path]:
-    """One packet file per partition: message k of every stream of the partition, round-robin."""
-    workload = Workload(samples=samples)
+    """One packet file per partition: message k of every stream of the partition, round-robin
+    (payloads from `workload`, default the healthy plant with `samples` samples per message)."""
+    workload = workload or Workload(samples=samples)
     files = []
     for part in range(partitions):
         mine = [(i, s) for i, s in streams if i % partitions == part]

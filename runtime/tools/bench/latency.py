@@ -1,12 +1,21 @@
 """Section 2, latency: publish → alert through mosquitto at a fixed offered load.
 
-Publications are paced at a fixed rate; the model's alert policy is set so that *every* scored
-step publishes an alert (threshold below any score, raise after 1 of 1, an `update` on every
-step while raised). A C subscriber (mosquitto_sub -F '%U %p') timestamps each alert as it
-arrives; the alert's (stream, seq) names the publication, whose send time the publisher
-recorded. So the latency is publish → broker → service → alert → broker → subscriber, on one
-clock. It is pessimistic: a healthy plant publishes few alerts, here the service publishes one
-per message.
+Publications are paced at a fixed rate over 1,000 streams. A C subscriber (mosquitto_sub -F
+'%U %p') timestamps each alert as it arrives; the alert's (stream, seq) names the publication
+whose send time the publisher recorded. So a latency is publish → broker → service → alert →
+broker → subscriber, on one clock. Two runs:
+
+- **fault bursts** (the goal's figure): a healthy plant in which every stream fails once, for
+  FAULT_BURST consecutive messages with every sensor FAULT_SIGMAS standard deviations off, at a
+  round of its own spread over the run; the model's calibrated threshold, the default hysteresis
+  (raise after 3 steps above it of 5) with a warm-up of 2, default baselines (every stream is
+  still learning: only extreme scores alert, as these do). The third faulty message raises the
+  alert; its latency counts from that message's publication (the hysteresis's own delay, two
+  messages of the stream, is the policy's, not the path's). Healthy traffic goes on around it:
+  what a plant sees, where alerts are few and messages many.
+- **alert flood**: every scored step publishes an alert (threshold below any score, raise after
+  1 of 1, an `update` on every step while raised): the service answers every message with an
+  alert, so this measures its alert volume limit (section alert_cost gives the CPU side).
 """
 
 from __future__ import annotations
@@ -15,29 +24,70 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge_config.schema import AlertPolicy
 from runtime.tools.bench.e2e import PREFIX, flood_packets, publish, quantile_bound, report, service_processes
-from runtime.tools.bench.workload import stream_names
+from runtime.tools.bench.engines import BENCH_ALERTS
+from runtime.tools.bench.workload import LEVEL, SPREAD, T0, Workload, stream_names
 from runtime.tools.local_broker import Broker, start_broker
+
+__all__ = ["EVERY_STEP_ALERTS", "FAULT_BURST", "FAULT_SIGMAS", "E2ELatency", "FaultyPlant", "measure_latency"]
 
 EVERY_STEP_ALERTS = AlertPolicy(raise_k=1, raise_n=1, clear_m=1, warmup_steps=0, update_interval_s=1e-9, top_features=3)
 """Every scored step above the threshold publishes an alert: with threshold -1, every step."""
+FAULT_SIGMAS = 10.0
+FAULT_BURST = 5
+_FIRST_FAULT_ROUND = BENCH_ALERTS.warmup_steps + 2
 _STEADY_FROM = 2
+
+
+@dataclass
+class FaultyPlant(Workload):
+    """The healthy plant, but stream i's messages burst_start(i) .. + FAULT_BURST - 1 read every
+    sensor at LEVEL + FAULT_SIGMAS * SPREAD; bursts start at rounds spread over `rounds`."""
+
+    rounds: int = 0
+    _fault_row: bytes = field(init=False, repr=False, default=b"")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        least = _FIRST_FAULT_ROUND + FAULT_BURST + 1
+        if self.samples != 1 or self.rounds < least:
+            raise ValueError(f"a faulty plant needs 1 sample per message and at least {least} rounds")
+        value = LEVEL + FAULT_SIGMAS * SPREAD
+        self._fault_row = ("[" + ",".join(f"{value:.3f}" for _ in range(self.rows.shape[1])) + "]").encode()
+
+    def burst_start(self, stream: int) -> int:
+        span = self.rounds - _FIRST_FAULT_ROUND - FAULT_BURST
+        return _FIRST_FAULT_ROUND + (stream * 7919) % span  # a prime stride: starts spread evenly
+
+    def faulty(self, stream: int, k: int) -> bool:
+        start = self.burst_start(stream)
+        return start <= k < start + FAULT_BURST
+
+    def payload(self, stream: int, k: int) -> bytes:
+        if not self.faulty(stream, k):
+            return super().payload(stream, k)
+        return b'{"seq":%d,"ts":%.3f,"values":%s}' % (k, T0 + k, self._fault_row)
 
 
 @dataclass(frozen=True)
 class E2ELatency:
+    run: str
+    """"faults" or "flood" (module doc)."""
     offered_per_s: float
     achieved_per_s: float
     messages: int
     matched: int
-    """Alerts matched to their publication (every message but each stream's first)."""
+    """Alerts matched to their publication: raised within a stream's burst (faults), or any
+    alert of every message but each stream's first (flood)."""
     expected: int
+    unexpected: int
+    """faults: alerts raised outside a stream's burst (false alerts on the healthy plant)."""
     p50_ms: float
     p99_ms: float
     max_ms: float
@@ -46,6 +96,9 @@ class E2ELatency:
     """p99 without each stream's first _STEADY_FROM messages (new streams take slots, the slab grows)."""
     service_p50_ms: float
     service_p99_ms: float
+    """Arrival at the service → alerts handed to paho, every message, histogram bucket bound."""
+    mean_batch: float
+    """Messages per engine call."""
     processed: int
     lost: int
 
@@ -76,37 +129,53 @@ def _wait_lines(path: Path, lines: int, stall: float) -> None:
         time.sleep(0.05)
 
 
-def _alert_times(path: Path) -> dict[tuple[str, int], float]:
-    """(stream, seq) → arrival time (s since the epoch) of its alert at the subscriber."""
+def _alert_times(path: Path, state: str | None) -> dict[tuple[str, int], float]:
+    """(stream, seq) → arrival time (s since the epoch) of its first alert (of `state`, if given)."""
     out: dict[tuple[str, int], float] = {}
     for line in path.read_bytes().splitlines():
         stamp, _, payload = line.partition(b" ")
         try:
             alert = json.loads(payload)
-            out.setdefault((alert["stream"], int(alert["seq"])), float(stamp))
+            if state is None or alert["state"] == state:
+                out.setdefault((alert["stream"], int(alert["seq"])), float(stamp))
         except (ValueError, KeyError, TypeError):
             continue
     return out
 
 
-def measure_latency(artifact: Path, work: Path, *, streams: int, rate: float, seconds: float) -> E2ELatency:
-    """Paced publications at `rate`/s for `seconds`; every scored step raises or updates an alert."""
+def _quantiles(values: list[float]) -> tuple[float, float, float, float]:
+    """p50, p99, max, mean in ms of latencies in s (NaN when there are none)."""
+    if not values:
+        return (float("nan"),) * 4
+    ms = np.asarray(values) * 1000.0
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.max()), float(ms.mean())
+
+
+def measure_latency(
+    artifact: Path, work: Path, *, streams: int, rate: float, seconds: float, run: str = "faults"
+) -> E2ELatency:
+    """Paced publications at `rate`/s for `seconds` (at least the rounds a fault burst needs)."""
+    if run not in ("faults", "flood"):
+        raise ValueError(f"unknown latency run {run!r}")
     work.mkdir(parents=True, exist_ok=True)
     names = stream_names(streams)
-    rounds = max(2, round(rate * seconds / streams))
+    faults = run == "faults"
+    rounds = max(_FIRST_FAULT_ROUND + FAULT_BURST + 4 if faults else 2, round(rate * seconds / streams))
     total = rounds * streams
-    files = flood_packets(work, "paced", list(enumerate(names)), rounds, 1, 1, 1)
+    plant = FaultyPlant(rounds=rounds) if faults else Workload()
+    files = flood_packets(work, run, list(enumerate(names)), rounds, 1, 1, 1, workload=plant)
     times_path = work / "send-times.f64"
     alerts_path = work / "alerts.txt"
+    policy, threshold = (BENCH_ALERTS, None) if faults else (EVERY_STEP_ALERTS, -1.0)
     broker = start_broker(work / "broker")
     try:
         sub = _subscriber(broker, alerts_path)
         try:
-            with service_processes(broker, artifact, work, [total], alerts=EVERY_STEP_ALERTS, threshold=-1.0) as procs:
+            with service_processes(broker, artifact, work, [total], alerts=policy, threshold=threshold) as procs:
                 pub = publish(broker, files, qos=1, rate=rate, times=[times_path])[0]
                 pub_result = pub.result(timeout=seconds * 3 + 60)
                 # every alert out before the service stops (its stop flushes for 5 s at most)
-                _wait_lines(alerts_path, total - streams, stall=10.0)
+                _wait_lines(alerts_path, streams if faults else total - streams, stall=10.0 if not faults else 3.0)
                 svc = report(procs[0], timeout=30.0)
                 pub.stop()
         finally:
@@ -115,31 +184,46 @@ def measure_latency(artifact: Path, work: Path, *, streams: int, rate: float, se
     finally:
         broker.stop()
     sent = np.frombuffer(times_path.read_bytes(), dtype=np.float64)
-    arrivals = _alert_times(alerts_path)
-    latencies, steady = [], []
-    for n, send_time in enumerate(sent):  # message n is message k = n // streams of stream n % streams
-        arrived = arrivals.get((names[n % streams], n // streams))
-        if arrived is not None:
-            latencies.append(arrived - send_time)
-            if n // streams >= _STEADY_FROM:
-                steady.append(arrived - send_time)
-    lat_ms = np.asarray(latencies) * 1000.0
-    steady_ms = np.asarray(steady) * 1000.0
+    arrivals = _alert_times(alerts_path, "raised" if faults else None)
+    index = {name: i for i, name in enumerate(names)}
+    latencies: list[float] = []
+    steady: list[float] = []
+    unexpected = 0
+    if faults:
+        assert isinstance(plant, FaultyPlant)
+        for (stream, seq), arrived in arrivals.items():
+            i = index.get(stream)
+            if i is None or not plant.faulty(i, seq):
+                unexpected += 1
+                continue
+            latencies.append(arrived - float(sent[seq * streams + i]))  # message n = round * streams + stream
+        steady = latencies
+    else:
+        for n, send_time in enumerate(sent):  # message n is message k = n // streams of stream n % streams
+            at = arrivals.get((names[n % streams], n // streams))
+            if at is not None:
+                latencies.append(at - float(send_time))
+                if n // streams >= _STEADY_FROM:
+                    steady.append(at - float(send_time))
+    p50, p99, worst, mean = _quantiles(latencies)
     buckets = [tuple(b) for b in svc["latency_buckets"]]
     processed = svc["counters"]["processed"]
     return E2ELatency(
+        run=run,
         offered_per_s=rate,
         achieved_per_s=total / max(1e-9, pub_result["last_send"] - pub_result["first_send"]),
         messages=total,
         matched=len(latencies),
-        expected=total - streams,
-        p50_ms=float(np.percentile(lat_ms, 50)) if lat_ms.size else float("nan"),
-        p99_ms=float(np.percentile(lat_ms, 99)) if lat_ms.size else float("nan"),
-        max_ms=float(lat_ms.max()) if lat_ms.size else float("nan"),
-        mean_ms=float(lat_ms.mean()) if lat_ms.size else float("nan"),
-        steady_p99_ms=float(np.percentile(steady_ms, 99)) if steady_ms.size else float("nan"),
+        expected=streams if faults else total - streams,
+        unexpected=unexpected,
+        p50_ms=p50,
+        p99_ms=p99,
+        max_ms=worst,
+        mean_ms=mean,
+        steady_p99_ms=_quantiles(steady)[1],
         service_p50_ms=quantile_bound(buckets, 0.5),
         service_p99_ms=quantile_bound(buckets, 0.99),
+        mean_batch=processed / max(1, svc["counters"]["batches"]),
         processed=processed,
         lost=total - processed,
     )

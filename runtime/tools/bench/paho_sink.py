@@ -68,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if ours:
         from runtime.mqtt.client import PahoClient
 
-        client: mqtt.Client = PahoClient(
-            CallbackAPIVersion.VERSION2, client_id="bench-our-sink", protocol=mqtt.MQTTv5, manual_ack=True
-        )
-        client.deliver = deliver
+        own = PahoClient(CallbackAPIVersion.VERSION2, client_id="bench-our-sink", protocol=mqtt.MQTTv5, manual_ack=True)
+        own.deliver = deliver
+        client: mqtt.Client = own
     else:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id="bench-paho-sink", protocol=mqtt.MQTTv5, manual_ack=True

@@ -21,7 +21,7 @@ LEVEL = 50.0
 SPREAD = 5.0
 _PHI = 0.9
 _POOL_ROWS = 4096
-_T0 = 1_763_800_000.0  # a fixed epoch second: payloads are the same from run to run
+T0 = 1_763_800_000.0  # a fixed epoch second: payloads are the same from run to run
 
 
 def ar1(steps: int, features: int = FEATURES, seed: int = 0) -> np.ndarray:
@@ -62,7 +62,7 @@ class Workload:
         seq = k * self.samples
         first = self.row_index(stream, k)
         if self.samples == 1:
-            return b'{"seq":%d,"ts":%.3f,"values":%s}' % (seq, _T0 + seq, self._text[first].encode())
+            return b'{"seq":%d,"ts":%.3f,"values":%s}' % (seq, T0 + seq, self._text[first].encode())
         rows = ",".join(self._text[(first + j) % _POOL_ROWS] for j in range(self.samples))
-        ts = ",".join(f"{_T0 + seq + j:.3f}" for j in range(self.samples))
+        ts = ",".join(f"{T0 + seq + j:.3f}" for j in range(self.samples))
         return b'{"seq":%d,"ts":[%s],"values":[%s]}' % (seq, ts.encode(), rows.encode())
