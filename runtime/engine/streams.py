@@ -298,10 +298,15 @@ class StateStore:
         new = min(old + max(old // 4, 16), self.max_streams)
         for column in self._columns.values():
             shape = list(column.array.shape)
-            shape[column.axis] = new - old
-            column.array = np.concatenate(
-                [column.array, np.full(shape, column.fill, dtype=column.array.dtype)], axis=column.axis
-            )
+            shape[column.axis] = new
+            # np.empty, not np.full: the new slots' pages are not touched (no RSS) until a stream
+            # takes one, and `open` fills every scope of a slot it hands out (bench, 10k idle
+            # streams: the slack of the last growth no longer counts).
+            grown = np.empty(shape, dtype=column.array.dtype)
+            kept: list[slice] = [slice(None)] * grown.ndim
+            kept[column.axis] = slice(0, old)
+            grown[tuple(kept)] = column.array
+            column.array = grown
         self._stream_of.extend([None] * (new - old))
         self._free.extend(range(new - 1, old - 1, -1))
         self._capacity = new
