@@ -26,6 +26,7 @@ from types import FrameType
 
 from edge_config.schema import GatewayConfig
 from runtime.engine.engine import Engine
+from runtime.engine.streams import no_hugepage_slabs
 from runtime.ingest.intake import Intake, IntakeBounds
 from runtime.ingest.payload import FeatureLayout, PayloadLimits
 from runtime.ingest.queue import InputQueue
@@ -73,6 +74,7 @@ class Service:
         """config_path: the file `config` came from; SIGHUP (or `reload()`) reads it again.
         engines: already built engines by model name (tests); None loads every configured model."""
         rt = config.runtime
+        no_hugepage_slabs()  # before any state slab: untouched slots stay out of RSS
         self.config = config
         self.config_path = config_path
         self.tally = Tally()

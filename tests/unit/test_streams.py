@@ -187,3 +187,11 @@ def test_restore_refuses_what_does_not_fit() -> None:
     assert len(store) == 0  # nothing was opened
     assert store.restore(["a", "b", "c"], {"steps": np.array([1, 2, 3])}, now=0.0) == ["c"]
     assert store.steps[store.slot("b")] == 2
+
+
+def test_this_numpy_lets_the_service_turn_its_hugepage_hint_off() -> None:
+    # A numpy without the switch would silently put the slabs' untouched tails back into RSS
+    # (2 MB at a time): the memory goal depends on it, so a numpy upgrade that drops it shows here.
+    from runtime.engine.streams import no_hugepage_slabs
+
+    assert no_hugepage_slabs() is True

@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_config.schema import ModelConfig, TargetConfig
     from runtime.engine.engine import Engine
+    from runtime.engine.streams import no_hugepage_slabs
     from runtime.model.artifact import load_artifact
     from runtime.model.session import create_session
 
+    no_hugepage_slabs()  # as the Service does
     t_imports = time.monotonic()
     artifact = load_artifact(directory)
     t_loaded = time.monotonic()
