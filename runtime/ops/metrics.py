@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge_config.errors import ConfigError
@@ -24,7 +25,7 @@ from runtime.mqtt.protocol import BusCounts
 from runtime.ops.counts import Counts
 from runtime.state.writer import CheckpointStats
 
-__all__ = ["HealthServer", "Metrics", "parse_address"]
+__all__ = ["BatchHistogram", "HealthServer", "Metrics", "parse_address"]
 
 log = logging.getLogger("edgewatch.metrics")
 
@@ -168,6 +169,42 @@ class _Counters(Collector):
         yield GaugeMetricFamily("edgewatch_outbox_bytes", "Bytes of publications not yet confirmed", value=size)
 
 
+class BatchHistogram(Collector):
+    """A Prometheus histogram observed a batch at a time: one numpy call and one lock per batch,
+    where prometheus_client's Histogram takes a lock and a bucket search per value (~8 µs per
+    message of the worker's GIL time at 12k msg/s, py-spy). Exposed like a Histogram."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
+        self._name, self._doc = name, doc
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: above every bound (+Inf)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Count every value of a float64 array (seconds, or whatever unit the buckets are in)."""
+        if not len(values):
+            return
+        # bucket i counts values <= bound i (Prometheus `le`): side="left" finds that i
+        per_bucket = np.bincount(np.searchsorted(self._bounds, values, side="left"), minlength=len(self._counts))
+        total = float(values.sum())
+        with self._lock:
+            self._counts += per_bucket
+            self._sum += total
+
+    def observe(self, value: float) -> None:
+        self.observe_many(np.array([value], dtype=np.float64))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts).tolist(), self._sum
+        bounds = [*(repr(float(b)) for b in self._bounds), "+Inf"]
+        family = HistogramMetricFamily(self._name, self._doc)
+        family.add_metric([], list(zip(bounds, cumulative, strict=True)), sum_value=total)
+        yield family
+
+
 class Metrics:
     """The histograms and gauges of one service; counters come from `watch(...)`. One per service."""
 
@@ -176,7 +213,7 @@ class Metrics:
         self.batch_size = Histogram(
             "edgewatch_batch_messages", "Messages per engine call", buckets=_BATCH_BUCKETS, registry=r
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "edgewatch_step_latency_seconds",
             "From a message's arrival to its alerts handed to the MQTT client",
             buckets=_LATENCY_BUCKETS,

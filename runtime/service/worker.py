@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 
+import numpy as np
+
 from edge_config.schema import RuntimeConfig
 from runtime.engine.engine import Engine
 from runtime.engine.types import Message, Outcome
@@ -198,11 +200,10 @@ class Worker:
             self._acks.settle_messages(messages)  # only now: processed, and its alerts handed to paho
 
     def _after_publish(self, model: str, outcomes: list[Outcome]) -> None:
-        now = time.monotonic()
-        for outcome in outcomes:
-            if outcome.status == "processed":
-                self._metrics.latency.observe(now - outcome.message.received)
-            if self._hook is not None:
+        received = [o.message.received for o in outcomes if o.status == "processed"]
+        self._metrics.latency.observe_many(time.monotonic() - np.array(received, dtype=np.float64))
+        if self._hook is not None:
+            for outcome in outcomes:
                 try:
                     self._hook(model, outcome)
                 except Exception:

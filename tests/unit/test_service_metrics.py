@@ -6,6 +6,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 from edge_config.errors import ConfigError
@@ -119,3 +120,27 @@ def test_half_open_connections_leave_threads_bounded_and_healthz_answering() -> 
         for s in idle:
             s.close()
         server.stop()
+
+
+def test_a_batch_histogram_exposes_what_prometheus_clients_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from runtime.ops.metrics import BatchHistogram
+
+    bounds = (0.001, 0.002, 0.005, 0.01)
+    values = [0.0005, 0.001, 0.0015, 0.002, 0.004, 0.005, 0.0051, 0.01, 0.5, 3.0, 0.0]  # bounds themselves included
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = BatchHistogram("lat_seconds", "doc", bounds, ours_registry)
+    theirs = Histogram("lat_seconds", "doc", buckets=bounds, registry=theirs_registry)
+    ours.observe_many(np.array(values[:6]))
+    ours.observe_many(np.array([], dtype=np.float64))
+    for v in values[6:]:
+        ours.observe(v)
+    for v in values:
+        theirs.observe(v)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return sorted(line for line in lines if line.startswith("lat_seconds_") and "_created" not in line)
+
+    assert samples(ours_registry) == samples(theirs_registry)
