@@ -19,9 +19,11 @@ warms up again (counted in `non_finite_resets` and `model_resets`, logged at mos
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -149,8 +151,9 @@ class Engine:
             return []
         if self._resuming:
             self._check_resumed(messages)
-        plan = admit(messages, self.store, self._gaps, features=self._features, stepwise=self._stepwise)
-        self._counts.merge(plan.counts)
+        plan = admit(
+            messages, self.store, self._gaps, features=self._features, stepwise=self._stepwise, counts=self._counts
+        )
         opened = self.store.take_opened()
         if opened:
             self._counts.rewarming += _mid_sequence(opened, messages)
@@ -262,7 +265,7 @@ class Engine:
             raw = plan.values[first[:, None] + np.arange(steps)]  # [B, T, F]
         x = raw if self._mean is None or self._std is None else self._normalize(raw)
         resets = plan.unit_reset[units]
-        if resets.any():
+        if np.count_nonzero(resets):
             store.reset_model(slots[resets])
         feeds = store.gather(slots)
         feeds[self._input] = x
@@ -279,32 +282,37 @@ class Engine:
         scores = self.scorer.step(slots, x, y, squares, errors)
         self._guard_finite(slots, outputs, scores, now)
         alerts: list[tuple[int, Alert]] = []
+        t = 0
+
+        def locate(row: int) -> tuple[int | None, float]:
+            """(seq, ts) of the row's sample at step t (observe calls it during step t only)."""
+            m = messages[int(unit_message[row])]
+            j = int(plan.unit_start[units[row]]) + t
+            ts = float(m.ts[j]) if m.ts is not None else m.received_wall
+            return (m.seq + j if m.seq is not None else None, ts)
+
+        observe = self.tracker.observe
         for t in range(steps):
-
-            def locate(row: int, t: int = t) -> tuple[int | None, float]:
-                m = messages[int(unit_message[row])]
-                j = int(plan.unit_start[units[row]]) + t
-                ts = float(m.ts[j]) if m.ts is not None else m.received_wall
-                return (m.seq + j if m.seq is not None else None, ts)
-
-            alerts.extend(
-                (int(unit_message[row]), alert)
-                for row, alert in self.tracker.observe(
-                    slots,
-                    scores[:, t],
-                    steps_before + t,
-                    now,
-                    locate,
-                    None if squares is None else squares[:, t],
-                    None if errors is None else errors[:, t],
-                )
+            found = observe(
+                slots,
+                scores[:, t],
+                steps_before + t,
+                now,
+                locate,
+                None if squares is None else squares[:, t],
+                None if errors is None else errors[:, t],
             )
+            if found:
+                alerts.extend((int(unit_message[row]), alert) for row, alert in found)
         statuses: list[tuple[int, StreamStatus]] = []
-        last = np.flatnonzero(plan.unit_last[units])
-        if last.size:
-            statuses = [
-                (int(unit_message[last[row]]), status) for row, status in self.tracker.status_changes(slots[last])
-            ]
+        last_units = plan.unit_last[units]
+        if np.count_nonzero(last_units) == len(units):  # every unit ends its message: the common batch
+            statuses = [(int(unit_message[row]), status) for row, status in self.tracker.status_changes(slots)]
+        else:
+            last = last_units.nonzero()[0]
+            if last.size:
+                changes = self.tracker.status_changes(slots[last])
+                statuses = [(int(unit_message[last[row]]), status) for row, status in changes]
         return _Call(y, scores, alerts, statuses)
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
@@ -314,7 +322,7 @@ class Engine:
         with np.errstate(over="ignore"):  # an overflow becomes inf, clipped just below
             x = (raw - self._mean) / self._std
         inside = np.abs(x) <= CLIP_STD
-        if not inside.all():
+        if np.count_nonzero(inside) < inside.size:
             self._counts.clipped_samples += int(np.count_nonzero(~inside.all(axis=-1)))
             np.clip(x, -CLIP_STD, CLIP_STD, out=x)
         return x
@@ -322,6 +330,12 @@ class Engine:
     def _guard_finite(self, slots: np.ndarray, outputs: list[np.ndarray], scores: np.ndarray, now: float) -> None:
         """Reset the model state of the rows whose new state, output or score is non-finite (a NaN
         score is legitimate: no prediction yet); their scores become NaN (warming up)."""
+        # A finite sum means every term is finite (a NaN or an inf makes the sum one): one reduction
+        # per array in the common case, the exact per-row test only when a sum is not finite.
+        if all(math.isfinite(np.add.reduce(output, axis=None)) for output in outputs) and not np.count_nonzero(
+            np.isinf(scores)
+        ):
+            return
         rows = len(slots)
         finite = np.isfinite(outputs[0].reshape(rows, -1)).all(axis=1) & ~np.isinf(scores).any(axis=1)
         for i, _ in self._state_outputs:
@@ -358,10 +372,17 @@ class Engine:
                 for u, out, score in zip(unit_ids.tolist(), call.y, call.scores, strict=True):
                     outputs[u], scores[u] = out, score
         if units == len(messages):  # every message kept, one unit each: the common batch
-            result = [
-                Outcome(m, "processed", len(s), o, s, [], None)
-                for m, o, s in zip(messages, outputs, scores, strict=True)
-            ]
+            steps = plan.unit_stop - plan.unit_start
+            if np.count_nonzero(steps != steps[0]) == 0:  # one length: map() builds the Outcomes from C
+                # iter(list, None) hands each Outcome a fresh empty alerts list
+                alerts: Iterator[list[Alert]] = iter(list, None)
+                n = repeat(int(steps[0]))
+                result = list(map(Outcome, messages, repeat("processed"), n, outputs, scores, alerts, repeat(None)))
+            else:
+                result = [
+                    Outcome(m, "processed", len(s), o, s, [], None)
+                    for m, o, s in zip(messages, outputs, scores, strict=True)
+                ]
         else:
             result = self._outcomes_by_unit(messages, plan, outputs, scores)
         for call in calls:
@@ -391,6 +412,9 @@ class Engine:
         return result
 
     def _count_verdicts(self, plan: Plan) -> None:
+        if not np.count_nonzero(plan.status):  # every message kept
+            self._counts.processed += len(plan.status)
+            return
         per_verdict = np.bincount(plan.status, minlength=len(Verdict)).tolist()
         c = self._counts
         c.processed += per_verdict[Verdict.KEEP]
