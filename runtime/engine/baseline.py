@@ -123,13 +123,13 @@ class Baselines:
         if not self.enabled:
             return out
         learning = self._store.column("baseline.state")[slots] == LEARNING
-        if learning.any():
+        if np.count_nonzero(learning):
             out[learning] = self._learning_thresholds(slots[learning])
         return out
 
     def any_learning(self, slots: np.ndarray) -> bool:
         """Whether any of these streams is still learning (else the step needs no squared errors)."""
-        return self.enabled and bool((self._store.column("baseline.state")[slots] == LEARNING).any())
+        return self.enabled and bool(np.count_nonzero(self._store.column("baseline.state")[slots] == LEARNING))
 
     def threshold_of(self, slot: int) -> float:
         """thresholds() of one slot (it runs for every alert message: a learned stream needs no arrays)."""
@@ -157,7 +157,7 @@ class Baselines:
         col = self._store.column
         learning = warm & (col("baseline.state")[slots] == LEARNING) & (scores <= thresholds)
         learning &= np.isfinite(squares).all(axis=1)
-        if not learning.any():
+        if not np.count_nonzero(learning):
             return
         s = slots[learning]
         n = col("baseline.n")[s] + 1
@@ -171,7 +171,7 @@ class Baselines:
         col("baseline.m2")[s] += delta * (x - mean)
         col("baseline.mean")[s] = mean
         done = n >= self.config.learn_steps
-        if done.any():
+        if np.count_nonzero(done):
             self._finish(s[done])
 
     def watch(
@@ -196,19 +196,19 @@ class Baselines:
             self._store.column("baseline.biased")[slots] = biased
             shifted |= biased
         col = self._store.column
-        rows = np.flatnonzero(warm & (col("baseline.state")[slots] != LEARNING) & np.isfinite(scores))
+        rows = (warm & (col("baseline.state")[slots] != LEARNING) & np.isfinite(scores)).nonzero()[0]
         if rows.size == 0:
             return shifted
         s, x = slots[rows], scores[rows]
         n = col("baseline.level_n")[s]
         ready = n >= self.config.level_steps
         learn = ~ready & (x <= thresholds[rows])  # a step above the threshold is no level to learn
-        if learn.any():
+        if np.count_nonzero(learn):
             sl, nl = s[learn], n[learn] + 1
             col("baseline.level_n")[sl] = nl
             level = col("baseline.level")[sl]
             col("baseline.level")[sl] = level + (x[learn] - level) / nl
-        if ready.any():
+        if np.count_nonzero(ready):
             sr = s[ready]
             k, h = self.config.cusum_k, self.config.cusum_h
             before = col("baseline.cusum")[sr]

@@ -122,7 +122,12 @@ class _Kernel:
                 sq = sq / scale
             if self.cap is not None:
                 sq = np.minimum(sq, self.cap)  # NaN (no prediction yet) stays NaN
-            contrib[...] = np.where(np.isnan(contrib), sq, alpha * sq + (1.0 - alpha) * contrib)
+            fresh = np.isnan(contrib)  # no EWMA yet: it starts at this step's term
+            if np.count_nonzero(fresh):
+                contrib[...] = np.where(fresh, sq, alpha * sq + (1.0 - alpha) * contrib)
+            else:  # the same arithmetic in place: (1 - alpha) * c, then + alpha * q
+                contrib *= 1.0 - alpha
+                contrib += alpha * sq
             scores[:, t] = self._reduce(contrib)
             prev[...] = y[:, t]
         return scores

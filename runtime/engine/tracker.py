@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_config.schema import AlertPolicy
 from runtime.engine.alerts import Alert, AlertState, ClearReason, TopFeature, alert_id
-from runtime.engine.baseline import LEARNING, OUT_OF_RANGE, Baselines
+from runtime.engine.baseline import LEARNED, LEARNING, OUT_OF_RANGE, Baselines
 from runtime.engine.streams import StateStore
 from runtime.engine.types import StreamStatus
 
@@ -34,6 +34,13 @@ _REPORTED: dict[int, StreamStatus] = {
     _OUT_OF_RANGE: "out-of-range",
     _STALE: "stale",
 }
+_STATUS_OF = np.full((2, 2, 256), _OK, dtype=np.int8)
+"""The status to report by [raised, warm, baseline state (int8 read as uint8)]: alert while raised,
+else warming-up until warm, else the baseline's state (learning, out-of-range; any other: ok)."""
+_STATUS_OF[1] = _ALERT
+_STATUS_OF[0, 0] = _WARMING
+_STATUS_OF[0, 1, LEARNING] = _LEARNING
+_STATUS_OF[0, 1, OUT_OF_RANGE] = _OUT_OF_RANGE
 WINDOW_COLUMNS = ("alert.ring", "alert.pos", "alert.above")
 """The raise window: sized by raise_n and consistent only together (above = True entries of
 the ring, pos < raise_n). State carried into a tracker with another raise_n drops all three."""
@@ -120,9 +127,9 @@ class AlertTracker:
         # ring's position does not matter while it holds only "below". Skipping it keeps the
         # healthy steady state at a handful of array operations.
         active = warm & (above_all | (count[slots] > 0) | col("alert.raised")[slots])
-        if not active.any():
+        if not np.count_nonzero(active):
             return []
-        rows = np.flatnonzero(active)
+        rows = active.nonzero()[0]
         s = slots[rows]
         above = above_all[rows]
         col("alert.last_score")[s] = scores[rows]  # what a `cleared` on eviction reports
@@ -146,7 +153,7 @@ class AlertTracker:
             col("alert.last_update")[s] = last
             events |= raised & ~to_clear & (now - last >= interval)
         out: list[tuple[int, Alert]] = []
-        for i in np.flatnonzero(events):  # events are rare: a Python loop over them is cheap
+        for i in events.nonzero()[0]:  # events are rare: a Python loop over them is cheap
             row, slot = int(rows[i]), int(s[i])
             state: AlertState = "raised" if to_raise[i] else "cleared" if to_clear[i] else "update"
             out.append((row, self._transition(slot, state, float(scores[row]), now, *locate(row))))
@@ -217,14 +224,13 @@ class AlertTracker:
     def status_changes(self, slots: np.ndarray) -> list[tuple[int, StreamStatus]]:
         """(row, new status) for the streams whose status differs from the last one reported."""
         col = self._store.column
-        warm_status = np.full(len(slots), _OK, dtype=np.int8)
-        if self.baselines is not None:
-            learning = self.baselines.states(slots)
-            warm_status[learning == LEARNING] = _LEARNING
-            warm_status[learning == OUT_OF_RANGE] = _OUT_OF_RANGE
-        status = np.where(col("alert.raised")[slots], _ALERT, np.where(col("alert.warm")[slots], warm_status, _WARMING))
+        raised, warm = col("alert.raised")[slots].view(np.uint8), col("alert.warm")[slots].view(np.uint8)
+        if self.baselines is None:
+            status = _STATUS_OF[raised, warm, LEARNED]
+        else:
+            status = _STATUS_OF[raised, warm, self.baselines.states(slots).view(np.uint8)]
         reported = col("alert.status")
-        changed = np.flatnonzero(status != reported[slots])
+        changed = (status != reported[slots]).nonzero()[0]
         if changed.size == 0:
             return []
         reported[slots[changed]] = status[changed]
