@@ -119,7 +119,8 @@ class Baselines:
 
     def thresholds(self, slots: np.ndarray) -> np.ndarray:
         """float64 [B]: the threshold each stream alerts against now."""
-        out = np.full(len(slots), self.threshold)
+        out = np.empty(len(slots))
+        out.fill(self.threshold)  # np.full's Python wrapper costs more than this at small B
         if not self.enabled:
             return out
         learning = self._store.column("baseline.state")[slots] == LEARNING
@@ -202,6 +203,9 @@ class Baselines:
         s, x = slots[rows], scores[rows]
         n = col("baseline.level_n")[s]
         ready = n >= self.config.level_steps
+        if np.count_nonzero(ready) == len(rows):  # the steady state: every stream knows its level
+            self._cusum(s, x, shifted, rows)
+            return shifted
         learn = ~ready & (x <= thresholds[rows])  # a step above the threshold is no level to learn
         if np.count_nonzero(learn):
             sl, nl = s[learn], n[learn] + 1
@@ -209,16 +213,20 @@ class Baselines:
             level = col("baseline.level")[sl]
             col("baseline.level")[sl] = level + (x[learn] - level) / nl
         if np.count_nonzero(ready):
-            sr = s[ready]
-            k, h = self.config.cusum_k, self.config.cusum_h
-            before = col("baseline.cusum")[sr]
-            step = (x[ready] - col("baseline.level")[sr]) / self._std_cal - k
-            after = np.clip(before + step, 0.0, 2.0 * h)
-            col("baseline.cusum")[sr] = after
-            above = after > h
-            self.shifts += int(np.count_nonzero(above & (before <= h)))
-            shifted[rows[ready]] |= above
+            self._cusum(s[ready], x[ready], shifted, rows[ready])
         return shifted
+
+    def _cusum(self, slots: np.ndarray, scores: np.ndarray, shifted: Bools, rows: np.ndarray) -> None:
+        """One CUSUM step of streams that know their level; shifted[rows] |= the sum is above h."""
+        col = self._store.column
+        k, h = self.config.cusum_k, self.config.cusum_h
+        before = col("baseline.cusum")[slots]
+        step = (scores - col("baseline.level")[slots]) / self._std_cal - k
+        after = np.clip(before + step, 0.0, 2.0 * h)
+        col("baseline.cusum")[slots] = after
+        above = after > h
+        self.shifts += int(np.count_nonzero(above & (before <= h)))
+        shifted[rows] |= above
 
     def shift_of(self, slot: int) -> float | None:
         """The slot's shift-detector sum over h, or its errors' bias over bias_h, the larger,
