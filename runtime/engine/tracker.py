@@ -149,7 +149,7 @@ class AlertTracker:
             last = col("alert.last_update")[s]
             # -inf: restored from a checkpoint (a monotonic time means nothing after a restart), the
             # interval starts now rather than an update going out at once.
-            last[np.isneginf(last)] = now
+            last[last == -np.inf] = now  # (np.isneginf: the same test through a Python wrapper)
             col("alert.last_update")[s] = last
             events |= raised & ~to_clear & (now - last >= interval)
         out: list[tuple[int, Alert]] = []
