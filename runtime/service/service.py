@@ -15,6 +15,7 @@ ack rules and what each counter counts.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -175,6 +176,12 @@ class Service:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        # What start built (modules, models, config: ~10^5 objects the collector tracks) moves
+        # out of the collector's generations: a full collection, triggered by the hot path's
+        # allocations, no longer walks it (bench, 1,000 streams: ~8 µs per step went to such
+        # collections). Undone at stop.
+        gc.collect()
+        gc.freeze()
         if self._http is not None:
             self._http.start()
         self.worker.start()
@@ -205,6 +212,7 @@ class Service:
         if self._stopped:
             return
         self._stopped = True
+        gc.unfreeze()
         self._notifier.stopping("draining")
         self.metrics.ready.set(0)
         unsubscribed = self.bus.stop_input()

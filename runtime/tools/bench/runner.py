@@ -8,6 +8,7 @@ Performance figures never fail a run: the goals are reported, not enforced.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import subprocess
 import sys
@@ -226,6 +227,8 @@ def run_bench(*, quick: bool, work: Path, say: Say) -> dict[str, Any]:
         "fp32": str(ref.fp32),
         "int8": str(ref.int8) if ref.int8 else None,
     }
+    gc.collect()
+    gc.freeze()  # as Service.start does: what setup built (torch, the export) is not walked by later collections
     with pinned_to_one_cpu() as cpu:
         result["pinned_cpu"] = cpu
         _section(result, "engine", say, lambda: _engine(ref, plan, say))
@@ -233,6 +236,7 @@ def run_bench(*, quick: bool, work: Path, say: Say) -> dict[str, Any]:
     _section(result, "limits", say, lambda: _limits(ref, plan, work, cpu))
     _section(result, "memory", say, lambda: _memory(ref, plan))
     _section(result, "e2e", say, lambda: _e2e(ref, plan, work / "e2e", say))
+    gc.unfreeze()
     result["load_after"] = list(load_average())
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
