@@ -91,6 +91,9 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     assert lat["matched"] == lat["expected"] == 1000
     assert lat["unexpected"] == 0
     assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    hop = e["broker_hop"]
+    assert hop["matched"] == hop["messages"] > 0
+    assert 0 < hop["p50_ms"] <= hop["p99_ms"] <= hop["max_ms"]
     flood = e["alert_flood"]
     assert flood["run"] == "flood"
     assert flood["lost"] == 0

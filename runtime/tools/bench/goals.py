@@ -92,6 +92,7 @@ def judge(result: dict[str, Any]) -> list[Goal]:
     flood = _get(result, "e2e", "single") or {}
     latency = _get(result, "e2e", "latency") or {}
     alert_flood = _get(result, "e2e", "alert_flood") or {}
+    hop = _get(result, "e2e", "broker_hop") or {}
     memory = _get(result, "memory") or {}
     per_10k = next((s for s in memory.get("streams", []) if s["streams"] == 10_000), None)
     largest = max(memory.get("streams", []), key=lambda s: s["streams"], default=None)
@@ -172,6 +173,16 @@ def judge(result: dict[str, Any]) -> list[Goal]:
                 latency.get("matched"),
                 latency.get("expected"),
                 latency.get("unexpected"),
+            )
+            + _fmt(
+                "; the path's floor, two broker hops without the service: 2 x p50 {:.1f} / p99 {:.1f} ms",
+                hop.get("p50_ms"),
+                hop.get("p99_ms"),
+            )
+            + _fmt(
+                "; the service's own time, arrival → alert handed to paho: p50 ≤ {:.0f} ms, p99 ≤ {:.0f} ms",
+                latency.get("service_p50_ms"),
+                latency.get("service_p99_ms"),
             )
             + _fmt(
                 "; every message alerting instead (alert flood): p99 {:,.1f} ms, {:,} of {:,} matched",

@@ -35,7 +35,16 @@ from runtime.tools.bench.engines import BENCH_ALERTS
 from runtime.tools.bench.workload import LEVEL, SPREAD, T0, Workload, stream_names
 from runtime.tools.local_broker import Broker, start_broker
 
-__all__ = ["EVERY_STEP_ALERTS", "FAULT_BURST", "FAULT_SIGMAS", "E2ELatency", "FaultyPlant", "measure_latency"]
+__all__ = [
+    "EVERY_STEP_ALERTS",
+    "FAULT_BURST",
+    "FAULT_SIGMAS",
+    "BrokerHop",
+    "E2ELatency",
+    "FaultyPlant",
+    "measure_broker_hop",
+    "measure_latency",
+]
 
 EVERY_STEP_ALERTS = AlertPolicy(raise_k=1, raise_n=1, clear_m=1, warmup_steps=0, update_interval_s=1e-9, top_features=3)
 """Every scored step above the threshold publishes an alert: with threshold -1, every step."""
@@ -103,13 +112,15 @@ class E2ELatency:
     lost: int
 
 
-def _subscriber(broker: Broker, out: Path) -> subprocess.Popen[bytes]:
+def _subscriber(
+    broker: Broker, out: Path, topic: str = f"{PREFIX}/alerts/#", fmt: str = "%U %p"
+) -> subprocess.Popen[bytes]:
     binary = shutil.which("mosquitto_sub")
     if binary is None:
         raise RuntimeError("mosquitto_sub is not installed (apt-get install mosquitto-clients)")
     with open(out, "wb") as handle:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [binary, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", f"{PREFIX}/alerts/#", "-F", "%U %p"],
+            [binary, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", topic, "-F", fmt],
             stdout=handle,
             stderr=subprocess.DEVNULL,
         )
@@ -227,3 +238,55 @@ def measure_latency(
         processed=processed,
         lost=total - processed,
     )
+
+
+@dataclass(frozen=True)
+class BrokerHop:
+    """publisher → mosquitto → a C subscriber, no service: one hop of the alert path's two, at
+    the same paced rate. An alert travels publisher → broker → service, then service → broker →
+    subscriber, so twice this is the path's floor on this machine, before the service's own time."""
+
+    offered_per_s: float
+    messages: int
+    matched: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def measure_broker_hop(work: Path, *, streams: int, rate: float, seconds: float) -> BrokerHop:
+    """Paced publications of the healthy plant at `rate`/s, timed at a subscriber to the input topics."""
+    work.mkdir(parents=True, exist_ok=True)
+    names = stream_names(streams)
+    rounds = max(2, round(rate * seconds / streams))
+    total = rounds * streams
+    files = flood_packets(work, "hop", list(enumerate(names)), rounds, 1, 1, 1)
+    times_path, seen_path = work / "send-times.f64", work / "seen.txt"
+    broker = start_broker(work / "broker")
+    try:
+        sub = _subscriber(broker, seen_path, topic="bench/p0/#", fmt="%U %t %p")
+        try:
+            pub = publish(broker, files, qos=1, rate=rate, times=[times_path])[0]
+            pub.result(timeout=seconds * 3 + 60)
+            _wait_lines(seen_path, total, stall=3.0)
+            pub.stop()
+        finally:
+            sub.terminate()
+            sub.wait(10)
+    finally:
+        broker.stop()
+    sent = np.frombuffer(times_path.read_bytes(), dtype=np.float64)
+    index = {name: i for i, name in enumerate(names)}
+    latencies = []
+    for line in seen_path.read_bytes().splitlines():
+        stamp, topic, payload = line.split(b" ", 2)
+        stream = topic.decode()[len("bench/p0/") : -len("/telemetry")]
+        try:
+            seq = int(json.loads(payload)["seq"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        i = index.get(stream)
+        if i is not None and 0 <= seq < rounds:
+            latencies.append(float(stamp) - float(sent[seq * streams + i]))
+    p50, p99, worst, _mean = _quantiles(latencies)
+    return BrokerHop(rate, total, len(latencies), p50, p99, worst)

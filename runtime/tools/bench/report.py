@@ -139,6 +139,13 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f"   1-sample end to end = {_pct(e['single']['msg_per_s'], engine['steps_per_s'])} of the engine's "
             "one-core rate at 1,000 streams (section 1)"
         )
+    hop = e.get("broker_hop")
+    if hop:
+        out.append(
+            f"   one broker hop (publisher → mosquitto → mosquitto_sub, no service) at {_n(hop['offered_per_s'])} "
+            f"msg/s: p50 {_n(hop['p50_ms'], 1)} ms, p99 {_n(hop['p99_ms'], 1)} ms, max {_n(hop['max_ms'], 1)} ms "
+            f"({hop['matched']:,} of {hop['messages']:,} seen); an alert takes two such hops"
+        )
     for key, what in (
         ("latency", "fault bursts amid healthy traffic (alerts raised)"),
         ("alert_flood", "every message alerting"),

@@ -184,6 +184,11 @@ def _e2e(ref: ReferenceModels, plan: Plan, work: Path, say: Say) -> dict[str, An
             )
             out["partitioned"].append(_asdict(part))
             say(f"  {services} service processes, MQTT {protocol}: {part.msg_per_s:,.0f} msg/s, lost {part.lost}")
+    hop = latency.measure_broker_hop(
+        work / "hop", streams=plan.e2e_streams, rate=plan.latency_rate, seconds=plan.latency_s
+    )
+    out["broker_hop"] = _asdict(hop)
+    say(f"  broker hop at {plan.latency_rate:,.0f} msg/s: p50 {hop.p50_ms:.1f} ms, p99 {hop.p99_ms:.1f} ms")
     for run, key in (("faults", "latency"), ("flood", "alert_flood")):
         lat = latency.measure_latency(
             ref.fp32, work / run, streams=plan.e2e_streams, rate=plan.latency_rate, seconds=plan.latency_s, run=run
