@@ -24,7 +24,8 @@ And two per-packet costs of paho's receive and ack path (docs/RUNTIME.md, Perfor
   packets at the head of its read buffer itself (topic, packet id, payload; MQTT 5 properties
   are skipped: nothing of ours reads them, and the broker sends no topic aliases since we
   allow none) and hands them to `deliver(topic, payload, qos, mid, retain)` under paho's
-  callback lock. Anything else — other packets, QoS 2, a packet split across reads, one that
+  callback lock; when the buffer is empty it reads first, so a quiet connection's single packets
+  take this path too. Anything else — other packets, QoS 2, a packet split across reads, one that
   does not parse — goes through paho's own reader, which also reports malformed packets.
 """
 
@@ -127,6 +128,8 @@ class PahoClient(mqtt.Client):
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             if self.deliver is not None and self._in_packet["command"] == 0:  # between two packets
+                if self._rpos >= len(self._rbuf):
+                    self._fill()
                 read += self._deliver_buffered()
             rc = self._packet_read()
             if rc > 0:
@@ -138,6 +141,17 @@ class PahoClient(mqtt.Client):
                 rc = self.loop_write()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     return rc
+
+    def _fill(self) -> None:
+        """One `recv` into the empty read buffer, so that a quiet connection's packets (one per
+        read) take our path too, not only those after the first. Nothing to read, EOF or an
+        error: left for paho's reader, which meets the same condition on its own read."""
+        try:
+            data = super()._sock_recv(_READ_SIZE)
+        except (BlockingIOError, OSError):
+            return
+        if data:
+            self._rbuf, self._rpos = data, 0
 
     def _deliver_buffered(self) -> int:
         """Hand every complete QoS 0/1 PUBLISH at the head of the read buffer to `deliver`;
