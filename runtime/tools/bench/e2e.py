@@ -139,15 +139,17 @@ def service_processes(
     alerts: AlertPolicy | None = None,
     threshold: float | None = None,
     protocol: MqttVersion = "5",
+    poll_s: float = 0.002,
 ) -> Iterator[list[LineProcess]]:
-    """One service process per partition (expect[j] messages for partition j), all ready."""
+    """One service process per partition (expect[j] messages for partition j), all ready.
+    poll_s: how often each reads its counters (the throughput's end is known to that much)."""
     procs = []
     try:
         for part, n in enumerate(expect):
             cfg = work / f"service-p{part}.json"
             config = _config(broker, artifact, part, qos=qos, alerts=alerts, threshold=threshold, protocol=protocol)
             cfg.write_text(config.model_dump_json())
-            procs.append(LineProcess("runtime.tools.bench.service_proc", [str(cfg), str(n)]))
+            procs.append(LineProcess("runtime.tools.bench.service_proc", [str(cfg), str(n), "--poll-s", str(poll_s)]))
         for proc in procs:
             proc.wait_ready(60.0)
         yield procs

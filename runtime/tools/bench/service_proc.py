@@ -1,6 +1,6 @@
 """One Service in its own process, the way `edgewatch serve` runs it, reporting its own counters.
 
-    python -m runtime.tools.bench.service_proc CONFIG.json EXPECT [--pin CPU]
+    python -m runtime.tools.bench.service_proc CONFIG.json EXPECT [--poll-s S]
 
 CONFIG.json is a GatewayConfig (model_dump_json). The process builds the Service, starts it,
 prints "ready" once connected and subscribed, then watches the service's exact counters until
@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runtime.tools.bench.service_proc")
     p.add_argument("config", type=Path)
     p.add_argument("expect", type=int)
+    p.add_argument(
+        "--poll-s",
+        type=float,
+        default=_POLL_S,
+        help="how often the counters are read (each read takes the GIL from the service's threads)",
+    )
     args = p.parse_args(argv)
 
     from edge_config.schema import GatewayConfig
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if _accounted(snap) >= args.expect:
             done_at = time.monotonic()
             break
-        time.sleep(_POLL_S)
+        time.sleep(args.poll_s)
     snap = service.tally.snapshot()
     report = {
         "pid": os.getpid(),
