@@ -55,6 +55,8 @@ class Plan:
     """MQTT versions measured beside 5 (1 sample/message, one service)."""
     latency_rate: float = 2000.0
     latency_s: float = 15.0
+    latency_streams: int = 1000
+    """Streams of the latency runs (each fails once in the fault-burst run)."""
     memory_counts: tuple[int, ...] = (10_000, 100_000)
     gemm_s: float = 0.5
     broker_messages: int = 100_000
@@ -72,6 +74,7 @@ QUICK = Plan(
     partitions=(),
     protocols=(),
     latency_s=2.0,
+    latency_streams=200,
     memory_counts=(10_000,),
     gemm_s=0.05,
     broker_messages=10_000,
@@ -185,13 +188,13 @@ def _e2e(ref: ReferenceModels, plan: Plan, work: Path, say: Say) -> dict[str, An
             out["partitioned"].append(_asdict(part))
             say(f"  {services} service processes, MQTT {protocol}: {part.msg_per_s:,.0f} msg/s, lost {part.lost}")
     hop = latency.measure_broker_hop(
-        work / "hop", streams=plan.e2e_streams, rate=plan.latency_rate, seconds=plan.latency_s
+        work / "hop", streams=plan.latency_streams, rate=plan.latency_rate, seconds=plan.latency_s
     )
     out["broker_hop"] = _asdict(hop)
     say(f"  broker hop at {plan.latency_rate:,.0f} msg/s: p50 {hop.p50_ms:.1f} ms, p99 {hop.p99_ms:.1f} ms")
     for run, key in (("faults", "latency"), ("flood", "alert_flood")):
         lat = latency.measure_latency(
-            ref.fp32, work / run, streams=plan.e2e_streams, rate=plan.latency_rate, seconds=plan.latency_s, run=run
+            ref.fp32, work / run, streams=plan.latency_streams, rate=plan.latency_rate, seconds=plan.latency_s, run=run
         )
         out[key] = _asdict(lat)
         say(f"  latency at {plan.latency_rate:,.0f} msg/s, {run}: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms")
