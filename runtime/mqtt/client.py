@@ -57,6 +57,19 @@ Deliver = Callable[[bytes, bytes, int, int, bool], None]
 """deliver(topic, payload, qos, mid, retain) for one PUBLISH packet."""
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """(value, position after it) of the MQTT variable byte integer at buf[pos]; None when it is
+    cut short by the end of buf or longer than its 4 bytes."""
+    value, shift = 0, 0
+    for i in range(pos, min(pos + 4, len(buf))):
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i + 1
+        shift += 7
+    return None
+
+
 def split_publish(header: int, body: bytes, v5: bool) -> tuple[bytes, int, bytes] | None:
     """(topic, packet id, payload) of a QoS 0/1 PUBLISH body, or None when it does not parse
     (paho's reader then decides). MQTT 5 properties are skipped, not decoded."""
@@ -70,19 +83,11 @@ def split_publish(header: int, body: bytes, v5: bool) -> tuple[bytes, int, bytes
         if end + 2 > len(body):
             return None
         mid, end = (body[end] << 8) | body[end + 1], end + 2
-    if v5:  # property length: a variable byte integer of at most 4 bytes
-        length, shift = 0, 0
-        for _ in range(4):
-            if end >= len(body):
-                return None
-            byte = body[end]
-            end += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        else:
+    if v5:  # the properties' length, then the properties: skipped
+        read = _varint(body, end)
+        if read is None:
             return None
+        length, end = read
         end += length
     if end > len(body) or (not topic and not v5):
         return None
@@ -163,16 +168,10 @@ class PahoClient(mqtt.Client):
             header = buf[pos]
             if header & 0xF0 != _PUBLISH:
                 break
-            length, shift, i = 0, 0, pos + 1
-            while i < end and i - pos <= 4:
-                byte = buf[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-            else:
+            read = _varint(buf, pos + 1)
+            if read is None:
                 break  # the remaining length is not all here (or is malformed: paho says so)
+            length, i = read
             if i + length > end:
                 break
             parts = split_publish(header, buf[i : i + length], v5)
@@ -181,13 +180,7 @@ class PahoClient(mqtt.Client):
             pos = self._rpos = i + length
             topic, mid, payload = parts
             qos = (header >> 1) & 3
-            with self._in_callback_mutex:
-                try:
-                    deliver(topic, payload, qos, mid, bool(header & 1))
-                except Exception as err:
-                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in deliver: %s", err)
-                    if not self.suppress_exceptions:
-                        raise
+            self._call_deliver(deliver, topic, payload, qos, mid, bool(header & 1))
             if qos == 1 and not self._manual_ack:
                 self._send_puback(mid)
             handled += 1
@@ -202,9 +195,16 @@ class PahoClient(mqtt.Client):
         if deliver is None or message.qos > 1:
             super()._handle_on_message(message)
             return
+        self._call_deliver(
+            deliver, bytes(message._topic), bytes(message.payload), message.qos, message.mid, message.retain
+        )
+
+    def _call_deliver(self, deliver: Deliver, topic: bytes, payload: bytes, qos: int, mid: int, retain: bool) -> None:
+        """As paho calls on_message: under its callback lock, an exception logged (and raised
+        unless suppress_exceptions)."""
         with self._in_callback_mutex:
             try:
-                deliver(bytes(message._topic), bytes(message.payload), message.qos, message.mid, message.retain)
+                deliver(topic, payload, qos, mid, retain)
             except Exception as err:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in deliver: %s", err)
                 if not self.suppress_exceptions:
