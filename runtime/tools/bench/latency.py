@@ -20,10 +20,12 @@ broker → subscriber, on one clock. Two runs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,7 @@ import numpy as np
 from edge_config.schema import AlertPolicy
 from runtime.tools.bench.e2e import PREFIX, flood_packets, publish, quantile_bound, report, service_processes
 from runtime.tools.bench.engines import BENCH_ALERTS
-from runtime.tools.bench.workload import LEVEL, SPREAD, T0, Workload, stream_names
+from runtime.tools.bench.workload import LEVEL, SPREAD, Workload, stream_names
 from runtime.tools.local_broker import Broker, start_broker
 
 __all__ = [
@@ -60,7 +62,7 @@ class FaultyPlant(Workload):
     sensor at LEVEL + FAULT_SIGMAS * SPREAD; bursts start at rounds spread over `rounds`."""
 
     rounds: int = 0
-    _fault_row: bytes = field(init=False, repr=False, default=b"")
+    _fault_row: str = field(init=False, repr=False, default="")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -68,7 +70,7 @@ class FaultyPlant(Workload):
         if self.samples != 1 or self.rounds < least:
             raise ValueError(f"a faulty plant needs 1 sample per message and at least {least} rounds")
         value = LEVEL + FAULT_SIGMAS * SPREAD
-        self._fault_row = ("[" + ",".join(f"{value:.3f}" for _ in range(self.rows.shape[1])) + "]").encode()
+        self._fault_row = "[" + ",".join(f"{value:.3f}" for _ in range(self.rows.shape[1])) + "]"
 
     def burst_start(self, stream: int) -> int:
         span = self.rounds - _FIRST_FAULT_ROUND - FAULT_BURST
@@ -78,10 +80,8 @@ class FaultyPlant(Workload):
         start = self.burst_start(stream)
         return start <= k < start + FAULT_BURST
 
-    def payload(self, stream: int, k: int) -> bytes:
-        if not self.faulty(stream, k):
-            return super().payload(stream, k)
-        return b'{"seq":%d,"ts":%.3f,"values":%s}' % (k, T0 + k, self._fault_row)
+    def sample_text(self, stream: int, k: int) -> str:
+        return self._fault_row if self.faulty(stream, k) else super().sample_text(stream, k)
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,21 @@ def _subscriber(
         )
     time.sleep(0.3)  # its SUBACK
     return proc
+
+
+@contextlib.contextmanager
+def _watched_broker(work: Path, out: Path, topic: str = f"{PREFIX}/alerts/#", fmt: str = "%U %p") -> Iterator[Broker]:
+    """A private broker with a C subscriber to `topic` writing `fmt` lines to `out`; both stopped after."""
+    broker = start_broker(work / "broker")
+    try:
+        sub = _subscriber(broker, out, topic, fmt)
+        try:
+            yield broker
+        finally:
+            sub.terminate()
+            sub.wait(10)
+    finally:
+        broker.stop()
 
 
 def _wait_lines(path: Path, lines: int, stall: float) -> None:
@@ -178,24 +193,18 @@ def measure_latency(
     times_path = work / "send-times.f64"
     alerts_path = work / "alerts.txt"
     policy, threshold = (BENCH_ALERTS, None) if faults else (EVERY_STEP_ALERTS, -1.0)
-    broker = start_broker(work / "broker")
-    try:
-        sub = _subscriber(broker, alerts_path)
-        try:
-            with service_processes(
-                broker, artifact, work, [total], alerts=policy, threshold=threshold, poll_s=0.05
-            ) as procs:  # the end of the run needs no precision here: fewer counter reads, less GIL taken
-                pub = publish(broker, files, qos=1, rate=rate, times=[times_path])[0]
-                pub_result = pub.result(timeout=seconds * 3 + 60)
-                # every alert out before the service stops (its stop flushes for 5 s at most)
-                _wait_lines(alerts_path, streams if faults else total - streams, stall=10.0 if not faults else 3.0)
-                svc = report(procs[0], timeout=30.0)
-                pub.stop()
-        finally:
-            sub.terminate()
-            sub.wait(10)
-    finally:
-        broker.stop()
+    with (
+        _watched_broker(work, alerts_path) as broker,
+        service_processes(
+            broker, artifact, work, [total], alerts=policy, threshold=threshold, poll_s=0.05
+        ) as procs,  # the end of the run needs no precision here: fewer counter reads, less GIL taken
+    ):
+        pub = publish(broker, files, qos=1, rate=rate, times=[times_path])[0]
+        pub_result = pub.result(timeout=seconds * 3 + 60)
+        # every alert out before the service stops (its stop flushes for 5 s at most)
+        _wait_lines(alerts_path, streams if faults else total - streams, stall=10.0 if not faults else 3.0)
+        svc = report(procs[0], timeout=30.0)
+        pub.stop()
     sent = np.frombuffer(times_path.read_bytes(), dtype=np.float64)
     arrivals = _alert_times(alerts_path, "raised" if faults else None)
     index = {name: i for i, name in enumerate(names)}
@@ -264,19 +273,11 @@ def measure_broker_hop(work: Path, *, streams: int, rate: float, seconds: float)
     total = rounds * streams
     files = flood_packets(work, "hop", list(enumerate(names)), rounds, 1, 1, 1)
     times_path, seen_path = work / "send-times.f64", work / "seen.txt"
-    broker = start_broker(work / "broker")
-    try:
-        sub = _subscriber(broker, seen_path, topic="bench/p0/#", fmt="%U %t %p")
-        try:
-            pub = publish(broker, files, qos=1, rate=rate, times=[times_path])[0]
-            pub.result(timeout=seconds * 3 + 60)
-            _wait_lines(seen_path, total, stall=3.0)
-            pub.stop()
-        finally:
-            sub.terminate()
-            sub.wait(10)
-    finally:
-        broker.stop()
+    with _watched_broker(work, seen_path, topic="bench/p0/#", fmt="%U %t %p") as broker:
+        pub = publish(broker, files, qos=1, rate=rate, times=[times_path])[0]
+        pub.result(timeout=seconds * 3 + 60)
+        _wait_lines(seen_path, total, stall=3.0)
+        pub.stop()
     sent = np.frombuffer(times_path.read_bytes(), dtype=np.float64)
     index = {name: i for i, name in enumerate(names)}
     latencies = []

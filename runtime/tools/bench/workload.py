@@ -21,7 +21,7 @@ LEVEL = 50.0
 SPREAD = 5.0
 _PHI = 0.9
 _POOL_ROWS = 4096
-T0 = 1_763_800_000.0  # a fixed epoch second: payloads are the same from run to run
+_T0 = 1_763_800_000.0  # a fixed epoch second: payloads are the same from run to run
 
 
 def ar1(steps: int, features: int = FEATURES, seed: int = 0) -> np.ndarray:
@@ -58,11 +58,15 @@ class Workload:
         # streams start at different places.
         return (stream * 97 + k * self.samples) % _POOL_ROWS
 
+    def sample_text(self, stream: int, k: int) -> str:
+        """The JSON array of stream i's sample in message k (1 sample per message)."""
+        return self._text[self.row_index(stream, k)]
+
     def payload(self, stream: int, k: int) -> bytes:
         seq = k * self.samples
         first = self.row_index(stream, k)
         if self.samples == 1:
-            return b'{"seq":%d,"ts":%.3f,"values":%s}' % (seq, T0 + seq, self._text[first].encode())
+            return b'{"seq":%d,"ts":%.3f,"values":%s}' % (seq, _T0 + seq, self.sample_text(stream, k).encode())
         rows = ",".join(self._text[(first + j) % _POOL_ROWS] for j in range(self.samples))
-        ts = ",".join(f"{T0 + seq + j:.3f}" for j in range(self.samples))
+        ts = ",".join(f"{_T0 + seq + j:.3f}" for j in range(self.samples))
         return b'{"seq":%d,"ts":[%s],"values":[%s]}' % (seq, ts.encode(), rows.encode())
