@@ -19,6 +19,15 @@ def store() -> StateStore:
     return out
 
 
+def one_stream() -> tuple[StateStore, BiasDetector, int]:
+    """A store, the detector on it, and the slot of its one stream."""
+    s = store()
+    detector = BiasDetector(s, F, window=WINDOW, lam=LAM, h=H)
+    slot = s.open("a", 0.0)
+    assert slot is not None
+    return s, detector, slot
+
+
 def run(detector: BiasDetector, slot: int, errors: np.ndarray, *, warm: bool = True, under: bool = True) -> np.ndarray:
     """Feed one stream's errors [T, F] step by step; its statistic at each step."""
     slots, w, u = np.array([slot]), np.array([warm]), np.array([under])
@@ -36,10 +45,7 @@ def ar1(rng: np.random.Generator, steps: int, rho: float) -> np.ndarray:
 
 def test_a_stream_at_its_own_bias_stays_under_and_a_lasting_bias_on_one_feature_crosses() -> None:
     rng = np.random.default_rng(0)
-    s = store()
-    detector = BiasDetector(s, F, window=WINDOW, lam=LAM, h=H)
-    slot = s.open("a", 0.0)
-    assert slot is not None
+    s, detector, slot = one_stream()
     offset = np.array([3.0, -1.0])  # this machine's errors are biased from the start: that is its normal
     healthy = offset + rng.standard_normal((WINDOW + 2000, F)) * np.array([1.0, 2.0])
     stats = run(detector, slot, healthy)
@@ -56,10 +62,7 @@ def test_a_stream_at_its_own_bias_stays_under_and_a_lasting_bias_on_one_feature_
 def test_an_autocorrelated_feature_gets_its_long_run_spread() -> None:
     # Same per-step variance; AR(0.9) errors' averages wander ~sqrt(19) times as far as white ones'.
     rng = np.random.default_rng(1)
-    s = store()
-    detector = BiasDetector(s, F, window=WINDOW, lam=LAM, h=H)
-    slot = s.open("a", 0.0)
-    assert slot is not None
+    s, detector, slot = one_stream()
     errors = np.stack([rng.standard_normal(WINDOW), ar1(rng, WINDOW, 0.9)], axis=1)
     run(detector, slot, errors)
     white, slow = s.column("bias.spread")[slot]
@@ -69,10 +72,7 @@ def test_an_autocorrelated_feature_gets_its_long_run_spread() -> None:
 
 
 def test_steps_above_the_threshold_not_warm_or_without_errors_are_not_learned_and_a_reset_relearns() -> None:
-    s = store()
-    detector = BiasDetector(s, F, window=WINDOW, lam=LAM, h=H)
-    slot = s.open("a", 0.0)
-    assert slot is not None
+    s, detector, slot = one_stream()
     run(detector, slot, np.full((50, F), 9.0), under=False)
     run(detector, slot, np.full((50, F), 9.0), warm=False)
     run(detector, slot, np.full((50, F), np.nan))
