@@ -108,6 +108,9 @@ class E2ELatency:
     """Arrival at the service → alerts handed to paho, every message, histogram bucket bound."""
     mean_batch: float
     """Messages per engine call."""
+    dropped_outgoing: int
+    """Publications the service's outbox refused (counted; an `update` or a status gives way when
+    the outbox is past its share for them): an alert missing at the subscriber is one of these."""
     processed: int
     lost: int
 
@@ -246,6 +249,7 @@ def measure_latency(
         service_p50_ms=quantile_bound(buckets, 0.5),
         service_p99_ms=quantile_bound(buckets, 0.99),
         mean_batch=processed / max(1, svc["counters"]["batches"]),
+        dropped_outgoing=int(svc["bus"]["dropped_outgoing"]),
         processed=processed,
         lost=total - processed,
     )

@@ -158,7 +158,8 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f"{what}: p50 {_n(lat['p50_ms'], 1)} ms, p99 {_n(lat['p99_ms'], 1)} ms, "
             f"max {_n(lat['max_ms'], 1)} ms; {lat['matched']:,} of {lat['expected']:,} alerts matched"
             + (f", {lat['unexpected']:,} unexpected" if key == "latency" else "")
-            + f", lost {lat['lost']}; mean batch {_n(lat['mean_batch'], 1)}; inside the service (arrival → alert"
+            + f", lost {lat['lost']}, outgoing dropped {lat['dropped_outgoing']:,}"
+            + f"; mean batch {_n(lat['mean_batch'], 1)}; inside the service (arrival → alert"
             f" handed to paho, every message): p50 ≤ {_n(lat['service_p50_ms'], 1)} ms, "
             f"p99 ≤ {_n(lat['service_p99_ms'], 1)} ms"
         )
