@@ -117,18 +117,50 @@ class Baselines:
             self.bias = BiasDetector(store, features, window=window, lam=config.bias_lambda, h=config.bias_h)
             store.add_column("baseline.biased", (), np.bool_, False, scope="baseline")  # above bias_h
 
+    def step(
+        self,
+        slots: np.ndarray,
+        scores: np.ndarray,
+        warm: np.ndarray,
+        squares: np.ndarray | None = None,
+        errors: np.ndarray | None = None,
+    ) -> Bools:
+        """One time step of B distinct streams, the pass AlertTracker.observe makes: returns bool [B],
+        whether each step counts as above the stream's threshold (its score above the threshold the
+        stream alerts against now, or a persistent shift: watch), and the learning streams learn
+        from their warm steps that stayed under it (learn). squares, errors float64 [B, F]: the
+        step's squared and signed errors (None: not needed, see needs_squares). Reads each stream's
+        state once and shares the comparisons between the parts (the fixed cost of a small batch)."""
+        if not self.enabled:
+            over: Bools = scores > self.threshold
+            return over
+        states = self._store.column("baseline.state")[slots]
+        learning = states == LEARNING
+        if np.count_nonzero(learning):
+            thresholds: np.ndarray | float = self._thresholds(slots, learning)
+        else:
+            thresholds = self.threshold
+        over = scores > thresholds
+        under = warm & ~over  # a warm step has a finite score: not over means at most the threshold
+        above: Bools = over | self._watch(slots, scores, warm, under, states, errors)
+        if squares is not None:  # after the comparison: a step never judges itself
+            self._learn(slots, scores, squares, under & learning)
+        return above
+
     def thresholds(self, slots: np.ndarray) -> np.ndarray:
         """float64 [B]: the threshold each stream alerts against now."""
+        if not self.enabled:
+            return np.full(len(slots), self.threshold)
+        return self._thresholds(slots, self._store.column("baseline.state")[slots] == LEARNING)
+
+    def _thresholds(self, slots: np.ndarray, learning: Bools) -> np.ndarray:
         out = np.empty(len(slots))
         out.fill(self.threshold)  # np.full's Python wrapper costs more than this at small B
-        if not self.enabled:
-            return out
-        learning = self._store.column("baseline.state")[slots] == LEARNING
         if np.count_nonzero(learning):
             out[learning] = self._learning_thresholds(slots[learning])
         return out
 
-    def any_learning(self, slots: np.ndarray) -> bool:
+    def needs_squares(self, slots: np.ndarray) -> bool:
         """Whether any of these streams is still learning (else the step needs no squared errors)."""
         return self.enabled and bool(np.count_nonzero(self._store.column("baseline.state")[slots] == LEARNING))
 
@@ -148,22 +180,19 @@ class Baselines:
         out: np.ndarray = np.maximum(self.learning_threshold, provisional)
         return out
 
-    def learn(
-        self, slots: np.ndarray, scores: np.ndarray, squares: np.ndarray, warm: np.ndarray, thresholds: np.ndarray
-    ) -> None:
-        """One time step of B distinct streams: learning streams take in their warm steps that stayed
-        under their threshold of this step. squares float64 [B, F]: the step's squared errors."""
-        if not self.enabled:
+    def _learn(self, slots: np.ndarray, scores: np.ndarray, squares: np.ndarray, learning: Bools) -> None:
+        """Learning streams take in this step (learning: bool [B], warm, learning and under the
+        threshold) when its squared errors are finite."""
+        if not np.count_nonzero(learning):
             return
-        col = self._store.column
-        learning = warm & (col("baseline.state")[slots] == LEARNING) & (scores <= thresholds)
         learning &= np.isfinite(squares).all(axis=1)
         if not np.count_nonzero(learning):
             return
+        col = self._store.column
         s = slots[learning]
         n = col("baseline.n")[s] + 1
         col("baseline.n")[s] = n
-        sq = col("baseline.sq")[s]
+        sq = col("baseline.sq").take(s, axis=0)
         col("baseline.sq")[s] = sq + (squares[learning] - sq) / n[:, None]
         x = scores[learning]
         mean = col("baseline.mean")[s]
@@ -183,30 +212,50 @@ class Baselines:
         thresholds: np.ndarray,
         errors: np.ndarray | None = None,
     ) -> Bools:
-        """One time step of B distinct streams after learning: learn each stream's level of the
-        rescaled score, then run its CUSUM; and the step-change detector on the signed errors
-        (float64 [B, F], when `self.bias`). Returns bool [B]: the sum is above h or the errors'
-        bias above bias_h (a shift)."""
-        shifted = np.zeros(len(slots), dtype=np.bool_)
+        """The shift part of step() alone: learn each learned stream's level of the rescaled score,
+        then run its CUSUM; and the step-change detector on the signed errors (float64 [B, F],
+        when `self.bias`). thresholds: float64 [B], this step's. Returns bool [B]: the sum is above
+        h or the errors' bias above bias_h (a shift)."""
         if not self.shift_enabled:
-            return shifted
-        if self.bias is not None and errors is not None:
-            biased = self.bias.step(slots, errors, warm, scores <= thresholds) > self.bias.h
-            before = self._store.column("baseline.biased")[slots]
-            self.shifts += int(np.count_nonzero(biased & ~before))
-            self._store.column("baseline.biased")[slots] = biased
-            shifted |= biased
+            return np.zeros(len(slots), dtype=np.bool_)
+        states = self._store.column("baseline.state")[slots]
+        warm = warm & np.isfinite(scores)
+        return self._watch(slots, scores, warm, warm & (scores <= thresholds), states, errors)
+
+    def _watch(
+        self,
+        slots: np.ndarray,
+        scores: np.ndarray,
+        warm: Bools,
+        under: Bools,
+        states: np.ndarray,
+        errors: np.ndarray | None,
+    ) -> Bools:
+        """watch() with what step() already has: under, bool [B]: warm and at most the threshold;
+        states: int8 [B], the streams' baseline states."""
+        if not self.shift_enabled:
+            return np.zeros(len(slots), dtype=np.bool_)
         col = self._store.column
-        rows = (warm & (col("baseline.state")[slots] != LEARNING) & np.isfinite(scores)).nonzero()[0]
+        if self.bias is not None and errors is not None:
+            shifted: Bools = self.bias.step(slots, errors, warm, under) > self.bias.h
+            before = col("baseline.biased")[slots]
+            self.shifts += int(np.count_nonzero(shifted & ~before))
+            col("baseline.biased")[slots] = shifted
+        else:
+            shifted = np.zeros(len(slots), dtype=np.bool_)
+        rows = (warm & (states != LEARNING)).nonzero()[0]  # warm: the score is finite
         if rows.size == 0:
             return shifted
-        s, x = slots[rows], scores[rows]
+        if rows.size == len(slots):  # every stream learned and warm: no row selection needed
+            s, x, u = slots, scores, under
+        else:
+            s, x, u = slots[rows], scores[rows], under[rows]
         n = col("baseline.level_n")[s]
         ready = n >= self.config.level_steps
         if np.count_nonzero(ready) == len(rows):  # the steady state: every stream knows its level
             self._cusum(s, x, shifted, rows)
             return shifted
-        learn = ~ready & (x <= thresholds[rows])  # a step above the threshold is no level to learn
+        learn = ~ready & u  # a step above the threshold is no level to learn
         if np.count_nonzero(learn):
             sl, nl = s[learn], n[learn] + 1
             col("baseline.level_n")[sl] = nl
@@ -221,12 +270,17 @@ class Baselines:
         col = self._store.column
         k, h = self.config.cusum_k, self.config.cusum_h
         before = col("baseline.cusum")[slots]
-        step = (scores - col("baseline.level")[slots]) / self._std_cal - k
-        after = np.clip(before + step, 0.0, 2.0 * h)
+        after = (scores - col("baseline.level")[slots]) / self._std_cal - k
+        after += before
+        np.maximum(after, 0.0, out=after)  # = np.clip(.., 0, 2h), without its Python wrapper
+        np.minimum(after, 2.0 * h, out=after)
         col("baseline.cusum")[slots] = after
         above = after > h
         self.shifts += int(np.count_nonzero(above & (before <= h)))
-        shifted[rows] |= above
+        if len(rows) == len(shifted):
+            shifted |= above
+        else:
+            shifted[rows] |= above
 
     def shift_of(self, slot: int) -> float | None:
         """The slot's shift-detector sum over h, or its errors' bias over bias_h, the larger,

@@ -276,7 +276,7 @@ class Engine:
         store.steps[slots] = steps_before + steps
         self._counts.ort_calls += 1
         self._counts.steps += len(units) * steps
-        learning = self.baselines.any_learning(slots)
+        learning = self.baselines.needs_squares(slots)
         squares = np.empty((len(units), steps, self._features)) if learning else None
         errors = np.empty((len(units), steps, self._features)) if self.baselines.bias is not None else None
         scores = self.scorer.step(slots, x, y, squares, errors)

@@ -201,8 +201,8 @@ class Scorer:
             return out
         prev_col = self._store.column("score.prev")
         contrib_col = self._store.column("score.contrib")
-        prev, contrib = prev_col[slots], contrib_col[slots]  # fancy indexing: copies
-        scale = self._store.column("score.scale")[slots] if self.per_stream_scale else None
+        prev, contrib = prev_col.take(slots, axis=0), contrib_col.take(slots, axis=0)  # copies
+        scale = self._store.column("score.scale").take(slots, axis=0) if self.per_stream_scale else None
         # The last step's prediction, before run() moves prev on to the next one.
         self._store.column("score.expected")[slots] = prev if x_norm.shape[1] == 1 else y[:, -2]
         self._store.column("score.observed")[slots] = x_norm[:, -1]

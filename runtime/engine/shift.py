@@ -61,21 +61,29 @@ class BiasDetector:
         (NaN: none); warm bool [B]: the step's score is trusted (not the first steps after a model
         reset); under bool [B]: its score is under the stream's threshold (else not learned).
         Returns float64 [B]: each stream's statistic (0 while it learns, or on a step not warm)."""
-        out = np.zeros(len(slots))
         col = self._store.column
-        finite = warm & np.isfinite(errors).all(axis=1)
         n = col("bias.n")[slots]
+        finite = warm & np.isfinite(errors).all(axis=1)
         ready = finite & (n >= self.window)
+        count = np.count_nonzero(ready)
+        if count == len(slots):  # the steady state: every stream learned, every step trusted
+            return self._watch(slots, errors).astype(np.float64)
+        out = np.zeros(len(slots))
         learn = finite & ~ready & under
-        if learn.any():
+        if np.count_nonzero(learn):
             self._learn(slots[learn], errors[learn], n[learn] + 1)
-        if ready.any():
-            s = slots[ready]
-            ewma = col("bias.ewma")[s]
-            ewma += self.lam * ((errors[ready] - col("bias.mean")[s]) - ewma)
-            col("bias.ewma")[s] = ewma
-            out[ready] = np.max(np.abs(ewma) / col("bias.spread")[s], axis=1)
+        if count:
+            out[ready] = self._watch(slots[ready], errors[ready])
         return out
+
+    def _watch(self, s: np.ndarray, e: np.ndarray) -> NDArray[np.float32]:
+        """One EWMA step of learned streams; their statistic (float32 [b])."""
+        col = self._store.column
+        ewma = col("bias.ewma").take(s, axis=0)
+        ewma += self.lam * ((e - col("bias.mean").take(s, axis=0)) - ewma)
+        col("bias.ewma")[s] = ewma
+        stat: NDArray[np.float32] = np.maximum.reduce(np.abs(ewma) / col("bias.spread").take(s, axis=0), axis=1)
+        return stat
 
     def statistic(self, slot: int) -> float:
         """The slot's statistic now (0 while it learns)."""
@@ -87,19 +95,20 @@ class BiasDetector:
     def _learn(self, s: np.ndarray, e: np.ndarray, n: np.ndarray) -> None:
         col = self._store.column
         col("bias.n")[s] = n
-        mean, sq = col("bias.mean")[s], col("bias.spread")[s]  # spread holds the mean of e² until learned
+        # spread holds the mean of e² until learned
+        mean, sq = col("bias.mean").take(s, axis=0), col("bias.spread").take(s, axis=0)
         col("bias.mean")[s] = mean + (e - mean) / n[:, None]
         col("bias.spread")[s] = sq + (e * e - sq) / n[:, None]
-        bsum = col("bias.ewma")[s] + e  # ewma holds the open batch's sum until learned
+        bsum = col("bias.ewma").take(s, axis=0) + e  # ewma holds the open batch's sum until learned
         closed = n % BATCH == 0
-        if closed.any():
+        if np.count_nonzero(closed):
             batches = (n[closed] // BATCH)[:, None]
             bsq = col("bias.bsq")[s[closed]]
             col("bias.bsq")[s[closed]] = bsq + ((bsum[closed] / BATCH) ** 2 - bsq) / batches
             bsum[closed] = 0.0
         col("bias.ewma")[s] = bsum
         done = n >= self.window
-        if done.any():
+        if np.count_nonzero(done):
             d = s[done]
             mu = col("bias.mean")[d].astype(np.float64)
             var = np.maximum(col("bias.spread")[d] - mu * mu, _MIN_VAR)

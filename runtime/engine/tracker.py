@@ -116,12 +116,8 @@ class AlertTracker:
         col("alert.warm")[slots] = warm
         if self.baselines is None:
             above_all = scores > self.threshold
-        else:
-            thresholds = self.baselines.thresholds(slots)
-            # a persistent shift (CUSUM against the stream's own level) counts as a step above
-            above_all = (scores > thresholds) | self.baselines.watch(slots, scores, warm, thresholds, errors)
-            if squares is not None:  # after the comparison: a step never judges itself
-                self.baselines.learn(slots, scores, squares, warm, thresholds)
+        else:  # the stream's own threshold, or a persistent shift, counts as a step above
+            above_all = self.baselines.step(slots, scores, warm, squares, errors)
         count = col("alert.above")
         # A quiet stream (ring all below, not raised) that stays below has nothing to update: the
         # ring's position does not matter while it holds only "below". Skipping it keeps the
