@@ -115,7 +115,7 @@ class Plan:
 
 def _rank_within(keys: np.ndarray) -> np.ndarray:
     """For each position, how many earlier positions hold the same key (0 for the first)."""
-    if len(keys) < 2:
+    if len(keys) < 2 or len(set(keys.tolist())) == len(keys):  # distinct keys: the common batch
         return np.zeros(len(keys), dtype=np.int64)
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
