@@ -11,8 +11,8 @@ baselines; one more machine gets a step change of 2 standard deviations on three
 --shift-at. Prints, per setting: healthy machines that raised, false alerts per 100,000
 stream-steps, and the faulty machine's delay. Fleet seeds 1-6 are the development fleets the
 scales and the CUSUM were chosen on, 11-16 their held-out set; the bias detector was chosen on
-1-6 and 11-16, and 21-30 are its held-out set (docs/BASELINES.md; tests/unit/test_fleet_alarms.py
-runs 11-14).
+1-6 and 11-16, and 21-30 are its held-out set; 31-40 a second held-out set, run once with the
+same defaults (docs/BASELINES.md; tests/unit/test_fleet_alarms.py runs 11-14).
 """
 
 from __future__ import annotations
