@@ -123,15 +123,18 @@ class Counts:
         counts[reason] = counts.get(reason, 0) + n
 
     def merge(self, other: Counts) -> None:
-        """Add every count of `other` to this one."""
-        for f in fields(Counts):
-            theirs = getattr(other, f.name)
-            if isinstance(theirs, dict):
-                mine: dict[str, int] = getattr(self, f.name)
-                for key, n in theirs.items():
+        """Add every count of `other` to this one (runs a few times per batch: the field names
+        are looked up once, below the class, not through dataclasses.fields each time)."""
+        for name in _NUMBERS:
+            theirs = getattr(other, name)
+            if theirs:
+                setattr(self, name, getattr(self, name) + theirs)
+        for name in _TABLES:
+            table: dict[str, int] = getattr(other, name)
+            if table:
+                mine: dict[str, int] = getattr(self, name)
+                for key, n in table.items():
                     mine[key] = mine.get(key, 0) + n
-            elif theirs:
-                setattr(self, f.name, getattr(self, f.name) + theirs)
 
     def copy(self) -> Counts:
         copied = Counts()
@@ -140,6 +143,11 @@ class Counts:
 
     def as_json_dict(self) -> dict[str, int | dict[str, int]]:
         return {f.name: getattr(self, f.name) for f in fields(Counts)}
+
+
+_TABLES = tuple(f.name for f in fields(Counts) if f.default_factory is dict)
+"""The fields that count per reason or state (dict[str, int]); every other field is an int."""
+_NUMBERS = tuple(f.name for f in fields(Counts) if f.name not in _TABLES)
 
 
 class Tally:
