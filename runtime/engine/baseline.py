@@ -128,9 +128,10 @@ class Baselines:
         """One time step of B distinct streams, the pass AlertTracker.observe makes: returns bool [B],
         whether each step counts as above the stream's threshold (its score above the threshold the
         stream alerts against now, or a persistent shift: watch), and the learning streams learn
-        from their warm steps that stayed under it (learn). squares, errors float64 [B, F]: the
-        step's squared and signed errors (None: not needed, see needs_squares). Reads each stream's
-        state once and shares the comparisons between the parts (the fixed cost of a small batch)."""
+        from their warm steps that stayed under it. warm: bool [B], the tracker's (enough steps
+        since the model reset, and a finite score); squares, errors float64 [B, F]: the step's
+        squared and signed errors (None: not needed, see needs_squares). Reads each stream's state
+        once and shares the comparisons between the parts (the fixed cost of a small batch)."""
         if not self.enabled:
             over: Bools = scores > self.threshold
             return over
