@@ -97,9 +97,10 @@ def test_quick_bench_reports_every_section(tmp_path: Path) -> None:
     flood = e["alert_flood"]
     assert flood["run"] == "flood"
     assert flood["lost"] == 0
-    # Every alert arrived or was refused by the outbox and counted (updates give way under load).
     assert flood["expected"] > 0
-    assert 0 <= flood["expected"] - flood["matched"] <= flood["dropped_outgoing"]
+    # Every alert the service sent arrived; the steps without one (outbox refusals, a stream's
+    # second message in one engine call) are the service's, by design, not the path's losses.
+    assert 0 < flood["matched"] == flood["alerts_sent"] <= flood["expected"]
     assert 0 < flood["p50_ms"] <= flood["p99_ms"] <= flood["max_ms"]
     cost = e["alert_cost"]
     assert cost["alerts"] == cost["messages"] > 0  # every message alerts, as in the latency run

@@ -110,7 +110,12 @@ class E2ELatency:
     """Messages per engine call."""
     dropped_outgoing: int
     """Publications the service's outbox refused (counted; an `update` or a status gives way when
-    the outbox is past its share for them): an alert missing at the subscriber is one of these."""
+    the outbox is past its share for them)."""
+    alerts_sent: int
+    """Alerts the service handed to its MQTT client (its `alerts` counts): every one of them must
+    arrive (matched == alerts_sent). In the flood, expected - alerts_sent are steps without an
+    alert by design: refused by the outbox (dropped_outgoing), or a stream's second message in one
+    engine call, whose step shares the call's clock with the first, inside update_interval_s."""
     processed: int
     lost: int
 
@@ -250,6 +255,7 @@ def measure_latency(
         service_p99_ms=quantile_bound(buckets, 0.99),
         mean_batch=processed / max(1, svc["counters"]["batches"]),
         dropped_outgoing=int(svc["bus"]["dropped_outgoing"]),
+        alerts_sent=sum(svc["counters"]["alerts"].values()),
         processed=processed,
         lost=total - processed,
     )

@@ -157,6 +157,7 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f"   publish → alert at {_n(lat['offered_per_s'])} msg/s offered ({_n(lat['achieved_per_s'])} sent), "
             f"{what}: p50 {_n(lat['p50_ms'], 1)} ms, p99 {_n(lat['p99_ms'], 1)} ms, "
             f"max {_n(lat['max_ms'], 1)} ms; {lat['matched']:,} of {lat['expected']:,} alerts matched"
+            f" ({lat.get('alerts_sent', 0):,} sent)"
             + (f", {lat['unexpected']:,} unexpected" if key == "latency" else "")
             + f", lost {lat['lost']}, outgoing dropped {lat['dropped_outgoing']:,}"
             + f"; mean batch {_n(lat['mean_batch'], 1)}; inside the service (arrival → alert"
