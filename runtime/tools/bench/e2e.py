@@ -27,7 +27,16 @@ from runtime.tools.bench.publisher import encode_publish, write_packets
 from runtime.tools.bench.workload import Workload, stream_names
 from runtime.tools.local_broker import Broker, start_broker
 
-__all__ = ["E2ERate", "flood_packets", "measure_throughput", "publish", "quantile_bound", "report", "service_processes"]
+__all__ = [
+    "E2ERate",
+    "flood_packets",
+    "input_topic",
+    "measure_throughput",
+    "publish",
+    "quantile_bound",
+    "report",
+    "service_processes",
+]
 
 PREFIX = "edgewatch"
 
@@ -74,7 +83,8 @@ def _mean_batch(report: dict[str, Any]) -> float:
     return c["processed"] / c["batches"] if c["batches"] else 0.0
 
 
-def _topic(stream: str, partition: int) -> bytes:
+def input_topic(stream: str, partition: int) -> bytes:
+    """The topic the bench publishes stream's samples of `partition` on (the services subscribe to it)."""
     return f"bench/p{partition}/{stream}/telemetry".encode()
 
 
@@ -121,7 +131,7 @@ def flood_packets(
     for part in range(partitions):
         mine = [(i, s) for i, s in streams if i % partitions == part]
         packets = [
-            encode_publish(_topic(s, part), workload.payload(i, k), qos, (n % 65535) + 1)
+            encode_publish(input_topic(s, part), workload.payload(i, k), qos, (n % 65535) + 1)
             for n, (k, (i, s)) in enumerate((k, stream) for k in range(rounds) for stream in mine)
         ]
         files.append(write_packets(work / f"{name}-p{part}.bin", packets))
@@ -139,17 +149,19 @@ def service_processes(
     alerts: AlertPolicy | None = None,
     threshold: float | None = None,
     protocol: MqttVersion = "5",
-    poll_s: float = 0.002,
+    poll_s: float | None = None,
 ) -> Iterator[list[LineProcess]]:
     """One service process per partition (expect[j] messages for partition j), all ready.
-    poll_s: how often each reads its counters (the throughput's end is known to that much)."""
+    poll_s: how often each reads its counters (the throughput's end is known to that much;
+    None: service_proc's default)."""
     procs = []
     try:
         for part, n in enumerate(expect):
             cfg = work / f"service-p{part}.json"
             config = _config(broker, artifact, part, qos=qos, alerts=alerts, threshold=threshold, protocol=protocol)
             cfg.write_text(config.model_dump_json())
-            procs.append(LineProcess("runtime.tools.bench.service_proc", [str(cfg), str(n), "--poll-s", str(poll_s)]))
+            poll = [] if poll_s is None else ["--poll-s", str(poll_s)]
+            procs.append(LineProcess("runtime.tools.bench.service_proc", [str(cfg), str(n), *poll]))
         for proc in procs:
             proc.wait_ready(60.0)
         yield procs

@@ -32,7 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from edge_config.schema import AlertPolicy
-from runtime.tools.bench.e2e import PREFIX, flood_packets, publish, quantile_bound, report, service_processes
+from runtime.tools.bench.e2e import (
+    PREFIX,
+    flood_packets,
+    input_topic,
+    publish,
+    quantile_bound,
+    report,
+    service_processes,
+)
 from runtime.tools.bench.engines import BENCH_ALERTS
 from runtime.tools.bench.workload import LEVEL, SPREAD, Workload, stream_names
 from runtime.tools.local_broker import Broker, start_broker
@@ -289,16 +297,15 @@ def measure_broker_hop(work: Path, *, streams: int, rate: float, seconds: float)
         _wait_lines(seen_path, total, stall=3.0)
         pub.stop()
     sent = np.frombuffer(times_path.read_bytes(), dtype=np.float64)
-    index = {name: i for i, name in enumerate(names)}
+    index = {input_topic(name, 0): i for i, name in enumerate(names)}
     latencies = []
     for line in seen_path.read_bytes().splitlines():
         stamp, topic, payload = line.split(b" ", 2)
-        stream = topic.decode()[len("bench/p0/") : -len("/telemetry")]
         try:
             seq = int(json.loads(payload)["seq"])
         except (ValueError, KeyError, TypeError):
             continue
-        i = index.get(stream)
+        i = index.get(topic)
         if i is not None and 0 <= seq < rounds:
             latencies.append(float(stamp) - float(sent[seq * streams + i]))
     p50, p99, worst, _mean = _quantiles(latencies)
