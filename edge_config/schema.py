@@ -208,10 +208,15 @@ class BaselineConfig(_Strict):
     policy: Literal["max", "stream"] = "max"
     """max: a feature's own scale is never below the calibrated one (a quieter machine keeps the
     calibrated sensitivity, a noisier one is weighed down); stream: its own scale either way."""
-    learning_factor: float = Field(10.0, ge=1.0)
-    """While a stream learns, it alerts only above this multiple of the model's threshold (and,
-    after 30 steps, above a wide margin over what it showed so far): extreme scores still alert,
+    learning_factor: float = Field(5.0, ge=1.0)
+    """While a stream learns, it alerts only above this multiple of the model's threshold, and
+    above learning_ratio × its own mean score so far: a jump to an extreme score still alerts,
     ordinary differences between machines are learned."""
+    learning_ratio: float = Field(5.0, ge=1.0)
+    """While a stream learns, it alerts only above this multiple of the mean of its own scores so
+    far (from its first scored step; steps above the threshold left out), and above
+    learning_factor × the model's threshold: a healthy machine the model does not know scores
+    high from its first step, a failure jumps against what the stream showed before."""
     out_of_range_factor: float = Field(25.0, gt=1.0)
     """A stream whose learned mean score is above this multiple of the calibration data's mean is
     not taken as normal: its retained status says `out-of-range` (the model does not know this

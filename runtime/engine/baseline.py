@@ -9,9 +9,13 @@ So each stream learns, after it first appears (and after a reset command), from 
 
     learning   the mean squared error of each feature, e_f² in the model's calibrated units (the
                calibration data's is 1). Meanwhile it alerts only above the learning threshold:
-               learning_factor × T (T: the model's calibrated threshold), and after 30 steps also
-               never below μ_n + 2z·σ_n of its own scores so far (z: how many calibration standard
-               deviations T sits above the calibration mean). Steps above it are not learned: a
+               max(learning_factor × T, learning_ratio × μ_own) (T: the model's calibrated
+               threshold; μ_own: the mean of the stream's own scores so far, from its first
+               scored step, warm-up included, steps above the threshold and warm steps above
+               OWN_GATE × μ_own left out). An extreme
+               score for the model is not enough: a healthy machine the model does not know
+               scores 10-25 × T from its first step (measured, docs/BASELINES.md); a failure is
+               a jump against what the stream showed so far. Steps above it are not learned: a
                machine that arrives failing must not teach us that failing is normal.
     learned    its squared errors are divided by its own scale s_f = max(mean e_f², 1) per feature
                (policy "stream": no floor at 1), so its score is back on the calibration data's
@@ -54,13 +58,14 @@ from edge_config.schema import BaselineConfig
 from runtime.engine.shift import BiasDetector
 from runtime.engine.streams import StateStore
 
-__all__ = ["LEARNED", "LEARNING", "OUT_OF_RANGE", "PROVISIONAL_AFTER", "Baselines"]
+__all__ = ["LEARNED", "LEARNING", "OUT_OF_RANGE", "Baselines"]
 
 Bools = NDArray[np.bool_]
 
 LEARNING, LEARNED, OUT_OF_RANGE = 0, 1, 2
-PROVISIONAL_AFTER = 30
-"""Learning steps after which a stream's own spread also bounds its learning threshold."""
+OWN_GATE = 2.5
+"""A warm learning step takes part in its stream's own level μ_own only when at most this many
+times that level (2-3 gave the same on the development fleets, docs/BASELINES.md)."""
 _STREAM_FLOOR = 1e-3
 """Policy "stream": the smallest scale a feature may get (a feature that never moves)."""
 
@@ -91,8 +96,6 @@ class Baselines:
         """Whether learned streams also run the CUSUM against their own level."""
         self.shifts = 0
         """Steps that started a shift (the sum crossed h) since the engine last took its counts."""
-        self.z = max((self.threshold - self._mean_cal) / std_cal, 0.0) if self.enabled else 0.0
-        """How many calibration standard deviations the threshold sits above the calibration mean."""
         self.learning_threshold = config.learning_factor * self.threshold if self.enabled else self.threshold
         self._store = store
         self.learned = 0
@@ -103,8 +106,8 @@ class Baselines:
             store.add_column("baseline.state", (), np.int8, LEARNING, scope="baseline")
             store.add_column("baseline.n", (), np.int64, 0, scope="baseline")
             store.add_column("baseline.sq", (features,), np.float32, 0.0, scope="baseline")  # mean e_f²
-            store.add_column("baseline.mean", (), np.float64, 0.0, scope="baseline")  # of its scores
-            store.add_column("baseline.m2", (), np.float64, 0.0, scope="baseline")
+            store.add_column("baseline.own", (), np.float32, 0.0, scope="baseline")  # μ_own, while learning
+            store.add_column("baseline.own_n", (), np.int32, 0, scope="baseline")  # steps in μ_own
         if self.shift_enabled:
             store.add_column("baseline.level_n", (), np.int32, 0, scope="baseline")
             store.add_column("baseline.level", (), np.float32, 0.0, scope="baseline")  # μ_s, running mean
@@ -145,7 +148,8 @@ class Baselines:
         under = warm & ~over  # a warm step has a finite score: not over means at most the threshold
         above: Bools = over | self._watch(slots, scores, warm, under, states, errors)
         if squares is not None:  # after the comparison: a step never judges itself
-            self._learn(slots, scores, squares, under & learning)
+            self._learn(slots, squares, under & learning)
+            self._learn_own(slots, scores, learning, over, warm)
         return above
 
     def thresholds(self, slots: np.ndarray) -> np.ndarray:
@@ -172,16 +176,31 @@ class Baselines:
         return float(self._learning_thresholds(np.array([slot]))[0])
 
     def _learning_thresholds(self, slots: np.ndarray) -> np.ndarray:
-        """float64 [B] of learning streams: the learning threshold, and after PROVISIONAL_AFTER
-        steps never below μ_n + 2z·σ_n of their own scores so far."""
-        col = self._store.column
-        n = col("baseline.n")[slots]
-        spread = np.sqrt(col("baseline.m2")[slots] / np.maximum(n - 1, 1))
-        provisional = np.where(n >= PROVISIONAL_AFTER, col("baseline.mean")[slots] + 2.0 * self.z * spread, 0.0)
-        out: np.ndarray = np.maximum(self.learning_threshold, provisional)
+        """float64 [B] of learning streams: max(learning_factor × T, learning_ratio × μ_own)."""
+        own = self._store.column("baseline.own")[slots] * np.float64(self.config.learning_ratio)  # float64 out
+        out: np.ndarray = np.maximum(own, self.learning_threshold)
         return out
 
-    def _learn(self, slots: np.ndarray, scores: np.ndarray, squares: np.ndarray, learning: Bools) -> None:
+    def _learn_own(self, slots: np.ndarray, scores: np.ndarray, learning: Bools, over: Bools, warm: Bools) -> None:
+        """μ_own takes in this step's finite score where the stream is learning and the step is not
+        above its threshold: every warm-up step (a stream has a level of its own by its first
+        warm step), and a warm step only when at most OWN_GATE × μ_own (a failure that ramps up
+        through a smoothed score must not carry the level up with it); a stream's first score
+        always (with no level yet, a machine that runs above learning_factor × T would never
+        get one)."""
+        col = self._store.column
+        own = col("baseline.own")[slots]
+        keep = ~over & (~warm | (scores <= OWN_GATE * own))
+        keep |= col("baseline.own_n")[slots] == 0
+        keep &= learning & np.isfinite(scores)
+        if not np.count_nonzero(keep):
+            return
+        s = slots[keep]
+        n = col("baseline.own_n")[s] + 1
+        col("baseline.own_n")[s] = n
+        col("baseline.own")[s] = own[keep] + (scores[keep] - own[keep]) / n
+
+    def _learn(self, slots: np.ndarray, squares: np.ndarray, learning: Bools) -> None:
         """Learning streams take in this step (learning: bool [B], warm, learning and under the
         threshold) when its squared errors are finite."""
         if not np.count_nonzero(learning):
@@ -195,12 +214,6 @@ class Baselines:
         col("baseline.n")[s] = n
         sq = col("baseline.sq").take(s, axis=0)
         col("baseline.sq")[s] = sq + (squares[learning] - sq) / n[:, None]
-        x = scores[learning]
-        mean = col("baseline.mean")[s]
-        delta = x - mean
-        mean = mean + delta / n
-        col("baseline.m2")[s] += delta * (x - mean)
-        col("baseline.mean")[s] = mean
         done = n >= self.config.learn_steps
         if np.count_nonzero(done):
             self._finish(s[done])

@@ -95,11 +95,23 @@ def test_a_change_on_a_quiet_feature_of_a_noisy_machine_still_alerts() -> None:
     assert "raised" in [s for e in shifted for s in rig.feed("m", e)]
 
 
-def test_while_learning_only_extreme_scores_alert() -> None:
-    rig = Rig(BaselineConfig(learn_steps=300, learning_factor=10.0))
-    assert [s for _ in range(10) for s in rig.feed("m", np.full(F, 3.5))] == []  # score 12.25: learned
-    assert [s for _ in range(5) for s in rig.feed("m", np.full(F, 6.0))] == ["raised"]  # 36 > 10 x T
+def test_while_learning_a_machine_high_from_its_first_step_is_learned_and_a_jump_alerts() -> None:
+    rig = Rig(BaselineConfig(learn_steps=300, learning_factor=5.0, learning_ratio=5.0))
+    steady = [s for _ in range(40) for s in rig.feed("m", np.full(F, 3.5))]  # score 12.25 > 5 x T = 10
+    assert steady == []  # high for the model from the start, steady: how this machine runs
+    jump = [s for _ in range(15) for s in rig.feed("m", np.full(F, 10.0))]  # towards 100 > 5 x 12.25
+    assert jump == ["raised"]
     assert rig.state("m") == LEARNING
+    slot = rig.store.slot("m")
+    assert slot is not None
+    assert rig.baselines.threshold_of(slot) < 5.0 * 15.0  # the level did not follow the ramp to 100
+
+
+def test_while_learning_a_jump_alerts_only_above_learning_factor_x_t() -> None:
+    rig = Rig(BaselineConfig(learn_steps=300, learning_factor=5.0, learning_ratio=5.0))
+    assert [s for _ in range(40) for s in rig.feed("q", np.full(F, 0.5))] == []  # score 0.25
+    assert [s for _ in range(30) for s in rig.feed("q", np.full(F, 3.0))] == []  # 9: 36 x its own, < 10
+    assert [s for _ in range(30) for s in rig.feed("q", np.full(F, 3.5))] == ["raised"]  # 12.25 > 10
 
 
 @pytest.mark.parametrize(("policy", "floor"), [("max", 1.0), ("stream", 0.01 - 1e-12)])
