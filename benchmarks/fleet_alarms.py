@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/fleet_alarms.py [--machines 20] [--steps 1500] [--fleet-seed 1] [--sigmas 2]
         [--learn-steps 300 ...] [--level-steps 200] [--bias-h 12] [--policy max|stream] [--model DIR]
-        [--threshold T]
+        [--threshold T] [--learning-factor 5] [--learning-ratio 5]
 
 Simulated pumps (runtime.tools.demo.simulator) whose readings differ from the rig the model was
 trained on (Variation.random: offsets, gains, noise, phase), served through the gateway's own
@@ -12,7 +12,8 @@ baselines; one more machine gets a step change of 2 standard deviations on three
 stream-steps, and the faulty machine's delay. Fleet seeds 1-6 are the development fleets the
 scales and the CUSUM were chosen on, 11-16 their held-out set; the bias detector was chosen on
 1-6 and 11-16, and 21-30 are its held-out set; 31-40 a second held-out set, run once with the
-same defaults (docs/BASELINES.md; tests/unit/test_fleet_alarms.py runs 11-14).
+same defaults; the learning rule (learning_factor, learning_ratio) was chosen on 1-40, and 41-60
+are its held-out set (docs/BASELINES.md; tests/unit/test_fleet_alarms.py runs 11-14).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> int:
     )
     p.add_argument("--policy", default="max", choices=["max", "stream"])
     p.add_argument("--learning-factor", type=float, default=BaselineConfig().learning_factor)
+    p.add_argument("--learning-ratio", type=float, default=BaselineConfig().learning_ratio)
     p.add_argument("--threshold", type=float, default=None, help="override the manifest's threshold")
     p.add_argument("--ewma-alpha", type=float, default=None, help="override the manifest's score smoothing")
     args = p.parse_args()
@@ -58,6 +60,7 @@ def main() -> int:
                 bias_h=args.bias_h,
                 policy=args.policy,
                 learning_factor=args.learning_factor,
+                learning_ratio=args.learning_ratio,
             )
             raised = raised_alerts(
                 args.model, recordings, baseline, threshold=args.threshold, ewma_alpha=args.ewma_alpha

@@ -46,8 +46,9 @@ models:
     # Per-stream baselines, at their defaults (edge_config.schema.BaselineConfig): after its warm-up
     # (below), each pump learns how large its own errors normally are, sensor by sensor, over
     # {learn_steps} steps, alerting meanwhile only above {learning_factor:g}x the threshold
-    # ({learning_threshold:.1f}); from then on its errors are divided by what it learned (never by less
-    # than the calibration's) and it alerts above the threshold (docs/BASELINES.md).
+    # ({learning_threshold:.1f}) and {learning_ratio:g}x its own mean score so far (a jump); from then on
+    # its errors are divided by what it learned (never by less than the calibration's) and it alerts
+    # above the threshold (docs/BASELINES.md).
     alerts:
       raise_k: 3        # raise when 3 of the last 5 steps are above the threshold
       raise_n: 5
@@ -86,7 +87,8 @@ class DemoGateway:
         return (
             f"{self.threshold:.3f} from the manifest ({_rule(self.calibration)}); each pump learns its own "
             f"error scale per sensor over {baseline.learn_steps} s after a {warmup} s warm-up (meanwhile only "
-            f"scores above {baseline.learning_factor * self.threshold:.1f} alert), then alerts above "
+            f"scores above {baseline.learning_factor * self.threshold:.1f} and {baseline.learning_ratio:g}x its own "
+            f"mean so far alert), then alerts above "
             f"{self.threshold:.3f} on its rescaled score"
             + (
                 f", or when that score stays above its own level (learned over the next {baseline.level_steps} s)"
@@ -147,6 +149,7 @@ def write_gateway(out: Path, *, host: str, port: int, model_dir: Path, manifest:
             learn_steps=baseline.learn_steps,
             learning_factor=baseline.learning_factor,
             learning_threshold=baseline.learning_factor * calibration.threshold,
+            learning_ratio=baseline.learning_ratio,
         )
     )
     # No environment overrides: an EDGEWATCH_* variable left in the user's shell must not change
