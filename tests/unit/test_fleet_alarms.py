@@ -3,7 +3,8 @@ sensors of one more machine is caught (issue 11's acceptance).
 
 Fleets 11-13 of benchmarks/fleet_alarms.py were held out when the scales and the CUSUM were
 chosen (on fleets 1-6); the step-change detector on the signed errors was then chosen on fleets
-1-6 and 11-16, and fleets 21-30 were its held-out set (docs/BASELINES.md has every set's figures).
+1-6 and 11-16, and fleets 21-30 were its held-out set; the learning rule was chosen on fleets
+1-40, with 41-60 held out (docs/BASELINES.md has every set's figures).
 """
 
 from __future__ import annotations
@@ -53,3 +54,18 @@ def test_a_two_sigma_step_is_caught_by_the_shift_detectors(seed: int) -> None:
     assert caught, served["faulty"]
     assert caught[0] - SHIFT_AT <= 150
     assert [seq for seq in served["faulty"] if seq < SHIFT_AT] == []
+
+
+def test_a_pump_that_scores_high_from_its_first_step_learns_and_a_fault_while_learning_alerts() -> None:
+    # Fleet 40's m06 scores 10-25 x T from its first sample, healthy: under the old learning rule
+    # (10 x T) it raised at sample 23; learning against its own level, it is learned. The faulty
+    # pump of fleets 11-12 steps by 10 standard deviations at sample 60, while it learns: a jump
+    # against its own level, caught at once (the old rule caught one of the two).
+    fleet = fleet_recordings(MACHINES, STEPS, 40, shift_at=SHIFT_AT, sigmas=2.0)
+    learned = raised_alerts(MODEL_DIR, fleet, BaselineConfig())
+    assert {name: seqs for name, seqs in learned.items() if seqs and name != "faulty"} == {}
+    for seed in (11, 12):
+        early = raised_alerts(MODEL_DIR, fleet_recordings(1, 320, seed, shift_at=60, sigmas=10.0), BaselineConfig())
+        assert early["m00"] == []
+        assert early["faulty"], seed
+        assert 60 <= early["faulty"][0] <= 65, early["faulty"]
