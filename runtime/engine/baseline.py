@@ -12,11 +12,11 @@ So each stream learns, after it first appears (and after a reset command), from 
                max(learning_factor × T, learning_ratio × μ_own) (T: the model's calibrated
                threshold; μ_own: the mean of the stream's own scores so far, from its first
                scored step, warm-up included, steps above the threshold and warm steps above
-               OWN_GATE × μ_own left out). An extreme
-               score for the model is not enough: a healthy machine the model does not know
-               scores 10-25 × T from its first step (measured, docs/BASELINES.md); a failure is
-               a jump against what the stream showed so far. Steps above it are not learned: a
-               machine that arrives failing must not teach us that failing is normal.
+               OWN_GATE × μ_own left out). A score extreme for the model is not enough: a
+               healthy machine the model does not know scores 10-25 × T from its first step
+               (measured, docs/BASELINES.md); a failure is a jump against what the stream
+               showed so far. Steps above it are not learned: a machine that arrives failing
+               must not teach us that failing is normal.
     learned    its squared errors are divided by its own scale s_f = max(mean e_f², 1) per feature
                (policy "stream": no floor at 1), so its score is back on the calibration data's
                footing and alerts against T: a feature that is noisy on this machine is weighed
