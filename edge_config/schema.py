@@ -215,9 +215,9 @@ class BaselineConfig(_Strict):
     learning_ratio: float = Field(5.0, ge=1.0)
     """While a stream learns, it alerts only above this multiple of the mean of its own scores so
     far (from its first scored step; steps above the threshold, and warm steps above 2.5 × that
-    mean, left out), and above
-    learning_factor × the model's threshold: a healthy machine the model does not know scores
-    high from its first step, a failure jumps against what the stream showed before."""
+    mean, left out), and above learning_factor × the model's threshold: a healthy machine the
+    model does not know scores high from its first step, a failure jumps against what the stream
+    showed before."""
     out_of_range_factor: float = Field(25.0, gt=1.0)
     """A stream whose learned mean score is above this multiple of the calibration data's mean is
     not taken as normal: its retained status says `out-of-range` (the model does not know this

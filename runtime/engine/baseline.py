@@ -189,16 +189,15 @@ class Baselines:
         always (with no level yet, a machine that runs above learning_factor × T would never
         get one)."""
         col = self._store.column
-        own = col("baseline.own")[slots]
+        own, count = col("baseline.own")[slots], col("baseline.own_n")[slots]
         keep = ~over & (~warm | (scores <= OWN_GATE * own))
-        keep |= col("baseline.own_n")[slots] == 0
+        keep |= count == 0
         keep &= learning & np.isfinite(scores)
         if not np.count_nonzero(keep):
             return
-        s = slots[keep]
-        n = col("baseline.own_n")[s] + 1
+        s, n, mean = slots[keep], count[keep] + 1, own[keep]
         col("baseline.own_n")[s] = n
-        col("baseline.own")[s] = own[keep] + (scores[keep] - own[keep]) / n
+        col("baseline.own")[s] = mean + (scores[keep] - mean) / n
 
     def _learn(self, slots: np.ndarray, squares: np.ndarray, learning: Bools) -> None:
         """Learning streams take in this step (learning: bool [B], warm, learning and under the
